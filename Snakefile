@@ -1,0 +1,14 @@
+# specsweep: quant x drafter x k sweeps for speculative decoding.
+# The grid comes from Hydra (conf/sweep/*.yaml + `--config overrides="..."`); see README.md.
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/image.smk"
+include: "workflow/rules/cell.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        f"results/{PLAN.sweep}/table.csv",
+    default_target: True

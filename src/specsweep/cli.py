@@ -1,0 +1,170 @@
+"""The `specsweep` command. Snakemake jobs call its subcommands; people call `config`, `cells` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, config_hash
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Turn SIGTERM (Snakemake cancelling a job) into SystemExit so every `finally` stops its server.
+    raise SystemExit(128 + signum)
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from specsweep.config.compose import project_relative
+    from specsweep.config.grid import readable_id
+    from specsweep.envs import env_root
+    from specsweep.models.prepare import model_location
+    from specsweep.serve.argv import server_command
+    from specsweep.serve.speculative import speculative_config_json
+
+    composed = compose_cell(args.overrides)
+    cell = composed.cell
+    print(f"# cell {readable_id(composed)}  (config hash {config_hash(cell)[:12]})")
+    print(cell_yaml(cell), end="")
+    image_root = None
+    if cell.image.kind == "venv":
+        image_root = env_root(cell.image.name, project_relative(cell.image.requirements), cell.image.remove_packages)
+    port = cell.serve.port or 8000
+    command = server_command(cell, model_location(cell.model), port, image_root, f"specsweep-{readable_id(composed)}")
+    print("\n# speculative config")
+    print(speculative_config_json(cell.drafter, cell.k) or "(none: no --speculative-config flag)")
+    print("\n# vLLM server argv" + ("" if cell.serve.port else " (port chosen free at run time; 8000 shown)"))
+    print(shlex.join(command.argv))
+
+
+def cmd_cells(args: argparse.Namespace) -> None:
+    from specsweep.config.grid import expand
+
+    for cell in expand(args.overrides, args.sweep):
+        print(f"{cell.sweep}/{cell.id}\t{' '.join(cell.overrides)}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """One cell (or a few) through the same DAG as the full sweep: Snakemake builds what it needs."""
+    from specsweep.config.grid import expand
+    from specsweep.paths import project_root
+
+    cells = expand(args.overrides, args.sweep)
+    targets = [f"results/{cell.sweep}/{cell.id}/bench.json" for cell in cells]
+    config = [f"overrides={shlex.join(args.overrides)}"]
+    if args.sweep:
+        config.append(f"sweep={args.sweep}")
+    argv = [sys.executable, "-m", "snakemake", "--config", *config, *args.snakemake_args, "--", *targets]
+    print("[run] " + shlex.join(argv), file=sys.stderr)
+    raise SystemExit(subprocess.run(argv, cwd=project_root()).returncode)
+
+
+def cmd_model_prepare(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_json
+    from specsweep.models.prepare import prepare_model
+
+    record = prepare_model(compose_cell(args.overrides).cell.model)
+    write_json(Path(args.receipt), record.model_dump())
+    print(f"[model] {record.name} ready at {record.location}", file=sys.stderr)
+
+
+def cmd_image_build(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_json
+    from specsweep.images import build_image
+
+    record = build_image(compose_cell(args.overrides).cell.image)
+    write_json(Path(args.receipt), record.model_dump())
+    print(f"[image] {record.name}: vLLM {record.vllm_version} at {record.location}", file=sys.stderr)
+
+
+def cmd_cell_run(args: argparse.Namespace) -> None:
+    from specsweep.cell import run_cell
+    from specsweep.config.grid import Cell
+    from specsweep.images.base import ImageRecord
+    from specsweep.models.prepare import ModelRecord
+
+    composed = compose_cell(args.overrides)
+    cell = Cell(
+        id=args.cell_id,
+        sweep=composed.sweep.name,
+        overrides=tuple(args.overrides),
+        config=composed.cell,
+        config_hash=config_hash(composed.cell),
+    )
+    model = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
+    image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
+    record = run_cell(cell, Path(args.out_dir), model, image, Path(args.server_log))
+    print(f"[cell] {cell.id}: {record.status}", file=sys.stderr)
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from specsweep.results.table import build_table, write_table
+
+    cell_dirs = [Path(path).parent for path in args.bench_files]
+    table = build_table(cell_dirs)
+    write_table(table, Path(args.csv), Path(args.parquet))
+    print(f"[aggregate] {len(table)} rows from {len(cell_dirs)} cells -> {args.csv}", file=sys.stderr)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="specsweep", description="Speculative-decoding sweeps with vLLM.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_overrides(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. drafter=ngram k=3")
+        return p
+
+    p = with_overrides(sub.add_parser("config", help="print the resolved cell config and its vLLM argv"))
+    p.set_defaults(func=cmd_config)
+
+    p = with_overrides(sub.add_parser("cells", help="list the cells a sweep (with overrides) expands to"))
+    p.add_argument("--sweep", help="sweep option under conf/sweep (default: from conf/config.yaml)")
+    p.set_defaults(func=cmd_cells)
+
+    p = with_overrides(sub.add_parser("run", help="run the cells matching the overrides through Snakemake"))
+    p.add_argument("--sweep")
+    p.add_argument("--snakemake-args", default="", type=shlex.split, help="extra Snakemake flags, quoted")
+    p.set_defaults(func=cmd_run)
+
+    model = sub.add_parser("model", help="base model preparation").add_subparsers(dest="action", required=True)
+    p = with_overrides(model.add_parser("prepare"))
+    p.add_argument("--receipt", required=True, help="where to write the model record (JSON)")
+    p.set_defaults(func=cmd_model_prepare)
+
+    image = sub.add_parser("image", help="serving images").add_subparsers(dest="action", required=True)
+    p = with_overrides(image.add_parser("build"))
+    p.add_argument("--receipt", required=True, help="where to write the image manifest (JSON)")
+    p.set_defaults(func=cmd_image_build)
+
+    cell = sub.add_parser("cell", help="one sweep cell").add_subparsers(dest="action", required=True)
+    p = with_overrides(cell.add_parser("run"))
+    p.add_argument("--cell-id", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--model-receipt", required=True)
+    p.add_argument("--image-receipt", required=True)
+    p.add_argument("--server-log", required=True)
+    p.set_defaults(func=cmd_cell_run)
+
+    p = sub.add_parser("aggregate", help="build the tidy results table from cell records")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--parquet", required=True)
+    p.add_argument("bench_files", nargs="+")
+    p.set_defaults(func=cmd_aggregate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as err:
+        print(f"specsweep: config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

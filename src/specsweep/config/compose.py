@@ -1,0 +1,113 @@
+"""Compose one cell from conf/ with Hydra and validate it against the typed schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import ValidationError
+
+from specsweep.config.schema import CellCfg, SweepCfg
+from specsweep.paths import conf_dir
+
+
+class ConfigError(ValueError):
+    """A config or override problem, with a message that says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Composed:
+    cell: CellCfg
+    sweep: SweepCfg
+    # Group -> chosen option name (e.g. {"drafter": "ngram"}), as Hydra picked it.
+    choices: dict[str, str]
+
+
+def compose_raw(overrides: list[str]):
+    """Hydra compose with the project's conf dir; returns (DictConfig, group choices)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_explain_hydra(err, overrides)) from err
+    finally:
+        GlobalHydra.instance().clear()
+    choices = {
+        group: str(option)
+        for group, option in cfg.hydra.runtime.choices.items()
+        if not group.startswith("hydra") and option is not None
+    }
+    # hydra.* holds interpolations (${now:...}) that only resolve inside a Hydra app.
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        return OmegaConf.to_container(cfg, resolve=True), choices
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot resolve config for {' '.join(overrides) or '(none)'}: {err}") from err
+
+
+def _explain_hydra(err: Exception, overrides: list[str]) -> str:
+    message = str(err).split("\nConfig search path:")[0].strip()
+    unknown = re.search(r"Could not (?:override|append to) '([^']+)'", message)
+    if unknown:
+        parent, _, leaf = unknown.group(1).rpartition(".")
+        defaults, _ = compose_raw([])
+        node = defaults
+        for part in filter(None, parent.split(".")):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        valid = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a config node)"
+        message = f"unknown key '{unknown.group(1)}'; valid keys{' under ' + parent if parent else ''}: {valid}"
+    return f"bad override in `{' '.join(overrides) or '(none)'}`: {message}"
+
+
+def compose_cell(overrides: list[str]) -> Composed:
+    raw, choices = compose_raw(overrides)
+    sweep_raw = raw.pop("sweep", {})
+    try:
+        sweep = SweepCfg.model_validate(sweep_raw)
+        cell = CellCfg.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, overrides)) from err
+    return Composed(cell=cell, sweep=sweep, choices=choices)
+
+
+def _explain(err: ValidationError, overrides: list[str]) -> str:
+    lines = [f"invalid config for overrides {' '.join(overrides) or '(none)'}:"]
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key; remove it (see conf/ for the valid keys)")
+        else:
+            lines.append(f"  {where}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)
+
+
+def canonical(cell: CellCfg) -> dict:
+    """The cell as plain data, without what does not change it: k means nothing with no drafter."""
+    return cell.model_dump(mode="json", exclude={"k"} if cell.drafter.kind == "none" else None)
+
+
+def cell_yaml(cell: CellCfg) -> str:
+    """Canonical YAML of a cell: what jobs receive, what gets hashed, what lands in config.yaml."""
+    return yaml.safe_dump(canonical(cell), sort_keys=True)
+
+
+def config_hash(cell: CellCfg) -> str:
+    text = json.dumps(canonical(cell), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def project_relative(path: str) -> Path:
+    """Config paths (prompt files, requirement files) are relative to the project root."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else conf_dir().parent / candidate

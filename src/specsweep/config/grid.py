@@ -1,0 +1,103 @@
+"""Expand a sweep into cells with Hydra's own multirun semantics.
+
+`k=1,3,7`, `k=range(1,8)` and `drafter=choice(none,ngram)` mean exactly what they mean under
+`python app.py --multirun ...`, because the same parser and the same BasicSweeper split them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from specsweep.config.compose import Composed, ConfigError, compose_cell, compose_raw, config_hash
+from specsweep.config.schema import CellCfg
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    sweep: str
+    # Sorted override list that recomposes exactly this cell (what each job is handed).
+    overrides: tuple[str, ...]
+    config: CellCfg
+    config_hash: str
+
+
+def split_overrides(text: str | list[str] | None) -> list[str]:
+    if text is None:
+        return []
+    if isinstance(text, list):
+        return [part for item in text for part in shlex.split(str(item))]
+    return shlex.split(text)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cell]:
+    """All cells of a sweep, narrowed or changed by the user's Hydra overrides.
+
+    The sweep's own axes come first; a user override of the same key replaces that axis
+    (`k=3` narrows, `k=1,3,7` re-sweeps), any other user override applies to every cell.
+    """
+    chosen = [o.split("=", 1)[1] for o in user_overrides if _key(o) == "sweep"]
+    sweep_choice = chosen[-1] if chosen else sweep_name or compose_raw([])[1]["sweep"]
+    sweep_override = f"sweep={sweep_choice}"
+    sweep_params = compose_cell([sweep_override]).sweep.params
+
+    user_keys = {_key(o) for o in user_overrides}
+    axes = [f"{key}={value}" for key, value in sweep_params.items() if key not in user_keys]
+    arguments = axes + [o for o in user_overrides if _key(o) != "sweep"]
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+    except HydraException as err:
+        raise ConfigError(f"cannot parse overrides {' '.join(arguments)}: {err}") from err
+    combinations = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+    cells: dict[str, Cell] = {}
+    for combination in combinations:
+        composed = compose_cell([sweep_override, *combination])
+        overrides = tuple(sorted(o for o in [sweep_override, *combination] if not _ignored_for(composed, o)))
+        cell = Cell(
+            id=readable_id(composed),
+            sweep=composed.sweep.name,
+            overrides=overrides,
+            config=composed.cell,
+            config_hash=config_hash(composed.cell),
+        )
+        cells.setdefault(cell.config_hash, cell)
+    return _disambiguate(list(cells.values()))
+
+
+def _ignored_for(composed: Composed, override: str) -> bool:
+    """`k` means nothing without a drafter: leaving it out merges none-cells across k."""
+    return composed.cell.drafter.kind == "none" and _key(override) == "k"
+
+
+def readable_id(composed: Composed) -> str:
+    cell = composed.cell
+    parts = [cell.model.name, cell.quant.name, cell.drafter.name]
+    if cell.drafter.kind != "none":
+        parts.append(f"k{cell.k}")
+    return "-".join(parts)
+
+
+def _disambiguate(cells: list[Cell]) -> list[Cell]:
+    """Cells that differ only outside model/quant/drafter/k (e.g. serve.max_num_seqs=1,4) get a hash suffix."""
+    by_id: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_id.setdefault(cell.id, []).append(cell)
+    result = []
+    for cell_id, group in by_id.items():
+        for cell in group:
+            if len(group) > 1:
+                suffix = hashlib.sha256(" ".join(cell.overrides).encode()).hexdigest()[:8]
+                cell = Cell(cell_id + "-" + suffix, cell.sweep, cell.overrides, cell.config, cell.config_hash)
+            result.append(cell)
+    return sorted(result, key=lambda c: c.id)

@@ -1,0 +1,136 @@
+"""Content-addressed Python venvs built from pinned requirement files, shared through the cache.
+
+The key is a hash of the requirement file, the removals and the interpreter, so every clone, CI run
+and sweep that asks for the same environment reuses one build. A build happens in a temp dir that
+is renamed into place only when complete: a crash never leaves a venv that looks usable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from specsweep.atomic import write_json
+from specsweep.paths import cache_dir
+
+RECORD = "specsweep-env.json"
+
+
+class EnvRecord(BaseModel):
+    name: str
+    key: str
+    root: str
+    python: str
+    requirements_sha256: str
+    freeze: list[str]
+    build_seconds: float
+    built_at: str
+
+    @property
+    def python_bin(self) -> Path:
+        return Path(self.root) / "bin" / "python"
+
+    def version_of(self, distribution: str) -> str | None:
+        wanted = distribution.lower().replace("_", "-")
+        for line in self.freeze:
+            name, _, version = line.partition("==")
+            if name.lower().replace("_", "-") == wanted:
+                return version
+        return None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def env_key(requirements: Path, remove_packages: list[str]) -> str:
+    identity = {
+        "requirements": sha256_file(requirements),
+        "remove": sorted(remove_packages),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def env_root(name: str, requirements: Path, remove_packages: list[str]) -> Path:
+    return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages)}"
+
+
+def _run(argv: list[str], log: Path, what: str) -> None:
+    print(f"[env] {what}", file=sys.stderr, flush=True)
+    with log.open("ab") as handle:
+        result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{what} failed (exit {result.returncode}); see {log}:\n{tail}")
+
+
+def ensure_env(name: str, requirements: Path, remove_packages: list[str] = (), check_import: str = "") -> EnvRecord:
+    """Return the built env, building it first if the cache has none for this key."""
+    requirements = Path(requirements)
+    if not requirements.is_file():
+        raise FileNotFoundError(f"requirements file {requirements} does not exist; fix the image/env config")
+    remove_packages = list(remove_packages)
+    root = env_root(name, requirements, remove_packages)
+    if (root / RECORD).is_file():
+        return EnvRecord.model_validate_json((root / RECORD).read_text())
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.with_name(f"{root.name}.building-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    log = root.parent / f"{root.name}.build.log"
+    log.write_text("")
+    started = time.monotonic()
+    python = staging / "bin" / "python"
+    try:
+        _run([sys.executable, "-m", "venv", str(staging)], log, f"creating venv {name} at {staging}")
+        _run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
+        _run(
+            [str(python), "-m", "pip", "install", "-r", str(requirements)],
+            log,
+            f"installing {requirements.name} (minutes on first build; log: {log})",
+        )
+        if remove_packages:
+            _run([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
+        if check_import:
+            _run([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
+        freeze = subprocess.run(
+            [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        record = EnvRecord(
+            name=name,
+            key=root.name.rsplit("-", 1)[1],
+            root=str(root),
+            python=platform.python_version(),
+            requirements_sha256=sha256_file(requirements),
+            freeze=sorted(freeze),
+            build_seconds=round(time.monotonic() - started, 1),
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        write_json(staging / RECORD, record.model_dump())
+        try:
+            staging.rename(root)
+        except OSError:
+            # Another process finished the same build first; theirs is as good as ours.
+            if not (root / RECORD).is_file():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"[env] {name} ready in {record.build_seconds:.0f} s at {root}", file=sys.stderr)
+    return EnvRecord.model_validate_json((root / RECORD).read_text())

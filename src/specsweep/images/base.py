@@ -1,0 +1,48 @@
+"""Image registry: every image kind builds (or finds) its server environment and records it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from specsweep.config.schema import ImageCfg
+
+
+class ImageRecord(BaseModel):
+    """The image manifest: what served the cells, precisely enough to rebuild or compare it."""
+
+    name: str
+    kind: str
+    # venv: the venv root; docker: the image id (sha256:...).
+    location: str
+    vllm_version: str
+    key: str
+    packages: list[str]
+    build_seconds: float
+    built_at: str
+    offline: bool
+    details: dict[str, Any] = {}
+
+    def has_package(self, distribution: str) -> bool:
+        wanted = distribution.lower().replace("_", "-")
+        return any(line.lower().replace("_", "-").startswith(wanted + "==") for line in self.packages)
+
+
+Builder = Callable[[Any], ImageRecord]
+BUILDERS: dict[str, Builder] = {}
+
+
+def builder(kind: str) -> Callable[[Builder], Builder]:
+    def register(function: Builder) -> Builder:
+        BUILDERS[kind] = function
+        return function
+
+    return register
+
+
+def build_image(image: ImageCfg) -> ImageRecord:
+    # Importing the kinds registers them.
+    from specsweep.images import docker, venv  # noqa: F401
+
+    return BUILDERS[image.kind](image)

@@ -1,0 +1,79 @@
+"""Speculative-decoding counters from vLLM's Prometheus `/metrics`, and their difference around a workload.
+
+The counters are cumulative since server start, so a workload's acceptance is the difference of two
+snapshots taken right before and right after it (with no other traffic in between).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
+
+DRAFTS = "vllm:spec_decode_num_drafts_total"
+DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
+ACCEPTED = "vllm:spec_decode_num_accepted_tokens_total"
+ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos_total"
+
+
+@dataclass(frozen=True)
+class SpecSnapshot:
+    """Counter values summed over engines/models; `present` is False when the server does not speculate."""
+
+    present: bool
+    drafts: float = 0.0
+    draft_tokens: float = 0.0
+    accepted: float = 0.0
+    accepted_per_pos: dict[int, float] = field(default_factory=dict)
+
+
+class SpecDelta(BaseModel):
+    """Acceptance over one workload. Rates are None when nothing was drafted (no division by zero)."""
+
+    drafts: int
+    draft_tokens: int
+    accepted: int
+    acceptance_rate: float | None
+    mean_acceptance_length: float | None
+    per_position: list[float]
+
+
+def parse(text: str) -> SpecSnapshot:
+    totals = {DRAFTS: 0.0, DRAFT_TOKENS: 0.0, ACCEPTED: 0.0}
+    per_pos: dict[int, float] = {}
+    present = False
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+                present = True
+            elif sample.name == ACCEPTED_PER_POS:
+                position = int(sample.labels["position"])
+                per_pos[position] = per_pos.get(position, 0.0) + sample.value
+                present = True
+    return SpecSnapshot(present, totals[DRAFTS], totals[DRAFT_TOKENS], totals[ACCEPTED], per_pos)
+
+
+def diff(before: SpecSnapshot, after: SpecSnapshot) -> SpecDelta | None:
+    """Acceptance between two snapshots; None for servers without speculative decoding."""
+    if not (before.present or after.present):
+        return None
+    drafts = round(after.drafts - before.drafts)
+    draft_tokens = round(after.draft_tokens - before.draft_tokens)
+    accepted = round(after.accepted - before.accepted)
+    if min(drafts, draft_tokens, accepted) < 0:
+        raise ValueError("spec-decode counters went backwards: the server restarted between snapshots")
+    positions = sorted(set(before.accepted_per_pos) | set(after.accepted_per_pos))
+    per_position = [
+        (after.accepted_per_pos.get(p, 0.0) - before.accepted_per_pos.get(p, 0.0)) / drafts if drafts else 0.0
+        for p in positions
+    ]
+    return SpecDelta(
+        drafts=drafts,
+        draft_tokens=draft_tokens,
+        accepted=accepted,
+        acceptance_rate=accepted / draft_tokens if draft_tokens else None,
+        mean_acceptance_length=1 + accepted / drafts if drafts else None,
+        per_position=per_position,
+    )

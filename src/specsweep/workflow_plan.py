@@ -1,0 +1,73 @@
+"""What the Snakefile needs from Hydra: the cells of the sweep and the models and images they use.
+
+Everything handed to a rule is a plain string, so Snakemake's params rerun trigger sees exactly
+the resolved config of each job: editing one drafter's YAML changes only that drafter's cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import yaml
+
+from specsweep.config.compose import cell_yaml, project_relative
+from specsweep.config.grid import Cell, expand, split_overrides
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A model or image build: its resolved config and overrides that compose it."""
+
+    key: str
+    config_yaml: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    cell: Cell
+    config_yaml: str
+    model_key: str
+    image_key: str
+    prompt_files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    sweep: str
+    cells: dict[str, CellPlan]
+    models: dict[str, Stage]
+    images: dict[str, Stage]
+
+
+def _stage(name: str, node: dict, overrides: tuple[str, ...]) -> Stage:
+    text = yaml.safe_dump(node, sort_keys=True)
+    return Stage(key=f"{name}-{_short_hash(text)}", config_yaml=text, overrides=overrides)
+
+
+def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> SweepPlan:
+    cells = expand(split_overrides(overrides), sweep)
+    if not cells:
+        raise ValueError("the sweep expands to no cells; check sweep.params and your overrides")
+    plans: dict[str, CellPlan] = {}
+    models: dict[str, Stage] = {}
+    images: dict[str, Stage] = {}
+    for cell in cells:
+        cfg = cell.config
+        model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), cell.overrides)
+        image = _stage(cfg.image.name, cfg.image.model_dump(mode="json"), cell.overrides)
+        models.setdefault(model.key, model)
+        images.setdefault(image.key, image)
+        plans[cell.id] = CellPlan(
+            cell=cell,
+            config_yaml=cell_yaml(cfg),
+            model_key=model.key,
+            image_key=image.key,
+            prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
+        )
+    return SweepPlan(sweep=cells[0].sweep, cells=plans, models=models, images=images)

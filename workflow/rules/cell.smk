@@ -1,0 +1,24 @@
+rule run_cell:
+    """One server lifetime: start vLLM, run every workload, diff spec-decode counters, stop vLLM."""
+    input:
+        model=lambda w: f"results/_models/{PLAN.cells[w.cell].model_key}.json",
+        image=lambda w: f"results/_images/{PLAN.cells[w.cell].image_key}.json",
+        prompts=lambda w: PLAN.cells[w.cell].prompt_files,
+    output:
+        bench="results/{sweep}/{cell}/bench.json",
+        manifest="results/{sweep}/{cell}/manifest.json",
+        config="results/{sweep}/{cell}/config.yaml",
+    params:
+        config=lambda w: PLAN.cells[w.cell].config_yaml,
+        overrides=lambda w: PLAN.cells[w.cell].cell.overrides,
+        out_dir=lambda w, output: os.path.dirname(output.bench),
+    log:
+        job="results/_logs/run_cell/{sweep}/{cell}.log",
+        server="results/{sweep}/{cell}/server.log",
+    resources:
+        # At most one model server at a time: on CPU it needs the memory, on a GPU host the device.
+        model_server=1,
+    shell:
+        "{PYTHON:q} -m specsweep.cli cell run --cell-id {wildcards.cell:q} --out-dir {params.out_dir:q}"
+        " --model-receipt {input.model:q} --image-receipt {input.image:q} --server-log {log.server:q}"
+        " {params.overrides:q} > {log.job:q} 2>&1"
