@@ -7,7 +7,11 @@ the resolved config of each job: editing one drafter's YAML changes only that dr
 from __future__ import annotations
 
 import hashlib
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -35,6 +39,18 @@ class CellPlan:
     model_key: str
     image_key: str
     prompt_files: tuple[str, ...]
+
+    def job_args(self, input, output, log) -> list[str]:
+        """`specsweep cell run` arguments for this cell's Snakemake job."""
+        return [
+            "cell", "run",
+            "--cell-id", self.cell.id,
+            "--out-dir", str(Path(output.bench).parent),
+            "--model-receipt", input.model,
+            "--image-receipt", input.image,
+            "--server-log", log.server,
+            *self.cell.overrides,
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,3 +87,15 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
             prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
         )
     return SweepPlan(sweep=cells[0].sweep, cells=plans, models=models, images=images)
+
+
+def specsweep_job(args: list[str], log: str) -> None:
+    """Run one `specsweep` subcommand as a Snakemake job: argv list, output to the job's log."""
+    argv = [sys.executable, "-m", "specsweep.cli", *map(str, args)]
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as handle:
+        handle.write(f"$ {shlex.join(argv)}\n".encode())
+        handle.flush()
+        returncode = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if returncode != 0:
+        raise RuntimeError(f"`specsweep {args[0]} {args[1]}` failed with exit code {returncode}; see {log}")

@@ -6,10 +6,9 @@ rule aggregate:
         csv="results/{sweep}/table.csv",
         parquet="results/{sweep}/table.parquet",
     log:
-        "results/_logs/aggregate/{sweep}.log",
-    shell:
-        "{PYTHON:q} -m specsweep.cli aggregate --csv {output.csv:q} --parquet {output.parquet:q} {input.bench:q}"
-        " > {log:q} 2>&1"
+        job="results/_logs/aggregate/{sweep}.log",
+    run:
+        specsweep_job(["aggregate", "--csv", output.csv, "--parquet", output.parquet, *input.bench], log.job)
 
 
 onsuccess:

@@ -10,15 +10,11 @@ rule run_cell:
         config="results/{sweep}/{cell}/config.yaml",
     params:
         config=lambda w: PLAN.cells[w.cell].config_yaml,
-        overrides=lambda w: PLAN.cells[w.cell].cell.overrides,
-        out_dir=lambda w, output: os.path.dirname(output.bench),
     log:
         job="results/_logs/run_cell/{sweep}/{cell}.log",
         server="results/{sweep}/{cell}/server.log",
     resources:
         # At most one model server at a time: on CPU it needs the memory, on a GPU host the device.
         model_server=1,
-    shell:
-        "{PYTHON:q} -m specsweep.cli cell run --cell-id {wildcards.cell:q} --out-dir {params.out_dir:q}"
-        " --model-receipt {input.model:q} --image-receipt {input.image:q} --server-log {log.server:q}"
-        " {params.overrides:q} > {log.job:q} 2>&1"
+    run:
+        specsweep_job(PLAN.cells[wildcards.cell].job_args(input, output, log), log.job)

@@ -2,14 +2,12 @@
 import sys
 
 from specsweep.config.compose import ConfigError
-from specsweep.workflow_plan import plan_sweep
+from specsweep.workflow_plan import plan_sweep, specsweep_job
 
 try:
     PLAN = plan_sweep(config.get("overrides", ""), config.get("sweep"))
 except ConfigError as err:
     sys.exit(f"specsweep: config error: {err}")
-
-PYTHON = sys.executable
 
 
 wildcard_constraints:

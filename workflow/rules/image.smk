@@ -6,6 +6,6 @@ rule build_image:
         config=lambda w: PLAN.images[w.key].config_yaml,
         overrides=lambda w: PLAN.images[w.key].overrides,
     log:
-        "results/_logs/build_image/{key}.log",
-    shell:
-        "{PYTHON:q} -m specsweep.cli image build --receipt {output.receipt:q} {params.overrides:q} > {log:q} 2>&1"
+        job="results/_logs/build_image/{key}.log",
+    run:
+        specsweep_job(["image", "build", "--receipt", output.receipt, *params.overrides], log.job)

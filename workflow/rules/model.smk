@@ -6,6 +6,6 @@ rule prepare_model:
         config=lambda w: PLAN.models[w.key].config_yaml,
         overrides=lambda w: PLAN.models[w.key].overrides,
     log:
-        "results/_logs/prepare_model/{key}.log",
-    shell:
-        "{PYTHON:q} -m specsweep.cli model prepare --receipt {output.receipt:q} {params.overrides:q} > {log:q} 2>&1"
+        job="results/_logs/prepare_model/{key}.log",
+    run:
+        specsweep_job(["model", "prepare", "--receipt", output.receipt, *params.overrides], log.job)

@@ -1,0 +1,60 @@
+"""The vLLM server command as an argv list, for CPU (venv) and Spark (docker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from specsweep.config.compose import compose_cell
+from specsweep.serve.argv import server_command
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_cpu_command_uses_the_module_entry_point_and_binds_loopback() -> None:
+    cell = compose_cell(["drafter=ngram", "k=3"]).cell
+    command = server_command(cell, "/models/m", 12345, image_root=Path("/envs/vllm"))
+    argv = command.argv
+    assert argv[:3] == ["/envs/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert flag_value(argv, "--model") == "/models/m"
+    assert flag_value(argv, "--host") == "127.0.0.1"
+    assert flag_value(argv, "--port") == "12345"
+    assert flag_value(argv, "--dtype") == "float32"
+    assert "--enforce-eager" in argv
+    assert flag_value(argv, "--speculative-config").startswith('{"method":"ngram"')
+    assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_no_drafter_passes_no_speculative_flag() -> None:
+    argv = server_command(compose_cell([]).cell, "/m", 1, image_root=Path("/e")).argv
+    assert "--speculative-config" not in argv
+
+
+def test_spark_command_is_vllm_serve_in_docker_with_the_seed_flags() -> None:
+    cell = compose_cell(["sweep=spark", "drafter=gemma_mtp", "k=7"]).cell
+    argv = server_command(cell, "google/gemma-4-31B-it", 8000, container_name="specsweep-x").argv
+    assert argv[:3] == ["docker", "run", "--rm"]
+    serve_at = argv.index("vllm-node")
+    assert argv[serve_at + 1 : serve_at + 4] == ["vllm", "serve", "google/gemma-4-31B-it"]
+    for flag, value in {
+        "--max-model-len": "262144",
+        "--max-num-seqs": "4",
+        "--max-num-batched-tokens": "16384",
+        "--gpu-memory-utilization": "0.85",
+        "--kv-cache-dtype": "fp8",
+        "--load-format": "instanttensor",
+        "--revision": "main",
+    }.items():
+        assert flag_value(argv, flag) == value
+    assert "--enable-prefix-caching" in argv and "--enable-chunked-prefill" in argv
+    assert "--enforce-eager" not in argv
+    assert flag_value(argv, "--speculative-config") == (
+        '{"method":"mtp","model":"google/gemma-4-31B-it-assistant","num_speculative_tokens":7}'
+    )
+    assert "--gpus" in argv and "--ipc=host" in argv
+
+
+def test_false_switch_is_passed_explicitly() -> None:
+    cell = compose_cell(["serve.enable_prefix_caching=false"]).cell
+    assert "--no-enable-prefix-caching" in server_command(cell, "/m", 1, image_root=Path("/e")).argv

@@ -1,0 +1,90 @@
+"""Token counting under speculative decoding, against a local scripted OpenAI-style SSE server.
+
+vLLM always sends token_ids when asked; the scripted server also plays servers that send only usage,
+or neither, which no real server here can be made to do.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from specsweep.bench.client import stream_completion
+
+TOKENS = list(range(100, 112))  # 12 tokens
+
+
+def make_server(mode: str, tokens_per_chunk: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if mode == "error":
+                self.send_response(500)
+                self.end_headers()
+                self.wfile.write(b'{"error":"boom"}')
+                return
+            assert body["return_token_ids"] is True and body["stream_options"] == {"include_usage": True}
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for start in range(0, len(TOKENS), tokens_per_chunk):
+                ids = TOKENS[start : start + tokens_per_chunk]
+                choice = {"index": 0, "text": "".join(f"t{i} " for i in ids), "finish_reason": None}
+                if mode == "token_ids":
+                    choice["token_ids"] = ids
+                self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
+            if mode in ("token_ids", "usage"):
+                usage = {"prompt_tokens": 5, "completion_tokens": len(TOKENS), "total_tokens": 5 + len(TOKENS)}
+                self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(
+    "mode,per_chunk,expected,source",
+    [
+        ("token_ids", 1, 12, "token_ids"),
+        ("token_ids", 4, 12, "token_ids"),
+        ("usage", 4, 12, "usage"),
+        ("chunks", 4, 3, "chunks"),
+    ],
+)
+def test_counts_tokens_not_chunks(mode: str, per_chunk: int, expected: int, source: str) -> None:
+    server = make_server(mode, per_chunk)
+    try:
+        with httpx.Client() as client:
+            result = stream_completion(client, f"http://127.0.0.1:{server.server_port}", "m", "p", 12, 10)
+    finally:
+        server.shutdown()
+    assert result.ok
+    assert result.completion_tokens == expected
+    assert result.token_source == source
+    assert result.ttft_s is not None and result.ttft_s <= result.e2e_s
+    if mode == "token_ids":
+        assert result.token_ids == TOKENS
+
+
+def test_http_error_is_a_failed_result_not_a_fast_success() -> None:
+    server = make_server("error", 1)
+    try:
+        with httpx.Client() as client:
+            result = stream_completion(client, f"http://127.0.0.1:{server.server_port}", "m", "p", 12, 10)
+    finally:
+        server.shutdown()
+    assert not result.ok and "HTTP 500" in result.error and result.completion_tokens == 0
+
+
+def test_unreachable_server_is_a_failed_result() -> None:
+    with httpx.Client() as client:
+        result = stream_completion(client, "http://127.0.0.1:9", "m", "p", 12, 2)
+    assert not result.ok and "ConnectError" in result.error

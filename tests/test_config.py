@@ -1,0 +1,99 @@
+"""Composition of every option of every group, the typed schema, and bad overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, config_hash
+from specsweep.paths import conf_dir
+
+GROUPS = ["model", "quant", "drafter", "serve", "image", "bench", "sweep"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    composed = compose_cell([f"{group}={option}"])
+    assert composed.choices[group] == option
+    if group == "sweep":
+        assert composed.sweep.name == option
+    else:
+        assert getattr(composed.cell, group).name == option
+
+
+def test_required_options_exist() -> None:
+    assert {"gemma3_270m", "gemma4_31b_it"} <= set(options("model"))
+    assert {"none", "ngram", "gemma_mtp", "dflash", "eagle3", "suffix", "draft_model"} <= set(options("drafter"))
+    assert {"cpu", "spark"} <= set(options("serve"))
+
+
+def test_defaults_are_the_embedded_cpu_cell() -> None:
+    composed = compose_cell([])
+    assert composed.cell.model.name == "gemma3_270m"
+    assert composed.cell.serve.name == "cpu"
+    assert composed.cell.serve.host == "127.0.0.1"
+    assert composed.sweep.name == "embedded"
+
+
+def test_spark_serve_carries_the_seed_flags() -> None:
+    serve = compose_cell(["serve=spark"]).cell.serve
+    assert serve.max_model_len == 262144
+    assert serve.max_num_seqs == 4
+    assert serve.max_num_batched_tokens == 16384
+    assert serve.gpu_memory_utilization == 0.85
+    assert serve.kv_cache_dtype == "fp8"
+    assert serve.enable_prefix_caching and serve.enable_chunked_prefill
+    assert serve.load_format == "instanttensor"
+
+
+def test_spark_sweep_switches_model_serve_and_image() -> None:
+    cell = compose_cell(["sweep=spark"]).cell
+    assert (cell.model.name, cell.serve.name, cell.image.name) == ("gemma4_31b_it", "spark", "spark_vllm_docker")
+    # A command-line override still beats the sweep's defaults.
+    assert compose_cell(["sweep=spark", "serve=cpu"]).cell.serve.name == "cpu"
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("drafter=gemma_mpt", "Available options in 'drafter'"),
+        ("k=0", "greater than or equal to 1"),
+        ("k=-1", "greater than or equal to 1"),
+        ("k=many", "k"),
+        ("foo=1", "unknown key 'foo'; valid keys: bench, drafter"),
+        ("+foo=1", "foo: unknown key"),
+        ("serve.max_modl_len=3", "valid keys under serve:"),
+        ("+drafter.promt_lookup_max=3", "unknown key"),
+        ("drafter=ngram drafter.prompt_lookup_min=0", "greater than or equal to 1"),
+    ],
+)
+def test_bad_overrides_fail_naming_the_fix(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_cell(override.split())
+    assert needle in str(caught.value)
+
+
+def test_bad_drafter_error_lists_every_valid_choice() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_cell(["drafter=gemma_mpt"])
+    for option in options("drafter"):
+        assert option in str(caught.value)
+
+
+def test_k_is_not_part_of_a_no_drafter_cell() -> None:
+    a, b = compose_cell(["k=2"]).cell, compose_cell(["k=5"]).cell
+    assert config_hash(a) == config_hash(b)
+    assert "\nk:" not in cell_yaml(a)
+    ngram2, ngram5 = compose_cell(["drafter=ngram", "k=2"]).cell, compose_cell(["drafter=ngram", "k=5"]).cell
+    assert config_hash(ngram2) != config_hash(ngram5)
+
+
+def test_prompt_files_of_every_bench_exist(root: Path) -> None:
+    for option in options("bench"):
+        for workload in compose_cell([f"bench={option}"]).cell.bench.workloads:
+            assert (root / workload.prompt_file).is_file(), workload.prompt_file

@@ -1,0 +1,63 @@
+"""Sweep expansion follows Hydra's multirun semantics; cell ids are stable and unique."""
+
+from __future__ import annotations
+
+import pytest
+
+from specsweep.config.compose import ConfigError
+from specsweep.config.grid import expand
+
+
+def ids(cells) -> list[str]:
+    return [c.id for c in cells]
+
+
+def test_embedded_sweep_has_none_once_and_ngram_per_k() -> None:
+    assert ids(expand([])) == [
+        "gemma3_270m-bf16-ngram-k2",
+        "gemma3_270m-bf16-ngram-k4",
+        "gemma3_270m-bf16-none",
+    ]
+
+
+def test_user_override_replaces_an_axis() -> None:
+    assert ids(expand(["drafter=ngram", "k=3"])) == ["gemma3_270m-bf16-ngram-k3"]
+    assert ids(expand(["drafter=ngram", "k=1,3,7"])) == [
+        "gemma3_270m-bf16-ngram-k1",
+        "gemma3_270m-bf16-ngram-k3",
+        "gemma3_270m-bf16-ngram-k7",
+    ]
+
+
+def test_hydra_range_and_choice_syntax() -> None:
+    assert len(expand(["drafter=ngram", "k=range(1,8)"])) == 7
+    assert ids(expand(["drafter=choice(none)"])) == ["gemma3_270m-bf16-none"]
+
+
+def test_other_overrides_apply_to_every_cell_and_are_handed_to_jobs() -> None:
+    cells = expand(["serve.max_num_seqs=2"])
+    assert all(c.config.serve.max_num_seqs == 2 for c in cells)
+    assert all("serve.max_num_seqs=2" in c.overrides for c in cells)
+
+
+def test_cells_differing_outside_the_id_axes_get_distinct_ids() -> None:
+    cells = expand(["drafter=ngram", "k=2", "serve.max_num_seqs=1,4"])
+    assert len(cells) == 2 and len(set(ids(cells))) == 2
+    assert all(c.id.startswith("gemma3_270m-bf16-ngram-k2-") for c in cells)
+
+
+def test_spark_sweep() -> None:
+    cells = expand([], "spark")
+    assert ids(cells) == [
+        "gemma4_31b_it-bf16-gemma_mtp-k1",
+        "gemma4_31b_it-bf16-gemma_mtp-k3",
+        "gemma4_31b_it-bf16-gemma_mtp-k5",
+        "gemma4_31b_it-bf16-gemma_mtp-k7",
+        "gemma4_31b_it-bf16-none",
+    ]
+
+
+@pytest.mark.parametrize("bad", [["drafter=ngram,gemma_mpt"], ["k=0,2"], ["k=1,,2"]])
+def test_a_bad_value_anywhere_in_a_sweep_fails_the_whole_expansion(bad: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        expand(bad)

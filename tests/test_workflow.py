@@ -1,0 +1,74 @@
+"""The Snakemake DAG without running jobs: dry-runs, profiles, lint, and config errors before any job."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from project import make_project, snakemake
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"))
+
+
+def planned_cells(output: str) -> list[str]:
+    return sorted(set(re.findall(r"results/[\w.-]+/([\w.-]+)/bench\.json", output)))
+
+
+def test_default_dry_run_plans_the_embedded_sweep(project: Path) -> None:
+    result = snakemake(project, "-n")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "workflow specific profile profiles/default" in output
+    assert planned_cells(output) == [
+        "gemma3_270m-bf16-ngram-k2",
+        "gemma3_270m-bf16-ngram-k4",
+        "gemma3_270m-bf16-none",
+    ]
+    for rule in ("prepare_model", "build_image", "run_cell", "aggregate"):
+        assert f"rule {rule}:" in output
+
+
+def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
+    result = snakemake(project, "--profile", "spark", "-n")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Using profiles spark" in output
+    assert "gemma4_31b_it-bf16-gemma_mtp-k7" in planned_cells(output)
+    assert "results/spark/table.csv" in output
+
+
+def test_overrides_narrow_the_sweep(project: Path) -> None:
+    result = snakemake(project, "-n", "--config", "overrides=drafter=ngram k=2,4")
+    assert result.returncode == 0, result.stderr
+    assert planned_cells(result.stdout + result.stderr) == ["gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4"]
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("drafter=gemma_mpt", "Available options in 'drafter'"),
+        ("k=0", "greater than or equal to 1"),
+        ("k=-1", "greater than or equal to 1"),
+        ("bogus=1", "unknown key 'bogus'"),
+    ],
+)
+def test_bad_overrides_fail_before_any_job(project: Path, override: str, needle: str) -> None:
+    # Not a dry run: had the DAG been built, jobs would start.
+    result = snakemake(project, "--config", f"overrides={override}", timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert needle in output
+    assert "rule prepare_model" not in output and "localrule" not in output
+    assert not (project / "results").exists()
+
+
+def test_lint_has_no_errors(project: Path) -> None:
+    result = snakemake(project, "--lint")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Congratulations, your workflow is in a good condition!" in output
