@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from project import make_project, snakemake
+from project import make_project, project_env, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,32 @@ def test_lint_has_no_errors(project: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Congratulations, your workflow is in a good condition!" in output
+
+
+def test_specsweep_run_targets_only_the_chosen_cell(project: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "specsweep.cli", "run", "drafter=ngram", "k=3", "--snakemake-args=-n"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert planned_cells(output) == ["gemma3_270m-bf16-ngram-k3"]
+    assert "rule aggregate:" not in output
+
+
+def test_specsweep_config_prints_cell_and_argv() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "specsweep.cli", "config", "drafter=gemma_mtp", "k=7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "# cell gemma3_270m-bf16-gemma_mtp-k7" in result.stdout
+    assert "--speculative-config" in result.stdout
+    assert '{"method":"mtp","model":"google/gemma-4-31B-it-assistant","num_speculative_tokens":7}' in result.stdout
+    assert "vllm.entrypoints.openai.api_server" in result.stdout
