@@ -109,6 +109,61 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     print(f"[aggregate] {len(table)} rows from {len(cell_dirs)} cells -> {args.csv}", file=sys.stderr)
 
 
+def _extra_body(items: list[str]) -> dict:
+    """llama-benchy's --extra-body: key=value or key:value, comma-separated or repeated; values as JSON."""
+    import json
+
+    body: dict = {}
+    for item in items:
+        for pair in filter(None, (part.strip() for part in item.split(","))):
+            key, sep, value = pair.partition("=") if "=" in pair else pair.partition(":")
+            if not sep:
+                raise SystemExit(f"--extra-body {pair!r}: expected key=value")
+            try:
+                body[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                body[key.strip()] = value
+    return body
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from specsweep.atomic import write_text
+    from specsweep.bench.corpus import PromptSource, load_tokenizer
+    from specsweep.bench.engine import Bench, BenchSettings
+    from specsweep.bench.tables import FORMATS
+
+    if not args.tokenizer:
+        raise SystemExit("specsweep bench: --tokenizer is required (a model dir or tokenizer.json); nothing is fetched")
+    settings = BenchSettings(
+        base_url=args.base_url,
+        api_key=args.api_key,
+        model=args.model,
+        pp=args.pp,
+        tg=args.tg,
+        depth=args.depth,
+        runs=args.runs,
+        concurrency=args.concurrency,
+        latency_mode=args.latency_mode,
+        warmup=not args.no_warmup,
+        endpoint=args.endpoint,
+        exact_tg=not args.no_exact_tg,
+        prefix_caching=args.enable_prefix_caching,
+        extra_body=_extra_body(args.extra_body),
+    )
+    prompts = PromptSource(load_tokenizer(args.tokenizer), args.text, seed=args.seed)
+    report = asyncio.run(Bench(settings, prompts).run())
+    output = FORMATS[args.format](report)
+    if args.save_result:
+        write_text(Path(args.save_result), output + "\n")
+        print(f"[bench] saved {args.format} to {args.save_result}", file=sys.stderr)
+    else:
+        print(output)
+    if any(row.errors.failed for row in report.benchmarks):
+        raise SystemExit(1)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="specsweep", description="Speculative-decoding sweeps with vLLM.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -147,6 +202,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-receipt", required=True)
     p.add_argument("--server-log", required=True)
     p.set_defaults(func=cmd_cell_run)
+
+    p = sub.add_parser("bench", help="llama-benchy-compatible benchmark of any OpenAI-compatible server")
+    p.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key", default=None, help="sent as a Bearer token; never written to results")
+    p.add_argument("--model", default=None, help="served model name (default: the first of /models)")
+    p.add_argument("--tokenizer", default=None, help="model dir or tokenizer.json used to cut exact-length prompts")
+    p.add_argument("--pp", type=int, nargs="+", default=[2048])
+    p.add_argument("--tg", type=int, nargs="+", default=[32])
+    p.add_argument("--depth", type=int, nargs="+", default=[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    p.add_argument("--latency-mode", choices=["api", "generation", "none"], default="api")
+    p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--enable-prefix-caching", action="store_true", help="reuse prompts instead of defeating the cache")
+    p.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
+    p.add_argument("--no-exact-tg", action="store_true", help="do not force tg tokens with min_tokens + ignore_eos")
+    p.add_argument("--extra-body", action="append", default=[], help="key=value merged into every request")
+    p.add_argument("--text", default=None, help="text to cut prompts from (default: data/text/alice.txt)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["md", "json", "csv"], default="md")
+    p.add_argument("--save-result", default=None)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("aggregate", help="build the tidy results table from cell records")
     p.add_argument("--csv", required=True)
