@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,9 +136,8 @@ def test_editing_one_drafter_reruns_only_its_cells(swept: Path, tmp_path: Path) 
         drafter_yaml.write_text(original)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "rule run_cell:" in output
-    assert "gemma3_270m-bf16-ngram-k2/bench.json" in output and "gemma3_270m-bf16-ngram-k4/bench.json" in output
-    assert "gemma3_270m-bf16-none/bench.json" not in output
+    rerun_cells = sorted(set(re.findall(r"wildcards: sweep=embedded, cell=([\w.-]+)", output)))
+    assert rerun_cells == ["gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4"]
     assert "rule prepare_model:" not in output and "rule build_image:" not in output
 
 
