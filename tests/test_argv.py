@@ -58,3 +58,11 @@ def test_spark_command_is_vllm_serve_in_docker_with_the_seed_flags() -> None:
 def test_false_switch_is_passed_explicitly() -> None:
     cell = compose_cell(["serve.enable_prefix_caching=false"]).cell
     assert "--no-enable-prefix-caching" in server_command(cell, "/m", 1, image_root=Path("/e")).argv
+
+
+def test_embedded_model_gets_the_shipped_chat_template(root: Path) -> None:
+    argv = server_command(compose_cell([]).cell, "/m", 1, image_root=Path("/e")).argv
+    template = Path(flag_value(argv, "--chat-template"))
+    assert template == root / "data/chat_templates/gemma3.jinja" and template.is_file()
+    spark = server_command(compose_cell(["sweep=spark"]).cell, "/m", 1, container_name="c").argv
+    assert "--chat-template" not in spark

@@ -52,3 +52,12 @@ def test_completions_rows_carry_exact_tokens_and_acceptance(server, tmp_path: Pa
         assert len(row["ttfr"]["values"]) == 2 * row["concurrency"]
         assert row["acceptance"] is not None and row["acceptance"]["drafts"] > 0
         assert 0 <= row["acceptance"]["acceptance_rate"] <= 1
+
+
+def test_chat_endpoint_with_depth(server, tmp_path: Path) -> None:
+    report = bench(server, tmp_path, "--endpoint", "chat", "--pp", "32", "--tg", "8", "--depth", "64", "--runs", "1",
+                   "--latency-mode", "generation")  # fmt: skip
+    (row,) = report["benchmarks"]
+    assert row["context_size"] == 64 and row["errors"]["failed"] == 0
+    assert row["token_count_source"] == ["token_ids"]
+    assert report["latency_mode"] == "generation" and report["latency_ms"] > 0

@@ -50,6 +50,8 @@ class ModelCfg(Strict):
     name: str
     served_name: str
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # A Jinja chat template file for models that ship none (the embedded base model); passed to vLLM.
+    chat_template: str | None = None
     source: ModelSource
 
 

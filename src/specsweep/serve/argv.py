@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from specsweep.config.compose import project_relative
 from specsweep.config.schema import CellCfg, DockerImage, HubSource, ServeCfg, VenvImage
 from specsweep.serve.speculative import speculative_config_json
 
@@ -61,6 +62,8 @@ def vllm_args(cell: CellCfg, port: int) -> list[str]:
         args += ["--revision", cell.model.source.revision]
     if cell.model.dtype != "auto":
         args += ["--dtype", cell.model.dtype]
+    if cell.model.chat_template:
+        args += ["--chat-template", str(project_relative(cell.model.chat_template))]
     args += server_flags(cell.serve)
     spec = speculative_config_json(cell.drafter, cell.k)
     if spec is not None:
