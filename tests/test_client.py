@@ -1,4 +1,4 @@
-"""Token counting under speculative decoding, against a local scripted OpenAI-style SSE server.
+"""The streaming client over HTTP, against a local scripted OpenAI-style SSE server.
 
 vLLM always sends token_ids when asked; the scripted server also plays servers that send only usage,
 or neither, which no real server here can be made to do.
@@ -10,10 +10,12 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
+import asyncio
+
+import aiohttp
 import pytest
 
-from specsweep.bench.client import stream_completion
+from specsweep.bench.stream import stream
 
 TOKENS = list(range(100, 112))  # 12 tokens
 
@@ -30,13 +32,15 @@ def make_server(mode: str, tokens_per_chunk: int) -> ThreadingHTTPServer:
                 self.end_headers()
                 self.wfile.write(b'{"error":"boom"}')
                 return
-            assert body["return_token_ids"] is True and body["stream_options"] == {"include_usage": True}
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             for start in range(0, len(TOKENS), tokens_per_chunk):
                 ids = TOKENS[start : start + tokens_per_chunk]
                 choice = {"index": 0, "text": "".join(f"t{i} " for i in ids), "finish_reason": None}
+                if mode == "malformed" and start:
+                    self.wfile.write(b"data: {not json\n\n")
+                    break
                 if mode == "token_ids":
                     choice["token_ids"] = ids
                 self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
@@ -48,6 +52,14 @@ def make_server(mode: str, tokens_per_chunk: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def run(url: str):
+    async def go():
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            return await stream(session, url, {"prompt": "p", "max_tokens": 12, "stream": True}, {}, chat=False)
+
+    return asyncio.run(go())
 
 
 @pytest.mark.parametrize(
@@ -62,29 +74,36 @@ def make_server(mode: str, tokens_per_chunk: int) -> ThreadingHTTPServer:
 def test_counts_tokens_not_chunks(mode: str, per_chunk: int, expected: int, source: str) -> None:
     server = make_server(mode, per_chunk)
     try:
-        with httpx.Client() as client:
-            result = stream_completion(client, f"http://127.0.0.1:{server.server_port}", "m", "p", 12, 10)
+        result = run(f"http://127.0.0.1:{server.server_port}/v1/completions")
     finally:
         server.shutdown()
-    assert result.ok
-    assert result.completion_tokens == expected
+    assert result.error is None
+    assert result.total_tokens == expected
     assert result.token_source == source
-    assert result.ttft_s is not None and result.ttft_s <= result.e2e_s
+    assert result.start_ts < result.first_response_ts <= result.first_token_ts <= result.end_ts
     if mode == "token_ids":
         assert result.token_ids == TOKENS
+        assert result.text.startswith("t100 t101")
 
 
 def test_http_error_is_a_failed_result_not_a_fast_success() -> None:
     server = make_server("error", 1)
     try:
-        with httpx.Client() as client:
-            result = stream_completion(client, f"http://127.0.0.1:{server.server_port}", "m", "p", 12, 10)
+        result = run(f"http://127.0.0.1:{server.server_port}/v1/completions")
     finally:
         server.shutdown()
-    assert not result.ok and "HTTP 500" in result.error and result.completion_tokens == 0
+    assert result.error.startswith("HTTP 500") and result.total_tokens == 0
+
+
+def test_malformed_stream_is_a_failed_result() -> None:
+    server = make_server("malformed", 4)
+    try:
+        result = run(f"http://127.0.0.1:{server.server_port}/v1/completions")
+    finally:
+        server.shutdown()
+    assert result.error.startswith("malformed SSE data")
 
 
 def test_unreachable_server_is_a_failed_result() -> None:
-    with httpx.Client() as client:
-        result = stream_completion(client, "http://127.0.0.1:9", "m", "p", 12, 2)
-    assert not result.ok and "ConnectError" in result.error
+    result = run("http://127.0.0.1:9/v1/completions")
+    assert result.error and "Connect" in result.error

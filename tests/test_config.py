@@ -97,3 +97,11 @@ def test_prompt_files_of_every_bench_exist(root: Path) -> None:
     for option in options("bench"):
         for workload in compose_cell([f"bench={option}"]).cell.bench.workloads:
             assert (root / workload.prompt_file).is_file(), workload.prompt_file
+
+
+def test_spark_sweep_runs_the_seed_task_workloads_with_long_context() -> None:
+    bench = compose_cell(["sweep=spark"]).cell.bench
+    names = [w.name for w in bench.workloads]
+    assert names == ["qa", "code", "json", "math", "longcode", "longctx"]
+    assert all(w.concurrency == [1, 4] for w in bench.workloads)
+    assert compose_cell(["bench=tasks_cpu"]).cell.bench.workloads[-1].prompt_file.endswith("longctx_cpu.txt")

@@ -48,3 +48,13 @@ def test_config_carries_gemma_eos_ids(prepared: dict) -> None:
     config = json.loads((Path(prepared["location"]) / "config.json").read_text())
     assert config["eos_token_id"] == [1, 106]
     assert config["architectures"] == ["Gemma3ForCausalLM"]
+
+
+def test_long_context_prompts_fit_their_targets(prepared: dict, root: Path) -> None:
+    tokenizer = Tokenizer.from_file(str(Path(prepared["location"]) / "tokenizer.json"))
+
+    def tokens(name: str) -> int:
+        return len(tokenizer.encode((root / "data/workloads" / name).read_text()).ids)
+
+    assert tokens("longctx_8k.txt") >= 8000  # the Spark's long-context prompt
+    assert tokens("longctx_cpu.txt") + 48 <= 2048  # fits the embedded server's max_model_len

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from specsweep.atomic import write_json, write_text
-from specsweep.bench.client import stream_completion
+from specsweep.bench.engine import Bench, BenchSettings
 from specsweep.config.compose import cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
 from specsweep.images.base import ImageRecord
-from specsweep.metrics.specdecode import SpecSnapshot, diff, parse
 from specsweep.models.prepare import ModelRecord
 from specsweep.results import manifest as mf
 from specsweep.results.records import CellRecord, RequestRecord, WorkloadRecord
@@ -40,48 +38,41 @@ def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
     return None
 
 
-def scrape(client: httpx.Client, base_url: str) -> SpecSnapshot:
-    response = client.get(f"{base_url}/metrics", timeout=30)
-    response.raise_for_status()
-    return parse(response.text)
-
-
-def run_workloads(client: httpx.Client, server: VllmServer, cell: CellCfg) -> list[WorkloadRecord]:
-    served = server.command.served_name
+async def _run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[WorkloadRecord], float]:
+    settings = BenchSettings(
+        base_url=f"{server.base_url}/v1",
+        model=server.command.served_name,
+        runs=cell.bench.runs,
+        concurrency=sorted({c for w in cell.bench.workloads for c in w.concurrency}),
+        latency_mode=cell.bench.latency_mode,
+        endpoint=cell.bench.endpoint,
+        exact_tg=False,
+        request_timeout_s=cell.bench.request_timeout_s,
+    )
+    bench = Bench(settings)
     records = []
-    # One short request first, outside every measured window: first-request overheads are not the workload's.
-    stream_completion(client, server.base_url, served, "Hello", 4, cell.bench.request_timeout_s)
-    for workload in cell.bench.workloads:
-        prompt_path = project_relative(workload.prompt_file)
-        prompt = prompt_path.read_text()
-        started = time.monotonic()
-        before = scrape(client, server.base_url)
-        requests = []
-        for repeat in range(cell.bench.repeats):
-            result = stream_completion(
-                client, server.base_url, served, prompt, workload.max_tokens, cell.bench.request_timeout_s
-            )
-            requests.append(RequestRecord(repeat=repeat, **result.model_dump()))
-            rate = f"{result.tg_tokens_per_s:.1f} tok/s" if result.tg_tokens_per_s else result.error
-            print(
-                f"[cell] {workload.name} {repeat + 1}/{cell.bench.repeats}: "
-                f"{result.completion_tokens} tokens, {rate}",
-                file=sys.stderr,
-                flush=True,
-            )
-        after = scrape(client, server.base_url)
-        records.append(
-            WorkloadRecord(
-                workload=workload.name,
-                prompt_file=workload.prompt_file,
-                prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-                max_tokens=workload.max_tokens,
-                requests=requests,
-                spec=diff(before, after),
-                wall_s=round(time.monotonic() - started, 3),
-            )
-        )
-    return records
+    async with bench.session() as session:
+        await bench.start(session)
+        for workload in cell.bench.workloads:
+            prompt_path = project_relative(workload.prompt_file)
+            prompt = prompt_path.read_text()
+            for concurrency in workload.concurrency:
+                row, requests = await bench.task(session, workload.name, prompt, workload.max_tokens, concurrency)
+                records.append(
+                    WorkloadRecord(
+                        workload=workload.name,
+                        concurrency=concurrency,
+                        prompt_file=workload.prompt_file,
+                        prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+                        max_tokens=workload.max_tokens,
+                        row=row,
+                        requests=[
+                            RequestRecord.from_timing(index // concurrency, timing)
+                            for index, timing in enumerate(requests)
+                        ],
+                    )
+                )
+    return records, bench.latency_s * 1000
 
 
 def run_cell(cell: Cell, out_dir: Path, model: ModelRecord, image: ImageRecord, server_log: Path) -> CellRecord:
@@ -118,9 +109,11 @@ def run_cell(cell: Cell, out_dir: Path, model: ModelRecord, image: ImageRecord, 
             startup_timeout_s=cfg.serve.startup_timeout_s,
             shutdown_timeout_s=cfg.serve.shutdown_timeout_s,
             stop_command=["docker", "stop", container] if container else None,
-        ) as server, httpx.Client() as client:
-            workloads = run_workloads(client, server, cfg)
-        record = record.model_copy(update={"workloads": workloads, "server_startup_s": server.startup_s})
+        ) as server:
+            workloads, latency_ms = asyncio.run(_run_workloads(server, cfg))
+        record = record.model_copy(
+            update={"workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms}
+        )
 
     sha, dirty = mf.git_state()
     manifest = mf.Manifest(

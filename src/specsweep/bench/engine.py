@@ -11,7 +11,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import aiohttp
 from pydantic import BaseModel
@@ -87,9 +87,11 @@ def server_root(base_url: str) -> str:
 
 
 class Bench:
-    def __init__(self, settings: BenchSettings, prompts: PromptSource) -> None:
+    def __init__(self, settings: BenchSettings, prompts: PromptSource | None = None) -> None:
         self.settings = settings
         self.prompts = prompts
+        self.encode = prompts.encode if prompts else None
+        self.latency_s = 0.0
         self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.chat = settings.endpoint == "chat"
         self.url = f"{settings.base_url.rstrip('/')}/{'chat/completions' if self.chat else 'completions'}"
@@ -148,67 +150,108 @@ class Bench:
         except aiohttp.ClientError:
             return None
 
-    async def one_test(
-        self, session: aiohttp.ClientSession, depth: int, pp: int, tg: int, concurrency: int, latency: float
-    ) -> BenchRow:
+    async def measure(
+        self,
+        session: aiohttp.ClientSession,
+        label: str,
+        payloads: Callable[[], list[dict[str, Any]]],
+        concurrency: int,
+        sizes: tuple[int, int, int],
+        expected_pp_tokens: int | None = None,
+    ) -> tuple[BenchRow, list[RequestTiming]]:
+        """`runs` batches of `concurrency` simultaneous requests, counters snapshotted around them all."""
+        depth, pp, tg = sizes
         before = await self.snapshot(session)
         batches: list[list[RequestTiming]] = []
         for run in range(self.settings.runs):
-            pairs = [
-                self.prompts.generate(pp, depth, unique=not self.settings.prefix_caching) for _ in range(concurrency)
-            ]
             batch = await asyncio.gather(
-                *(
-                    stream(session, self.url, self.payload(c, p, tg), self.headers, self.chat, self.prompts.encode)
-                    for c, p in pairs
-                )
+                *(stream(session, self.url, body, self.headers, self.chat, self.encode) for body in payloads())
             )
             batches.append(list(batch))
             done = [r for r in batch if r.error is None]
+            tokens = sum(r.total_tokens for r in done)
             print(
-                f"[bench] pp{pp} tg{tg} d{depth} c{concurrency} run {run + 1}/{self.settings.runs}: "
-                f"{len(done)}/{len(batch)} ok",
+                f"[bench] {label} run {run + 1}/{self.settings.runs}: {len(done)}/{len(batch)} ok, {tokens} tokens",
                 file=sys.stderr,
                 flush=True,
             )
         after = await self.snapshot(session)
         everything = [r for batch in batches for r in batch]
         failed = [r for r in everything if r.error is not None]
-        metrics = run_metrics(batches, concurrency, pp, latency)
-        return BenchRow(
+        if expected_pp_tokens is None:
+            # Task prompts are fixed text: the server's own count is the prompt size.
+            expected_pp_tokens = next((r.prompt_tokens for r in everything if r.prompt_tokens), 0)
+        metrics = run_metrics(batches, concurrency, expected_pp_tokens, self.latency_s)
+        row = BenchRow(
             concurrency=concurrency,
             context_size=depth,
-            prompt_size=pp,
+            prompt_size=pp or expected_pp_tokens,
             response_size=tg,
             **metrics.model_dump(),
             acceptance=diff(before, after) if before and after else None,
             errors=RowErrors(failed=len(failed), total=len(everything), messages=sorted({r.error for r in failed})[:5]),
             token_count_source=sorted({r.token_source for r in everything if r.token_source}),
         )
+        return row, everything
 
-    async def run(self) -> BenchReport:
+    async def synthetic(
+        self, session: aiohttp.ClientSession, depth: int, pp: int, tg: int, concurrency: int
+    ) -> BenchRow:
+        """llama-benchy's test: prompts of exactly pp tokens after depth tokens of context."""
+        if self.prompts is None:
+            raise ValueError("pp/tg tests need a tokenizer to cut prompts (PromptSource)")
+
+        def payloads() -> list[dict[str, Any]]:
+            pairs = [self.prompts.generate(pp, depth, unique=not self.settings.prefix_caching) for _ in range(concurrency)]
+            return [self.payload(context, prompt, tg) for context, prompt in pairs]
+
+        row, _ = await self.measure(session, f"pp{pp} tg{tg} d{depth} c{concurrency}", payloads, concurrency,
+                                    (depth, pp, tg), expected_pp_tokens=pp)  # fmt: skip
+        return row
+
+    async def task(
+        self, session: aiohttp.ClientSession, name: str, prompt: str, max_tokens: int, concurrency: int
+    ) -> tuple[BenchRow, list[RequestTiming]]:
+        """A task workload: the same real prompt in every request, generation capped at max_tokens."""
+        body = self.payload("", prompt, max_tokens)
+        return await self.measure(
+            session, f"{name} c{concurrency}", lambda: [dict(body) for _ in range(concurrency)], concurrency,
+            (0, 0, max_tokens),
+        )  # fmt: skip
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        """Model name, latency and warmup, once per session, before any measured request."""
+        if self.settings.model is None:
+            self.settings = self.settings.model_copy(update={"model": await self.detect_model(session)})
+        self.latency_s = await self.latency(session)
+        if self.settings.warmup:
+            await stream(session, self.url, self.payload("", "Warmup " * 10, 1), self.headers, self.chat)
+
+    def session(self) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
         connector = aiohttp.TCPConnector(limit=max(self.settings.concurrency) + 2)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            if self.settings.model is None:
-                self.settings = self.settings.model_copy(update={"model": await self.detect_model(session)})
-            latency = await self.latency(session)
-            if self.settings.warmup:
-                await stream(session, self.url, self.payload("", "Warmup " * 10, 1), self.headers, self.chat)
-            rows = [
-                await self.one_test(session, depth, pp, tg, concurrency, latency)
-                for depth in self.settings.depth
-                for pp in self.settings.pp
-                for tg in self.settings.tg
-                for concurrency in self.settings.concurrency
-            ]
+        return aiohttp.ClientSession(timeout=timeout, connector=connector)
+
+    def report(self, rows: list[BenchRow]) -> BenchReport:
         return BenchReport(
             version=BENCH_VERSION,
             timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             latency_mode=self.settings.latency_mode,
-            latency_ms=latency * 1000,
+            latency_ms=self.latency_s * 1000,
             model=self.settings.model or "",
             prefix_caching_enabled=self.settings.prefix_caching,
             max_concurrency=max(self.settings.concurrency),
             benchmarks=rows,
         )
+
+    async def run(self) -> BenchReport:
+        async with self.session() as session:
+            await self.start(session)
+            rows = [
+                await self.synthetic(session, depth, pp, tg, concurrency)
+                for depth in self.settings.depth
+                for pp in self.settings.pp
+                for tg in self.settings.tg
+                for concurrency in self.settings.concurrency
+            ]
+        return self.report(rows)

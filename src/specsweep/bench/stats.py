@@ -44,6 +44,9 @@ class RequestTiming:
     token_timestamps: list[float] = field(default_factory=list)
     error: str | None = None
     token_source: str | None = None
+    # What was generated: greedy outputs are compared across cells (drafting must not change them).
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
 
 
 def tokens_after_first(timestamps: list[float]) -> int:

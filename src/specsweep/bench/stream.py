@@ -129,6 +129,8 @@ async def stream(
     result.end_ts = time.perf_counter()
     if result.error is None:
         finalize_tokens(result, chunks, usage_completion_tokens, encode)
+        result.text = "".join(text for _, text, _ in chunks)
+        result.token_ids = [i for _, _, ids in chunks for i in (ids or [])]
         if result.first_token_ts is None:
             result.error = "stream ended without a generated token"
     return result

@@ -165,15 +165,20 @@ ImageCfg = Annotated[Union[VenvImage, DockerImage], Field(discriminator="kind")]
 
 
 class WorkloadCfg(Strict):
+    """A task workload: one real prompt from data/, greedy, at each concurrency level."""
+
     name: str
     prompt_file: str
     max_tokens: int = Field(ge=1)
+    concurrency: list[Annotated[int, Field(ge=1)]] = Field(default=[1], min_length=1)
 
 
 class BenchCfg(Strict):
     name: str
-    endpoint: Literal["completions"] = "completions"
-    repeats: int = Field(default=2, ge=1)
+    # Raw-text completions suit base models (the embedded one); chat suits instruction-tuned ones.
+    endpoint: Literal["completions", "chat"] = "completions"
+    runs: int = Field(default=2, ge=1)
+    latency_mode: Literal["api", "generation", "none"] = "api"
     request_timeout_s: float = Field(default=300, gt=0)
     workloads: list[WorkloadCfg] = Field(min_length=1)
 
