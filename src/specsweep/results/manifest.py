@@ -1,0 +1,110 @@
+"""The manifest every cell carries: enough to tell exactly what produced its numbers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import psutil
+from pydantic import BaseModel
+
+import specsweep
+from specsweep.images.base import ImageRecord
+from specsweep.models.prepare import ModelRecord
+from specsweep.paths import project_root
+
+_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+class Manifest(BaseModel):
+    specsweep_version: str
+    git_sha: str | None
+    git_dirty: bool | None
+    sweep: str
+    cell_id: str
+    config_hash: str
+    overrides: list[str]
+    image_name: str
+    image_kind: str
+    image_key: str
+    vllm_version: str
+    model_name: str
+    model_location: str
+    model_revision: str | None
+    model_source_sha256: str | None
+    model_weights_sha256: dict[str, str]
+    drafter_model: str | None
+    drafter_revision: str | None
+    server_argv: list[str]
+    server_env: dict[str, str]
+    hardware: dict[str, str | int | float]
+    seed: int
+    started_at: str
+    finished_at: str
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    return {key: ("<redacted>" if _SECRET.search(key) else value) for key, value in env.items()}
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    root = project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        return sha, dirty
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None, None
+
+
+def hardware() -> dict[str, str | int | float]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count() or 0,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "system": platform.platform(),
+    }
+
+
+def model_fields(model: ModelRecord) -> dict:
+    return {
+        "model_name": model.name,
+        "model_location": model.location,
+        "model_revision": model.revision,
+        "model_source_sha256": model.source_sha256,
+        "model_weights_sha256": model.weights_sha256,
+    }
+
+
+def image_fields(image: ImageRecord) -> dict:
+    return {
+        "image_name": image.name,
+        "image_kind": image.kind,
+        "image_key": image.key,
+        "vllm_version": image.vllm_version,
+    }
+
+
+def version() -> str:
+    return specsweep.__version__

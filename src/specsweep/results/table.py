@@ -1,0 +1,101 @@
+"""The tidy results table: one row per cell x workload, with acceptance and the manifest keys."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from specsweep.atomic import write_bytes, write_text
+from specsweep.results.records import CellRecord
+
+MANIFEST_KEYS = [
+    "specsweep_version",
+    "git_sha",
+    "config_hash",
+    "image_name",
+    "image_key",
+    "vllm_version",
+    "model_location",
+    "model_source_sha256",
+    "drafter_model",
+    "seed",
+    "started_at",
+]
+
+
+def rows_for(cell_dir: Path) -> list[dict]:
+    record = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
+    manifest = json.loads((cell_dir / "manifest.json").read_text())
+    base = {
+        "sweep": record.sweep,
+        "cell_id": record.cell_id,
+        "model": record.model,
+        "quant": record.quant,
+        "drafter": record.drafter,
+        "drafter_kind": record.drafter_kind,
+        "k": record.k,
+        "status": record.status,
+        "skip_reason": record.skip_reason,
+        "server_startup_s": record.server_startup_s,
+        **{key: manifest.get(key) for key in MANIFEST_KEYS},
+    }
+    if record.status == "skipped":
+        return [{**base, "workload": None, "concurrency": None}]
+    rows = []
+    for workload in record.workloads:
+        row, spec = workload.row, workload.row.acceptance
+        figures = {
+            "workload": workload.workload,
+            "concurrency": workload.concurrency,
+            "n_requests": row.errors.total,
+            "n_failed": row.errors.failed,
+            "completion_tokens": sum(r.completion_tokens for r in workload.requests if r.ok),
+            "prompt_tokens": row.prompt_size,
+        }
+        for name, metric in [
+            ("tg_tps", row.tg_throughput),
+            ("tg_req_tps", row.tg_req_throughput),
+            ("pp_tps", row.pp_throughput),
+            ("peak_tps", row.peak_throughput),
+            ("ttfr_ms", row.ttfr),
+            ("est_ppt_ms", row.est_ppt),
+            ("e2e_ttft_ms", row.e2e_ttft),
+        ]:
+            figures[f"{name}_mean"] = metric.mean if metric else None
+            figures[f"{name}_std"] = metric.std if metric else None
+        figures.update(
+            {
+                "drafts": spec.drafts if spec else 0,
+                "draft_tokens": spec.draft_tokens if spec else 0,
+                "accepted_tokens": spec.accepted if spec else 0,
+                "acceptance_rate": spec.acceptance_rate if spec else None,
+                "mean_acceptance_length": spec.mean_acceptance_length if spec else None,
+                "token_source": ",".join(row.token_count_source),
+            }
+        )
+        for position, rate in enumerate(spec.per_position if spec else []):
+            figures[f"acceptance_pos_{position + 1}"] = rate
+        rows.append({**base, **figures})
+    return rows
+
+
+def build_table(cell_dirs: list[Path]) -> pd.DataFrame:
+    rows = [row for cell_dir in cell_dirs for row in rows_for(cell_dir)]
+    table = pd.DataFrame(rows)
+    position_columns = sorted(
+        (c for c in table.columns if c.startswith("acceptance_pos_")), key=lambda c: int(c.rsplit("_", 1)[1])
+    )
+    other = [c for c in table.columns if not c.startswith("acceptance_pos_")]
+    table = table[other + position_columns]
+    table["k"] = table["k"].astype("Int64")
+    return table.sort_values(["cell_id", "workload", "concurrency"], na_position="first").reset_index(drop=True)
+
+
+def write_table(table: pd.DataFrame, csv_path: Path, parquet_path: Path) -> None:
+    write_text(csv_path, table.to_csv(index=False))
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    write_bytes(parquet_path, buffer.getvalue())
