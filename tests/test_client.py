@@ -46,7 +46,12 @@ def make_server(mode: str, tokens_per_chunk: int) -> ThreadingHTTPServer:
                 self.wfile.write(f"data: {json.dumps({'choices': [choice]})}\n\n".encode())
             if mode in ("token_ids", "usage"):
                 usage = {"prompt_tokens": 5, "completion_tokens": len(TOKENS), "total_tokens": 5 + len(TOKENS)}
-                self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+                final = {"choices": [], "usage": usage}
+                if mode == "token_ids":
+                    # vLLM with --per-request-spec-decode-metrics puts these on the final usage chunk.
+                    final["metrics"] = {"speculative_decoding": {"num_spec_steps": 4, "num_draft_tokens": 16,
+                                        "num_accepted_draft_tokens": 8, "acceptance_histogram": [0, 2, 2, 0, 0]}}  # fmt: skip
+                self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -84,6 +89,9 @@ def test_counts_tokens_not_chunks(mode: str, per_chunk: int, expected: int, sour
     if mode == "token_ids":
         assert result.token_ids == TOKENS
         assert result.text.startswith("t100 t101")
+        assert result.spec_stats["num_accepted_draft_tokens"] == 8
+    else:
+        assert result.spec_stats is None
 
 
 def test_http_error_is_a_failed_result_not_a_fast_success() -> None:

@@ -52,3 +52,22 @@ def test_server_without_speculation_gives_none() -> None:
 def test_counters_going_backwards_mean_a_restart() -> None:
     with pytest.raises(ValueError, match="restarted"):
         diff(parse(metrics(9, 9, 9, [])), parse(metrics(1, 1, 1, [])))
+
+
+def test_per_request_stats_sum_and_give_positions_from_the_histogram() -> None:
+    from specsweep.metrics.specdecode import from_request_stats
+
+    # vLLM's documented example: k=3, 43 steps, 10 of 129 drafts accepted.
+    first = {"mean_acceptance_length": 1.2326, "draft_acceptance_rate": 0.0775, "acceptance_histogram": [39, 1, 0, 3],
+             "num_spec_steps": 43, "num_accepted_draft_tokens": 10, "num_draft_tokens": 129, "num_spec_tokens": 3}  # fmt: skip
+    second = {**first, "acceptance_histogram": [0, 0, 0, 10], "num_spec_steps": 10,
+              "num_accepted_draft_tokens": 30, "num_draft_tokens": 30}  # fmt: skip
+    one = from_request_stats([first])
+    assert (one.drafts, one.draft_tokens, one.accepted) == (43, 129, 10)
+    assert one.mean_acceptance_length == pytest.approx(1 + 10 / 43)
+    # position 1 accepted in 4 steps (1 + 0 + 3), position 2 in 3, position 3 in 3
+    assert one.per_position == pytest.approx([4 / 43, 3 / 43, 3 / 43])
+    assert one.source == "per_request"
+    both = from_request_stats([first, second])
+    assert (both.drafts, both.accepted) == (53, 40)
+    assert both.per_position == pytest.approx([14 / 53, 13 / 53, 13 / 53])

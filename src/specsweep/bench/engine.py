@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from specsweep.bench.corpus import PromptSource
 from specsweep.bench.stats import Metric, RequestTiming, run_metrics
 from specsweep.bench.stream import stream
-from specsweep.metrics.specdecode import SpecDelta, SpecSnapshot, diff, parse
+from specsweep.metrics.specdecode import SpecDelta, SpecSnapshot, diff, from_request_stats, parse
 
 BENCH_VERSION = "0.4.0"  # the llama-benchy JSON schema these reports follow
 
@@ -182,13 +182,18 @@ class Bench:
             # Task prompts are fixed text: the server's own count is the prompt size.
             expected_pp_tokens = next((r.prompt_tokens for r in everything if r.prompt_tokens), 0)
         metrics = run_metrics(batches, concurrency, expected_pp_tokens, self.latency_s)
+        ok = [r for r in everything if r.error is None]
+        if ok and all(r.spec_stats for r in ok):
+            acceptance = from_request_stats([r.spec_stats for r in ok])
+        else:
+            acceptance = diff(before, after) if before and after else None
         row = BenchRow(
             concurrency=concurrency,
             context_size=depth,
             prompt_size=pp or expected_pp_tokens,
             response_size=tg,
             **metrics.model_dump(),
-            acceptance=diff(before, after) if before and after else None,
+            acceptance=acceptance,
             errors=RowErrors(failed=len(failed), total=len(everything), messages=sorted({r.error for r in failed})[:5]),
             token_count_source=sorted({r.token_source for r in everything if r.token_source}),
         )

@@ -47,6 +47,8 @@ class RequestTiming:
     # What was generated: greedy outputs are compared across cells (drafting must not change them).
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
+    # vLLM's `metrics.speculative_decoding` (--per-request-spec-decode-metrics), when the server sends it.
+    spec_stats: dict | None = None
 
 
 def tokens_after_first(timestamps: list[float]) -> int:

@@ -107,6 +107,9 @@ async def stream(
                 except json.JSONDecodeError:
                     result.error = f"malformed SSE data: {data[:120]!r}"
                     break
+                spec_stats = (chunk.get("metrics") or {}).get("speculative_decoding")
+                if isinstance(spec_stats, dict):
+                    result.spec_stats = spec_stats
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):
                     if isinstance(usage.get("prompt_tokens"), int):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
+from typing import Literal
+
 from pydantic import BaseModel
 
 DRAFTS = "vllm:spec_decode_num_drafts_total"
@@ -37,6 +39,9 @@ class SpecDelta(BaseModel):
     acceptance_rate: float | None
     mean_acceptance_length: float | None
     per_position: list[float]
+    # "metrics": /metrics counter differences (include any concurrent traffic); "per_request": the
+    # server's own per-request stats, exact to these requests.
+    source: Literal["metrics", "per_request"] = "metrics"
 
 
 def parse(text: str) -> SpecSnapshot:
@@ -53,6 +58,30 @@ def parse(text: str) -> SpecSnapshot:
                 per_pos[position] = per_pos.get(position, 0.0) + sample.value
                 present = True
     return SpecSnapshot(present, totals[DRAFTS], totals[DRAFT_TOKENS], totals[ACCEPTED], per_pos)
+
+
+def from_request_stats(stats: list[dict]) -> SpecDelta:
+    """Acceptance summed over vLLM's per-request `metrics.speculative_decoding` blocks.
+
+    `acceptance_histogram[j]` counts steps that accepted exactly j drafts, so position i (0-based) was
+    accepted in every step that accepted more than i.
+    """
+    drafts = sum(int(s["num_spec_steps"]) for s in stats)
+    draft_tokens = sum(int(s["num_draft_tokens"]) for s in stats)
+    accepted = sum(int(s["num_accepted_draft_tokens"]) for s in stats)
+    histograms = [list(s.get("acceptance_histogram") or []) for s in stats]
+    width = max(map(len, histograms), default=0)
+    histogram = [sum(h[j] for h in histograms if j < len(h)) for j in range(width)]
+    per_position = [sum(histogram[i + 1 :]) / drafts if drafts else 0.0 for i in range(max(width - 1, 0))]
+    return SpecDelta(
+        drafts=drafts,
+        draft_tokens=draft_tokens,
+        accepted=accepted,
+        acceptance_rate=accepted / draft_tokens if draft_tokens else None,
+        mean_acceptance_length=1 + accepted / drafts if drafts else None,
+        per_position=per_position,
+        source="per_request",
+    )
 
 
 def diff(before: SpecSnapshot, after: SpecSnapshot) -> SpecDelta | None:
