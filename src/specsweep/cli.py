@@ -150,6 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         endpoint=args.endpoint,
         exact_tg=not args.no_exact_tg,
         prefix_caching=args.enable_prefix_caching,
+        adapt_prompt=args.adapt_prompt,
         extra_body=_extra_body(args.extra_body),
     )
     prompts = PromptSource(load_tokenizer(args.tokenizer), args.text, seed=args.seed)
@@ -216,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-mode", choices=["api", "generation", "none"], default="api")
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--enable-prefix-caching", action="store_true", help="reuse prompts instead of defeating the cache")
+    p.add_argument("--no-adapt-prompt", dest="adapt_prompt", action="store_false",
+                   help="do not shrink prompts by the tokens the server's template adds")  # fmt: skip
     p.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
     p.add_argument("--no-exact-tg", action="store_true", help="do not force tg tokens with min_tokens + ignore_eos")
     p.add_argument("--extra-body", action="append", default=[], help="key=value merged into every request")

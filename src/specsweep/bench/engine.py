@@ -38,6 +38,8 @@ class BenchSettings(BaseModel):
     endpoint: Literal["chat", "completions"] = "chat"
     exact_tg: bool = True
     prefix_caching: bool = False
+    # llama-benchy's --adapt-prompt: shrink the text by the chat template's own tokens so the server sees pp.
+    adapt_prompt: bool = True
     request_timeout_s: float = 600
     extra_body: dict[str, Any] = {}
 
@@ -92,6 +94,9 @@ class Bench:
         self.prompts = prompts
         self.encode = prompts.encode if prompts else None
         self.latency_s = 0.0
+        # Template tokens the server adds around a user prompt / around a system context (from the warmup).
+        self.delta_user = 0
+        self.delta_context = 0
         self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.chat = settings.endpoint == "chat"
         self.url = f"{settings.base_url.rstrip('/')}/{'chat/completions' if self.chat else 'completions'}"
@@ -206,12 +211,24 @@ class Bench:
         if self.prompts is None:
             raise ValueError("pp/tg tests need a tokenizer to cut prompts (PromptSource)")
 
+        text_pp, text_depth = pp, depth
+        if self.settings.adapt_prompt:
+            if depth == 0:
+                text_pp = max(1, pp - self.delta_user)
+            else:
+                text_depth = max(1, depth - self.delta_context)
+        sources = self.prompts
+
         def payloads() -> list[dict[str, Any]]:
-            pairs = [self.prompts.generate(pp, depth, unique=not self.settings.prefix_caching) for _ in range(concurrency)]
+            unique = not self.settings.prefix_caching
+            pairs = [sources.generate(text_pp, text_depth, unique=unique) for _ in range(concurrency)]
             return [self.payload(context, prompt, tg) for context, prompt in pairs]
 
+        if self.settings.warmup:
+            # One unmeasured batch of the same shape first, as llama-benchy does.
+            await asyncio.gather(*(stream(session, self.url, body, self.headers, self.chat) for body in payloads()))
         row, _ = await self.measure(session, f"pp{pp} tg{tg} d{depth} c{concurrency}", payloads, concurrency,
-                                    (depth, pp, tg), expected_pp_tokens=pp)  # fmt: skip
+                                    (depth, pp, tg), expected_pp_tokens=text_pp)  # fmt: skip
         return row
 
     async def task(
@@ -230,7 +247,25 @@ class Bench:
             self.settings = self.settings.model_copy(update={"model": await self.detect_model(session)})
         self.latency_s = await self.latency(session)
         if self.settings.warmup:
-            await stream(session, self.url, self.payload("", "Warmup " * 10, 1), self.headers, self.chat)
+            await self.warmup(session)
+
+    async def warmup(self, session: aiohttp.ClientSession) -> None:
+        """First requests, unmeasured; they also tell how many tokens the server adds to a prompt."""
+        text = "Warmup " * 10
+        user = await stream(session, self.url, self.payload("", text, 1), self.headers, self.chat)
+        if user.error:
+            raise RuntimeError(f"warmup request failed: {user.error}; is {self.settings.base_url} serving?")
+        if self.encode is None or not user.prompt_tokens:
+            return
+        local = len(self.encode(text))
+        self.delta_user = user.prompt_tokens - local
+        self.delta_context = self.delta_user
+        if self.chat:
+            probe = await stream(session, self.url, self.payload(text, ".", 1), self.headers, self.chat)
+            if probe.prompt_tokens:
+                self.delta_context = probe.prompt_tokens - local - len(self.encode("."))
+        print(f"[bench] server adds {self.delta_user} tokens to a prompt, {self.delta_context} to a context",
+              file=sys.stderr)  # fmt: skip
 
     def session(self) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
