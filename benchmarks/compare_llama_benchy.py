@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--tg", default="128")
     parser.add_argument("--depth", default="0")
     parser.add_argument("--runs", default="3")
+    parser.add_argument("--rounds", type=int, default=2, help="alternate the two tools this many times (CPU noise)")
     parser.add_argument("overrides", nargs="*", help="cell overrides, e.g. drafter=ngram k=4")
     args = parser.parse_args()
 
@@ -53,18 +54,20 @@ def main() -> None:
     common = ["--pp", args.pp, "--tg", args.tg, "--depth", args.depth, "--runs", args.runs, "--tokenizer", model.location]
     with VllmServer(command, log, startup_timeout_s=cell.serve.startup_timeout_s) as server:
         base = f"{server.base_url}/v1"
-        print(f"# llama-benchy 0.4.0 ({' '.join(args.overrides) or 'no drafter'})", flush=True)
-        subprocess.run(
-            [args.llama_benchy, "--base-url", base, "--model", cell.model.served_name, "--exact-tg",
-             "--skip-coherence", *common],
-            check=True,
-        )  # fmt: skip
-        print(f"\n# specsweep bench ({' '.join(args.overrides) or 'no drafter'})", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "specsweep.cli", "bench", "--base-url", base, "--model", cell.model.served_name,
-             "--endpoint", "chat", *common],
-            check=True,
-        )  # fmt: skip
+        what = " ".join(args.overrides) or "no drafter"
+        for round_index in range(1, args.rounds + 1):
+            print(f"\n# round {round_index}: llama-benchy 0.4.0 ({what})", flush=True)
+            subprocess.run(
+                [args.llama_benchy, "--base-url", base, "--model", cell.model.served_name, "--exact-tg",
+                 "--skip-coherence", *common],
+                check=True,
+            )  # fmt: skip
+            print(f"\n# round {round_index}: specsweep bench ({what})", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "specsweep.cli", "bench", "--base-url", base, "--model",
+                 cell.model.served_name, "--endpoint", "chat", *common],
+                check=True,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -51,3 +51,19 @@ def test_no_content_chunks_but_usage() -> None:
     result = timing()
     finalize_tokens(result, [], usage_completion_tokens=3, encode=None)
     assert result.total_tokens == 3 and result.token_source == "usage"
+
+
+def test_prompt_windows_differ_between_sources_unless_seeded(root) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from specsweep.bench.corpus import PromptSource
+
+    text = root / "data/text/alice.txt"
+    words = sorted(set(text.read_text().split()))
+    vocab = {"[UNK]": 0, **{word: index + 1 for index, word in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    a, b = PromptSource(tokenizer, text), PromptSource(tokenizer, text)
+    assert a.generate(64, 0, unique=False)[1] != b.generate(64, 0, unique=False)[1]
+    seeded = PromptSource(tokenizer, text, seed=1).generate(64, 0, unique=False)
+    assert seeded == PromptSource(tokenizer, text, seed=1).generate(64, 0, unique=False)

@@ -223,7 +223,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-exact-tg", action="store_true", help="do not force tg tokens with min_tokens + ignore_eos")
     p.add_argument("--extra-body", action="append", default=[], help="key=value merged into every request")
     p.add_argument("--text", default=None, help="text to cut prompts from (default: data/text/alice.txt)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="fix prompt windows (a rerun then replays prompts the server may have cached)")  # fmt: skip
     p.add_argument("--format", choices=["md", "json", "csv"], default="md")
     p.add_argument("--save-result", default=None)
     p.set_defaults(func=cmd_bench)

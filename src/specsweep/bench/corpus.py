@@ -28,11 +28,12 @@ def load_tokenizer(path: str) -> Tokenizer:
 class PromptSource:
     """Context + prompt pairs like llama-benchy's: random windows of the tokenized text."""
 
-    def __init__(self, tokenizer: Tokenizer, text_path: str | Path | None = None, seed: int = 0) -> None:
+    def __init__(self, tokenizer: Tokenizer, text_path: str | Path | None = None, seed: int | None = None) -> None:
         path = Path(text_path) if text_path else project_root() / DEFAULT_TEXT
         self.text_path = path
         self.tokenizer = tokenizer
         self.tokens = tokenizer.encode(path.read_text(encoding="utf-8"), add_special_tokens=False).ids
+        # Unseeded by default: a repeated invocation must not replay prompts the server has cached.
         self.random = random.Random(seed)
 
     def encode(self, text: str) -> list[int]:
