@@ -149,7 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         warmup=not args.no_warmup,
         endpoint=args.endpoint,
         exact_tg=not args.no_exact_tg,
-        prefix_caching=args.enable_prefix_caching,
+        prefix_caching=args.no_cache_busting,
         adapt_prompt=args.adapt_prompt,
         extra_body=_extra_body(args.extra_body),
     )
@@ -216,7 +216,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1])
     p.add_argument("--latency-mode", choices=["api", "generation", "none"], default="api")
     p.add_argument("--no-warmup", action="store_true")
-    p.add_argument("--enable-prefix-caching", action="store_true", help="reuse prompts instead of defeating the cache")
+    # Not llama-benchy's --enable-prefix-caching (a context-load + inference measurement, not implemented here).
+    p.add_argument("--no-cache-busting", action="store_true",
+                   help="send prompts without the unique suffix that defeats the server's prefix cache")  # fmt: skip
     p.add_argument("--no-adapt-prompt", dest="adapt_prompt", action="store_false",
                    help="do not shrink prompts by the tokens the server's template adds")  # fmt: skip
     p.add_argument("--endpoint", choices=["chat", "completions"], default="chat")
