@@ -72,16 +72,8 @@ def from_request_stats(stats: list[dict]) -> SpecDelta:
     histograms = [list(s.get("acceptance_histogram") or []) for s in stats]
     width = max(map(len, histograms), default=0)
     histogram = [sum(h[j] for h in histograms if j < len(h)) for j in range(width)]
-    per_position = [sum(histogram[i + 1 :]) / drafts if drafts else 0.0 for i in range(max(width - 1, 0))]
-    return SpecDelta(
-        drafts=drafts,
-        draft_tokens=draft_tokens,
-        accepted=accepted,
-        acceptance_rate=accepted / draft_tokens if draft_tokens else None,
-        mean_acceptance_length=1 + accepted / drafts if drafts else None,
-        per_position=per_position,
-        source="per_request",
-    )
+    accepted_per_pos = [sum(histogram[i + 1 :]) for i in range(max(width - 1, 0))]
+    return _delta(drafts, draft_tokens, accepted, accepted_per_pos, "per_request")
 
 
 def diff(before: SpecSnapshot, after: SpecSnapshot) -> SpecDelta | None:
@@ -94,15 +86,18 @@ def diff(before: SpecSnapshot, after: SpecSnapshot) -> SpecDelta | None:
     if min(drafts, draft_tokens, accepted) < 0:
         raise ValueError("spec-decode counters went backwards: the server restarted between snapshots")
     positions = sorted(set(before.accepted_per_pos) | set(after.accepted_per_pos))
-    per_position = [
-        (after.accepted_per_pos.get(p, 0.0) - before.accepted_per_pos.get(p, 0.0)) / drafts if drafts else 0.0
-        for p in positions
-    ]
+    accepted_per_pos = [after.accepted_per_pos.get(p, 0.0) - before.accepted_per_pos.get(p, 0.0) for p in positions]
+    return _delta(drafts, draft_tokens, accepted, accepted_per_pos, "metrics")
+
+
+def _delta(drafts: int, draft_tokens: int, accepted: int, accepted_per_pos: list[float], source: str) -> SpecDelta:
+    """acceptance rate = accepted/drafted; mean length = 1 + accepted/drafts; position i = accepted_i/drafts."""
     return SpecDelta(
         drafts=drafts,
         draft_tokens=draft_tokens,
         accepted=accepted,
         acceptance_rate=accepted / draft_tokens if draft_tokens else None,
         mean_acceptance_length=1 + accepted / drafts if drafts else None,
-        per_position=per_position,
+        per_position=[count / drafts if drafts else 0.0 for count in accepted_per_pos],
+        source=source,
     )
