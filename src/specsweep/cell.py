@@ -15,8 +15,8 @@ from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
 from specsweep.images.base import ImageRecord
 from specsweep.models.prepare import ModelRecord
-from specsweep.results import manifest as mf
-from specsweep.results.records import CellRecord, RequestRecord, WorkloadRecord
+from specsweep.records import manifest as mf
+from specsweep.records.types import CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import server_command
 from specsweep.serve.server import VllmServer, free_port
 from specsweep.serve.speculative import speculative_config_json

@@ -101,7 +101,7 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from specsweep.results.table import build_table, write_table
+    from specsweep.records.table import build_table, write_table
 
     cell_dirs = [Path(path).parent for path in args.bench_files]
     table = build_table(cell_dirs)

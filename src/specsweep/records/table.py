@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.atomic import write_bytes, write_text
-from specsweep.results.records import CellRecord
+from specsweep.records.types import CellRecord
 
 MANIFEST_KEYS = [
     "specsweep_version",
