@@ -3,6 +3,7 @@
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/quantize.smk"
 include: "workflow/rules/image.smk"
 include: "workflow/rules/cell.smk"
 include: "workflow/rules/aggregate.smk"

@@ -9,7 +9,9 @@ import pytest
 from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, config_hash
 from specsweep.paths import conf_dir
 
-GROUPS = ["model", "quant", "drafter", "serve", "image", "bench", "sweep"]
+GROUPS = ["model", "quant", "drafter", "serve", "image", "bench", "sweep", "quality"]
+# Options that only make sense with another choice (a hub quant is a checkpoint of one model).
+COMPANIONS = {("quant", "intel_int4_autoround"): ["model=gemma4_31b_it"], ("quant", "ebircak_nvfp4a16_gptq"): ["model=gemma4_31b_it"]}
 
 
 def options(group: str) -> list[str]:
@@ -18,10 +20,10 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group: str, option: str) -> None:
-    composed = compose_cell([f"{group}={option}"])
+    composed = compose_cell([f"{group}={option}", *COMPANIONS.get((group, option), [])])
     assert composed.choices[group] == option
-    if group == "sweep":
-        assert composed.sweep.name == option
+    if group in ("sweep", "quality"):
+        assert getattr(composed, group).name == option
     else:
         assert getattr(composed.cell, group).name == option
 

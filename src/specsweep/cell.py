@@ -15,6 +15,7 @@ from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
 from specsweep.images.base import ImageRecord
 from specsweep.models.prepare import ModelRecord
+from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
 from specsweep.records.types import CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import server_command
@@ -27,6 +28,11 @@ CELL_MARKER_ENV = "SPECSWEEP_CELL_DIR"
 
 def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
     """Why this platform cannot serve the cell, or None. Such cells are recorded as skipped, not failed."""
+    scheme = cell.quant.scheme
+    servable = cell.image.servable_quant_schemes
+    if servable is not None and scheme not in servable:
+        why = cell.image.unservable_reasons.get(scheme, f"image {image.name} serves only {', '.join(servable)}")
+        return f"quant {cell.quant.name} ({scheme}) cannot be served here: {why}"
     drafter = cell.drafter
     if image.offline and isinstance(drafter, ModelDrafter):
         return (
@@ -75,7 +81,9 @@ async def _run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[Worklo
     return records, bench.latency_s * 1000
 
 
-def run_cell(cell: Cell, out_dir: Path, model: ModelRecord, image: ImageRecord, server_log: Path) -> CellRecord:
+def run_cell(
+    cell: Cell, out_dir: Path, model: ModelRecord, quant: QuantRecord, image: ImageRecord, server_log: Path
+) -> CellRecord:
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cfg = cell.config
     record = CellRecord(
@@ -91,9 +99,7 @@ def run_cell(cell: Cell, out_dir: Path, model: ModelRecord, image: ImageRecord, 
     )
     port = cfg.serve.port or free_port(cfg.serve.host)
     container = f"specsweep-{cell.sweep}-{cell.id}" if isinstance(cfg.image, DockerImage) else ""
-    command = server_command(
-        cfg, model.location, port, image_root=Path(image.location), container_name=container
-    )
+    command = server_command(cfg, quant.location, port, image_root=Path(image.location), container_name=container)
     command.env[CELL_MARKER_ENV] = str(out_dir.resolve())
 
     reason = unsupported_reason(cfg, image)
@@ -126,6 +132,7 @@ def run_cell(cell: Cell, out_dir: Path, model: ModelRecord, image: ImageRecord, 
         overrides=list(cell.overrides),
         **mf.image_fields(image),
         **mf.model_fields(model),
+        **mf.quant_fields(quant),
         drafter_model=getattr(cfg.drafter, "model", None),
         drafter_revision=getattr(cfg.drafter, "revision", None),
         server_argv=command.argv,

@@ -33,7 +33,11 @@ def cmd_config(args: argparse.Namespace) -> None:
     if cell.image.kind == "venv":
         image_root = env_root(cell.image.name, project_relative(cell.image.requirements), cell.image.remove_packages)
     port = cell.serve.port or 8000
-    command = server_command(cell, model_location(cell.model), port, image_root, f"specsweep-{readable_id(composed)}")
+    location = {"none": model_location(cell.model), "hub": getattr(cell.quant, "repo_id", "")}.get(cell.quant.kind)
+    if location is None:
+        location = f"<{cell.model.name}-{cell.quant.name} checkpoint>"
+        print(f"\n# {location}: built by the quantize stage (`specsweep quant run`); its path is in results/_quants/")
+    command = server_command(cell, location, port, image_root, f"specsweep-{readable_id(composed)}")
     print("\n# speculative config")
     print(speculative_config_json(cell.drafter, cell.k) or "(none: no --speculative-config flag)")
     print("\n# vLLM server argv" + ("" if cell.serve.port else " (port chosen free at run time; 8000 shown)"))
@@ -71,6 +75,42 @@ def cmd_model_prepare(args: argparse.Namespace) -> None:
     print(f"[model] {record.name} ready at {record.location}", file=sys.stderr)
 
 
+def cmd_quant_run(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_json
+    from specsweep.models.prepare import ModelRecord
+    from specsweep.quantize.run import quantize
+
+    cell = compose_cell(args.overrides).cell
+    base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
+    try:
+        record = quantize(cell.quant, cell.model, base)
+    except ValueError as err:
+        raise SystemExit(f"specsweep quant run: {err}") from err
+    write_json(Path(args.receipt), record.model_dump())
+    print(f"[quantize] {record.model} / {record.quant}: {record.location}", file=sys.stderr)
+
+
+def cmd_quant_quality(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_json
+    from specsweep.evals.quality import evaluate
+    from specsweep.models.prepare import ModelRecord
+    from specsweep.quantize.run import QuantRecord
+
+    composed = compose_cell(args.overrides)
+    base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
+    quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
+    record = evaluate(quant, base, composed.quality)
+    write_json(Path(args.out), record.model_dump())
+    if record.status == "ok":
+        print(
+            f"[quality] {record.quant}: ppl {record.ppl:.3f} (base {record.ppl_base:.3f}), kld {record.kld:.4f}, "
+            f"recovery {record.ppl_recovery_pct:.1f} %",
+            file=sys.stderr,
+        )
+    else:
+        print(f"[quality] {record.quant}: not measured: {record.reason}", file=sys.stderr)
+
+
 def cmd_image_build(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
     from specsweep.images import build_image
@@ -85,6 +125,7 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     from specsweep.config.grid import Cell
     from specsweep.images.base import ImageRecord
     from specsweep.models.prepare import ModelRecord
+    from specsweep.quantize.run import QuantRecord
 
     composed = compose_cell(args.overrides)
     cell = Cell(
@@ -93,19 +134,26 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
         overrides=tuple(args.overrides),
         config=composed.cell,
         config_hash=config_hash(composed.cell),
+        quality=composed.quality,
     )
     model = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
+    quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
     image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
-    record = run_cell(cell, Path(args.out_dir), model, image, Path(args.server_log))
+    record = run_cell(cell, Path(args.out_dir), model, quant, image, Path(args.server_log))
     print(f"[cell] {cell.id}: {record.status}", file=sys.stderr)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from specsweep.records.table import build_table, write_table
+    from specsweep.records.table import build_table, quality_table, write_table
 
     cell_dirs = [Path(path).parent for path in args.bench_files]
-    table = build_table(cell_dirs)
+    quality = quality_table([Path(path) for path in args.quality])
+    table = build_table(cell_dirs, quality)
     write_table(table, Path(args.csv), Path(args.parquet))
+    if args.quality_csv:
+        from specsweep.atomic import write_text
+
+        write_text(Path(args.quality_csv), quality.to_csv(index=False))
     print(f"[aggregate] {len(table)} rows from {len(cell_dirs)} cells -> {args.csv}", file=sys.stderr)
 
 
@@ -190,6 +238,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--receipt", required=True, help="where to write the model record (JSON)")
     p.set_defaults(func=cmd_model_prepare)
 
+    quant = sub.add_parser("quant", help="the quant axis").add_subparsers(dest="action", required=True)
+    p = with_overrides(quant.add_parser("run", help="quantize the base model with the cell's quant recipe"))
+    p.add_argument("--receipt", required=True, help="where to write the quant record (JSON)")
+    p.add_argument("--model-receipt", required=True, help="the prepared base model's record")
+    p.set_defaults(func=cmd_quant_run)
+    p = with_overrides(quant.add_parser("quality", help="perplexity / KL divergence of a quant vs its base"))
+    p.add_argument("--out", required=True, help="where to write the quality record (JSON)")
+    p.add_argument("--model-receipt", required=True)
+    p.add_argument("--quant-receipt", required=True)
+    p.set_defaults(func=cmd_quant_quality)
+
     image = sub.add_parser("image", help="serving images").add_subparsers(dest="action", required=True)
     p = with_overrides(image.add_parser("build"))
     p.add_argument("--receipt", required=True, help="where to write the image manifest (JSON)")
@@ -200,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-id", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--model-receipt", required=True)
+    p.add_argument("--quant-receipt", required=True)
     p.add_argument("--image-receipt", required=True)
     p.add_argument("--server-log", required=True)
     p.set_defaults(func=cmd_cell_run)
@@ -234,6 +294,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aggregate", help="build the tidy results table from cell records")
     p.add_argument("--csv", required=True)
     p.add_argument("--parquet", required=True)
+    p.add_argument("--quality", action="append", default=[], help="a quant's quality record (repeat per quant)")
+    p.add_argument("--quality-csv", default=None, help="also write the quality table here")
     p.add_argument("bench_files", nargs="+")
     p.set_defaults(func=cmd_aggregate)
     return top

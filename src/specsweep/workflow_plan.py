@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from specsweep.config.compose import cell_yaml, project_relative
+from specsweep.config.compose import ConfigError, cell_yaml, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
+from specsweep.quantize.run import calibration_path
 
 
 def _short_hash(text: str) -> str:
@@ -37,6 +38,7 @@ class CellPlan:
     cell: Cell
     config_yaml: str
     model_key: str
+    quant_key: str
     image_key: str
     prompt_files: tuple[str, ...]
 
@@ -47,6 +49,7 @@ class CellPlan:
             "--cell-id", self.cell.id,
             "--out-dir", str(Path(output.bench).parent),
             "--model-receipt", input.model,
+            "--quant-receipt", input.quant,
             "--image-receipt", input.image,
             "--server-log", log.server,
             *self.cell.overrides,
@@ -54,10 +57,22 @@ class CellPlan:
 
 
 @dataclass(frozen=True)
+class QuantStage(Stage):
+    """A quant of a model: quantize once, measure quality once, whatever cells use it."""
+
+    model_key: str
+    # Files the quantize job reads (calibration text): editing them reruns the quant.
+    inputs: tuple[str, ...]
+    quality_yaml: str
+    quality_inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     sweep: str
     cells: dict[str, CellPlan]
     models: dict[str, Stage]
+    quants: dict[str, QuantStage]
     images: dict[str, Stage]
 
 
@@ -72,21 +87,51 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         raise ValueError("the sweep expands to no cells; check sweep.params and your overrides")
     plans: dict[str, CellPlan] = {}
     models: dict[str, Stage] = {}
+    quants: dict[str, QuantStage] = {}
     images: dict[str, Stage] = {}
     for cell in cells:
         cfg = cell.config
         model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), cell.overrides)
         image = _stage(cfg.image.name, cfg.image.model_dump(mode="json"), cell.overrides)
+        quant = _quant_stage(cell, model)
         models.setdefault(model.key, model)
+        quants.setdefault(quant.key, quant)
         images.setdefault(image.key, image)
         plans[cell.id] = CellPlan(
             cell=cell,
             config_yaml=cell_yaml(cfg),
             model_key=model.key,
+            quant_key=quant.key,
             image_key=image.key,
             prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
         )
-    return SweepPlan(sweep=cells[0].sweep, cells=plans, models=models, images=images)
+    return SweepPlan(sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=images)
+
+
+def _quant_stage(cell: Cell, model: Stage) -> QuantStage:
+    cfg = cell.config
+    stage = _stage(f"{cfg.model.name}-{cfg.quant.name}", {"model": model.key, "quant": cfg.quant.model_dump(mode="json")}, cell.overrides)
+    inputs = []
+    calibration = calibration_path(cfg.quant)
+    if calibration is not None:
+        if not calibration.is_file():
+            raise ConfigError(
+                f"quant {cfg.quant.name}: calibration file {calibration} does not exist; ship it under "
+                "data/calibration/ or fix quant.calibration.path"
+            )
+        inputs.append(str(calibration))
+    text = project_relative(cell.quality.text)
+    if not text.is_file():
+        raise ConfigError(f"quality.text {text} does not exist; ship it under data/eval/ or fix conf/quality/")
+    return QuantStage(
+        key=stage.key,
+        config_yaml=stage.config_yaml,
+        overrides=stage.overrides,
+        model_key=model.key,
+        inputs=tuple(inputs),
+        quality_yaml=yaml.safe_dump(cell.quality.model_dump(mode="json"), sort_keys=True),
+        quality_inputs=(str(text),),
+    )
 
 
 def specsweep_job(args: list[str], log: str) -> None:

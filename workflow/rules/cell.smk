@@ -2,6 +2,7 @@ rule run_cell:
     """One server lifetime: start vLLM, run every workload, diff spec-decode counters, stop vLLM."""
     input:
         model=lambda w: f"results/_models/{PLAN.cells[w.cell].model_key}.json",
+        quant=lambda w: f"results/_quants/{PLAN.cells[w.cell].quant_key}.json",
         image=lambda w: f"results/_images/{PLAN.cells[w.cell].image_key}.json",
         prompts=lambda w: PLAN.cells[w.cell].prompt_files,
     output:

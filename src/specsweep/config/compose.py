@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from specsweep.config.schema import CellCfg, SweepCfg
+from specsweep.config.schema import CellCfg, QualityCfg, SweepCfg
 from specsweep.paths import conf_dir
 
 
@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 class Composed:
     cell: CellCfg
     sweep: SweepCfg
+    # Per quant, not per cell: kept out of the cell so changing it reruns quality, never the cells.
+    quality: QualityCfg
     # Group -> chosen option name (e.g. {"drafter": "ngram"}), as Hydra picked it.
     choices: dict[str, str]
 
@@ -73,12 +75,14 @@ def _explain_hydra(err: Exception, overrides: list[str]) -> str:
 def compose_cell(overrides: list[str]) -> Composed:
     raw, choices = compose_raw(overrides)
     sweep_raw = raw.pop("sweep", {})
+    quality_raw = raw.pop("quality", {})
     try:
         sweep = SweepCfg.model_validate(sweep_raw)
+        quality = QualityCfg.model_validate(quality_raw)
         cell = CellCfg.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_explain(err, overrides)) from err
-    return Composed(cell=cell, sweep=sweep, choices=choices)
+    return Composed(cell=cell, sweep=sweep, quality=quality, choices=choices)
 
 
 def _explain(err: ValidationError, overrides: list[str]) -> str:
@@ -87,6 +91,9 @@ def _explain(err: ValidationError, overrides: list[str]) -> str:
         where = ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
             lines.append(f"  {where}: unknown key; remove it (see conf/ for the valid keys)")
+        elif problem["type"] == "value_error":
+            # Our own validators: the message already names the fix; the input is the whole node.
+            lines.append(f"  {where or 'config'}: {problem['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {where}: {problem['msg']} (got {problem.get('input')!r})")
     return "\n".join(lines)

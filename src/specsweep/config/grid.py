@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shlex
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from specsweep.config.compose import Composed, ConfigError, compose_cell, compose_raw, config_hash
-from specsweep.config.schema import CellCfg
+from specsweep.config.schema import CellCfg, QualityCfg
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Cell:
     overrides: tuple[str, ...]
     config: CellCfg
     config_hash: str
+    quality: QualityCfg
 
 
 def split_overrides(text: str | list[str] | None) -> list[str]:
@@ -70,6 +72,7 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
             overrides=overrides,
             config=composed.cell,
             config_hash=config_hash(composed.cell),
+            quality=composed.quality,
         )
         cells.setdefault(cell.config_hash, cell)
     return _disambiguate(list(cells.values()))
@@ -98,6 +101,6 @@ def _disambiguate(cells: list[Cell]) -> list[Cell]:
         for cell in group:
             if len(group) > 1:
                 suffix = hashlib.sha256(" ".join(cell.overrides).encode()).hexdigest()[:8]
-                cell = Cell(cell_id + "-" + suffix, cell.sweep, cell.overrides, cell.config, cell.config_hash)
+                cell = dataclasses.replace(cell, id=cell_id + "-" + suffix)
             result.append(cell)
     return sorted(result, key=lambda c: c.id)

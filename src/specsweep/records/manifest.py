@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import re
@@ -15,6 +17,7 @@ import specsweep
 from specsweep.images.base import ImageRecord
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
+from specsweep.quantize.run import QuantRecord
 
 _SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
@@ -36,6 +39,13 @@ class Manifest(BaseModel):
     model_revision: str | None
     model_source_sha256: str | None
     model_weights_sha256: dict[str, str]
+    quant_name: str
+    quant_scheme: str
+    # What vLLM served: the quantized checkpoint (or the base for no quantization), and its files' sha256.
+    quant_location: str
+    quant_revision: str | None
+    quant_recipe_sha256: str | None
+    quant_files_sha256: dict[str, str]
     drafter_model: str | None
     drafter_revision: str | None
     server_argv: list[str]
@@ -94,6 +104,20 @@ def model_fields(model: ModelRecord) -> dict:
         "model_revision": model.revision,
         "model_source_sha256": model.source_sha256,
         "model_weights_sha256": model.weights_sha256,
+    }
+
+
+def quant_fields(quant: QuantRecord) -> dict:
+    recipe = quant.manifest.get("recipe")
+    return {
+        "quant_name": quant.quant,
+        "quant_scheme": quant.scheme,
+        "quant_location": quant.location,
+        "quant_revision": quant.revision,
+        "quant_recipe_sha256": (
+            hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest() if recipe else None
+        ),
+        "quant_files_sha256": quant.manifest.get("files_sha256", {}),
     }
 
 

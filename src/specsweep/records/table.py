@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.atomic import write_bytes, write_text
+from specsweep.evals.quality import QualityRecord
 from specsweep.records.types import CellRecord
 
 MANIFEST_KEYS = [
@@ -34,6 +35,7 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "cell_id": record.cell_id,
         "model": record.model,
         "quant": record.quant,
+        "quant_scheme": manifest.get("quant_scheme"),
         "drafter": record.drafter,
         "drafter_kind": record.drafter_kind,
         "k": record.k,
@@ -82,9 +84,22 @@ def rows_for(cell_dir: Path) -> list[dict]:
     return rows
 
 
-def build_table(cell_dirs: list[Path]) -> pd.DataFrame:
+QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]
+
+
+def quality_table(records: list[Path]) -> pd.DataFrame:
+    """One row per (model, quant): the quality stage's records as a table."""
+    rows = [QualityRecord.model_validate_json(path.read_text()).model_dump() for path in records]
+    columns = list(QualityRecord.model_fields)
+    return pd.DataFrame(rows, columns=columns).sort_values(["model", "quant"]).reset_index(drop=True)
+
+
+def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = [row for cell_dir in cell_dirs for row in rows_for(cell_dir)]
     table = pd.DataFrame(rows)
+    if quality is not None and not quality.empty:
+        # Quality is per quant: the same figures sit on every row of that quant, next to its throughput.
+        table = table.merge(quality[["model", "quant", *QUALITY_COLUMNS]], on=["model", "quant"], how="left")
     position_columns = sorted(
         (c for c in table.columns if c.startswith("acceptance_pos_")), key=lambda c: int(c.rsplit("_", 1)[1])
     )

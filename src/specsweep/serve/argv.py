@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specsweep.config.compose import project_relative
-from specsweep.config.schema import CellCfg, DockerImage, HubSource, ServeCfg, VenvImage
+from specsweep.config.schema import CellCfg, DockerImage, HubQuant, HubSource, NoQuant, ServeCfg, VenvImage
 from specsweep.serve.speculative import speculative_config_json
 
 
@@ -48,6 +48,15 @@ def server_flags(serve: ServeCfg) -> list[str]:
     return flags + list(serve.extra_args)
 
 
+def serving_revision(cell: CellCfg) -> str | None:
+    """The hub revision of what is served: the pinned quant repo, or the base repo when it is not quantized."""
+    if isinstance(cell.quant, HubQuant):
+        return cell.quant.revision
+    if isinstance(cell.quant, NoQuant) and isinstance(cell.model.source, HubSource):
+        return cell.model.source.revision
+    return None
+
+
 def vllm_args(cell: CellCfg, port: int) -> list[str]:
     """Arguments after the model; identical for `vllm serve MODEL` and the api_server module."""
     args = [
@@ -58,8 +67,9 @@ def vllm_args(cell: CellCfg, port: int) -> list[str]:
         "--port",
         str(port),
     ]
-    if isinstance(cell.model.source, HubSource):
-        args += ["--revision", cell.model.source.revision]
+    revision = serving_revision(cell)
+    if revision:
+        args += ["--revision", revision]
     if cell.model.dtype != "auto":
         args += ["--dtype", cell.model.dtype]
     if cell.model.chat_template:

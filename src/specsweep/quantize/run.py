@@ -1,0 +1,253 @@
+"""The quantize stage: one compressed-tensors checkpoint per (model, quant), cached by content.
+
+A registry keyed by quant `kind`: `none` serves the base as is, `hub` records a pinned pre-quantized repo,
+`llmcompressor` and `autoround` run `job.py` inside the quantizer env. The checkpoint is built in a staging
+dir and renamed into place with its `quant_manifest.json` (recipe as applied, calibration identity and
+hash, tool versions, wall time, peak RAM, sha256 of every weight file), so a crash never leaves a
+checkpoint that looks complete, and every clone, CI run and sweep reuses a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel
+
+from specsweep.atomic import write_json
+from specsweep.config.compose import project_relative
+from specsweep.config.schema import (
+    GROUPED_SCHEMES,
+    AutoRoundQuant,
+    HubDatasetCalibration,
+    LlmCompressorQuant,
+    ModelCfg,
+    QuantCfg,
+    TextFileCalibration,
+)
+from specsweep.envs import EnvRecord, ensure_env, sha256_file
+from specsweep.models.prepare import ModelRecord
+from specsweep.paths import cache_dir
+
+QUANTIZE_REQUIREMENTS = "workflow/envs/quantize.txt"
+JOB = Path(__file__).with_name("job.py")
+MANIFEST = "quant_manifest.json"
+
+
+class QuantRecord(BaseModel):
+    """What the quantize stage hands to cells and to the quality stage."""
+
+    model: str
+    quant: str
+    kind: str
+    scheme: str
+    # What vLLM is given: a local checkpoint dir, or a hub repo id (+ revision) it fetches itself.
+    location: str
+    revision: str | None = None
+    # The quant is the base itself (no quantization): quality compares it with itself.
+    is_base: bool = False
+    manifest: dict = {}
+
+
+def quant_scheme(quant: QuantCfg) -> str:
+    return quant.scheme
+
+
+def _quantizer_env() -> EnvRecord:
+    return ensure_env(
+        "quantize",
+        project_relative(QUANTIZE_REQUIREMENTS),
+        check_import="llmcompressor, auto_round, compressed_tensors",
+    )
+
+
+def calibration_path(quant: QuantCfg) -> Path | None:
+    calibration = getattr(quant, "calibration", None)
+    if isinstance(calibration, TextFileCalibration):
+        return project_relative(calibration.path)
+    return None
+
+
+def check_recipe(quant: QuantCfg, model: ModelCfg, base: ModelRecord) -> None:
+    """Checks that need the prepared base (layer widths) or the filesystem; run before any heavy work."""
+    path = calibration_path(quant)
+    if path is not None and not path.is_file():
+        raise ValueError(
+            f"quant {quant.name}: calibration file {path} does not exist; ship it under data/calibration/ "
+            "or point quant.calibration.path at an existing file"
+        )
+    if isinstance(getattr(quant, "calibration", None), HubDatasetCalibration) and model.source.kind != "hub":
+        raise ValueError(
+            f"quant {quant.name}: a hub calibration dataset on model {model.name}, whose weights are packaged: "
+            "the embedded path never downloads data; use a text_file calibration from data/calibration/"
+        )
+    group_size = getattr(quant, "group_size", None)
+    scheme = quant_scheme(quant)
+    if group_size is None and scheme in GROUPED_SCHEMES:
+        group_size = 128
+    if group_size is None or not Path(base.location, "config.json").is_file():
+        return
+    widths = linear_input_widths(json.loads(Path(base.location, "config.json").read_text()))
+    bad = {name: width for name, width in widths.items() if width % group_size}
+    if bad:
+        divisors = sorted(d for d in (16, 32, 64, 128, 256) if all(w % d == 0 for w in widths.values()))
+        raise ValueError(
+            f"quant {quant.name}: group_size {group_size} does not divide the input width of "
+            + ", ".join(f"{name} ({width})" for name, width in bad.items())
+            + f" in {model.name}; use one of {divisors}"
+        )
+
+
+def linear_input_widths(config: dict) -> dict[str, int]:
+    """Input widths of a decoder's quantized Linear layers: group-wise quantization splits these."""
+    text = config.get("text_config", config)
+    hidden = text["hidden_size"]
+    heads = text["num_attention_heads"]
+    head_dim = text.get("head_dim") or hidden // heads
+    return {
+        "q/k/v/gate/up_proj": hidden,
+        "o_proj": heads * head_dim,
+        "down_proj": text["intermediate_size"],
+    }
+
+
+def _identity(quant: QuantCfg, base: ModelRecord, env: EnvRecord) -> str:
+    calibration = calibration_path(quant)
+    identity = {
+        "quant": quant.model_dump(mode="json"),
+        "base": base.location,
+        "base_weights": base.weights_sha256,
+        "env": env.requirements_sha256,
+        "job": sha256_file(JOB),
+        "calibration": sha256_file(calibration) if calibration else None,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- registry
+
+Quantizer = Callable[[QuantCfg, ModelCfg, ModelRecord], QuantRecord]
+QUANTIZERS: dict[str, Quantizer] = {}
+
+
+def quantizer(kind: str) -> Callable[[Quantizer], Quantizer]:
+    def register(function: Quantizer) -> Quantizer:
+        QUANTIZERS[kind] = function
+        return function
+
+    return register
+
+
+def quantize(quant: QuantCfg, model: ModelCfg, base: ModelRecord) -> QuantRecord:
+    check_recipe(quant, model, base)
+    return QUANTIZERS[quant.kind](quant, model, base)
+
+
+@quantizer("none")
+def _no_quant(quant, model, base) -> QuantRecord:
+    return QuantRecord(
+        model=model.name,
+        quant=quant.name,
+        kind=quant.kind,
+        scheme="none",
+        location=base.location,
+        revision=base.revision,
+        is_base=True,
+        manifest={"base_weights_sha256": base.weights_sha256},
+    )
+
+
+@quantizer("hub")
+def _hub_quant(quant, model, base) -> QuantRecord:
+    return QuantRecord(
+        model=model.name,
+        quant=quant.name,
+        kind=quant.kind,
+        scheme=quant.scheme,
+        location=quant.repo_id,
+        revision=quant.revision,
+        manifest={"repo_id": quant.repo_id, "revision": quant.revision, "for_model": quant.for_model},
+    )
+
+
+def _job_spec(quant: LlmCompressorQuant | AutoRoundQuant, base: ModelRecord, out_dir: Path) -> dict:
+    spec: dict = {"base_dir": base.location, "out_dir": str(out_dir), "recipe": quant.model_dump(mode="json")}
+    calibration = getattr(quant, "calibration", None)
+    if calibration is not None:
+        spec["calibration"] = calibration.model_dump(mode="json")
+        path = calibration_path(quant)
+        if path is not None:
+            spec["calibration"].update(path=str(path), display_path=calibration.path)
+    return spec
+
+
+@quantizer("llmcompressor")
+@quantizer("autoround")
+def _local_quant(quant, model, base) -> QuantRecord:
+    env = _quantizer_env()
+    out = cache_dir() / "quants" / f"{model.name}-{quant.name}-{_identity(quant, base, env)}"
+    if not (out / MANIFEST).is_file():
+        _build_checkpoint(quant, model, base, env, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    return QuantRecord(
+        model=model.name, quant=quant.name, kind=quant.kind, scheme=quant_scheme(quant), location=str(out), manifest=manifest
+    )
+
+
+def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, env: EnvRecord, out: Path) -> None:
+    staging = out.with_name(out.name + ".quantizing")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging.with_name(staging.name + ".export"), ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    spec_file = staging.with_name(staging.name + ".spec.json")
+    write_json(spec_file, _job_spec(quant, base, staging))
+    print(f"[quantize] {model.name} / {quant.name} ({quant.kind}, {quant_scheme(quant)}) in env {env.key}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        result = subprocess.run([str(env.python_bin), str(JOB), str(spec_file)], stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"quantizing {model.name} with {quant.name} failed (exit {result.returncode}); the job's output is "
+                "above in this log. Fix the recipe in conf/quant/ and rerun."
+            )
+        applied = json.loads((staging / "applied.json").read_text())
+        (staging / "applied.json").unlink()
+        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        manifest = {
+            "model": model.name,
+            "quant": quant.name,
+            "kind": quant.kind,
+            "scheme": quant_scheme(quant),
+            "recipe": quant.model_dump(mode="json"),
+            "applied": applied["applied"],
+            "calibration": applied["calibration"],
+            "versions": applied["versions"],
+            "quantize_env": env.key,
+            "wall_s": applied["wall_s"],
+            "job_wall_s": round(time.monotonic() - started, 1),
+            "peak_rss_mb": applied["peak_rss_mb"],
+            "base": {"location": base.location, "weights_sha256": base.weights_sha256},
+            "files_sha256": files,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(staging / MANIFEST, manifest)
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        spec_file.unlink(missing_ok=True)
+        shutil.rmtree(staging.with_name(staging.name + ".export"), ignore_errors=True)
+
+
+def verify_checkpoint(record: QuantRecord) -> list[str]:
+    """Files whose sha256 no longer matches the manifest (empty when the checkpoint is intact)."""
+    files = record.manifest.get("files_sha256", {})
+    return [name for name, digest in files.items() if sha256_file(Path(record.location) / name) != digest]
