@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from specsweep.config.schema import CellCfg, SweepCfg
+from specsweep.config.schema import CellCfg, ReportCfg, SweepCfg
 from specsweep.paths import conf_dir
 
 
@@ -30,6 +30,7 @@ class Composed:
     sweep: SweepCfg
     # Group -> chosen option name (e.g. {"drafter": "ngram"}), as Hydra picked it.
     choices: dict[str, str]
+    report: ReportCfg = ReportCfg()
 
 
 def compose_raw(overrides: list[str]):
@@ -73,18 +74,23 @@ def _explain_hydra(err: Exception, overrides: list[str]) -> str:
 def compose_cell(overrides: list[str]) -> Composed:
     raw, choices = compose_raw(overrides)
     sweep_raw = raw.pop("sweep", {})
+    report_raw = raw.pop("report", {})
     try:
         sweep = SweepCfg.model_validate(sweep_raw)
         cell = CellCfg.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_explain(err, overrides)) from err
-    return Composed(cell=cell, sweep=sweep, choices=choices)
+    try:
+        report = ReportCfg.model_validate(report_raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, overrides, prefix="report.")) from err
+    return Composed(cell=cell, sweep=sweep, choices=choices, report=report)
 
 
-def _explain(err: ValidationError, overrides: list[str]) -> str:
+def _explain(err: ValidationError, overrides: list[str], prefix: str = "") -> str:
     lines = [f"invalid config for overrides {' '.join(overrides) or '(none)'}:"]
     for problem in err.errors():
-        where = ".".join(str(part) for part in problem["loc"])
+        where = prefix + ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
             lines.append(f"  {where}: unknown key; remove it (see conf/ for the valid keys)")
         else:
