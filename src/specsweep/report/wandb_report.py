@@ -26,7 +26,7 @@ def _runset(cfg: WandbCfg, sweep: str, name: str, drafter: str | None = None) ->
     filters = [expr.Metric("Group") == sweep, expr.Metric("JobType") == "run_cell"]
     if drafter is not None:
         filters.append(expr.Config("drafter.name") == drafter)
-    return wr.Runset(entity=cfg.entity or "", project=cfg.project, name=name, filters=filters)
+    return wr.Runset(entity=cfg.entity or "", project=cfg.project, name=name, filters=expr.And(*filters))
 
 
 def _summary_text(data: SweepData) -> str:
