@@ -7,9 +7,14 @@ include: "workflow/rules/quantize.smk"
 include: "workflow/rules/image.smk"
 include: "workflow/rules/cell.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         f"results/{PLAN.sweep}/table.csv",
+        f"results/{PLAN.sweep}/report.html",
+        f"results/{PLAN.sweep}/tables.md",
+        f"results/{PLAN.sweep}/wandb.json",
+        f"results/{PLAN.sweep}/wandb_report.json",
     default_target: True

@@ -157,6 +157,76 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     print(f"[aggregate] {len(table)} rows from {len(cell_dirs)} cells -> {args.csv}", file=sys.stderr)
 
 
+def _report_cfg(args: argparse.Namespace):
+    """The sweep's report config: as the Snakefile resolved it (--report-config), else composed from overrides."""
+    from specsweep.config.schema import ReportCfg
+
+    if args.report_config:
+        return ReportCfg.model_validate_json(args.report_config)
+    return compose_cell(args.overrides).report
+
+
+def cmd_report_build(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_text
+    from specsweep.report import html, markdown
+    from specsweep.report.data import load_sweep
+    from specsweep.report.figures import FIGURES
+    from specsweep.report.progress import progress
+
+    sweep_dir = Path(args.sweep_dir)
+    cfg = _report_cfg(args)
+    data = load_sweep(sweep_dir)
+    html_path = Path(args.html or sweep_dir / "report.html")
+    md_path = Path(args.markdown or sweep_dir / "tables.md")
+    with progress("figures", len(FIGURES)) as advance:
+        write_text(html_path, html.render(data, dpi=cfg.html.dpi, progress=advance))
+    write_text(md_path, markdown.render(data) + "\n")
+    print(f"[report] {html_path} and {md_path}", file=sys.stderr)
+
+
+def cmd_report_wandb_cell(args: argparse.Namespace) -> None:
+    from specsweep.report.data import load_sweep
+    from specsweep.report.wandb_runs import log_cell
+
+    cell_dir = Path(args.cell_dir)
+    receipt = log_cell(cell_dir, load_sweep(cell_dir.parent), _report_cfg(args).wandb,
+                       Path(args.receipt or cell_dir / "wandb.json"), force=args.force)  # fmt: skip
+    print(f"[wandb] {receipt.name}: {receipt.mode_used} run {receipt.run_id} {receipt.run_dir or ''}", file=sys.stderr)
+
+
+def cmd_report_wandb_sweep(args: argparse.Namespace) -> None:
+    from specsweep.report.data import load_sweep
+    from specsweep.report.progress import progress
+    from specsweep.report.wandb_report import write_spec
+    from specsweep.report.wandb_runs import log_cell, log_sweep
+
+    sweep_dir = Path(args.sweep_dir)
+    cfg = _report_cfg(args).wandb
+    data = load_sweep(sweep_dir)
+    if args.cells:
+        # Outside Snakemake: log every cell here too (unchanged cells are kept, not re-logged).
+        cells = [sweep_dir / str(c) for c in sorted(data.table["cell_id"].unique())]
+        with progress("wandb cells", len(cells)) as advance:
+            for cell_dir in cells:
+                log_cell(cell_dir, data, cfg, cell_dir / "wandb.json")
+                advance(cell_dir.name)
+    spec_path = Path(args.spec or sweep_dir / "wandb_report.json")
+    spec = write_spec(data, cfg, spec_path)
+    attach = [sweep_dir / name for name in ("table.csv", "quality.csv", "tables.md", "report.html")] + [spec_path]
+    receipt = log_sweep(sweep_dir, data, cfg, Path(args.receipt or sweep_dir / "wandb.json"), attach)
+    print(f"[wandb] report spec with {len(spec['panels'])} panels -> {spec_path}", file=sys.stderr)
+    print(f"[wandb] sweep: {receipt.mode_used} run {receipt.run_id} {receipt.run_dir or ''}", file=sys.stderr)
+
+
+def cmd_report_publish(args: argparse.Namespace) -> None:
+    from specsweep.report.wandb_report import publish
+
+    spec = Path(args.spec or Path(args.sweep_dir) / "wandb_report.json")
+    if not spec.is_file():
+        raise SystemExit(f"specsweep report publish: {spec} does not exist; run the sweep (or `report wandb`) first")
+    print(publish(spec, entity=args.entity, project=args.project))
+
+
 def _extra_body(items: list[str]) -> dict:
     """llama-benchy's --extra-body: key=value or key:value, comma-separated or repeated; values as JSON."""
     import json
@@ -298,6 +368,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-csv", default=None, help="also write the quality table here")
     p.add_argument("bench_files", nargs="+")
     p.set_defaults(func=cmd_aggregate)
+
+    report = sub.add_parser("report", help="HTML/markdown reports and W&B runs for a results dir")
+    report_sub = report.add_subparsers(dest="action", required=True)
+
+    def report_parser(name: str, help: str) -> argparse.ArgumentParser:
+        p = with_overrides(report_sub.add_parser(name, help=help))
+        p.add_argument("--report-config", default=None, help="resolved report config (JSON); default: composed")
+        return p
+
+    p = report_parser("build", "report.html and tables.md from results/<sweep>/table.csv")
+    p.add_argument("--sweep-dir", required=True)
+    p.add_argument("--html", default=None)
+    p.add_argument("--markdown", default=None)
+    p.set_defaults(func=cmd_report_build)
+
+    p = report_parser("wandb-cell", "log one cell as a W&B run (offline/online per report.wandb.mode)")
+    p.add_argument("--cell-dir", required=True)
+    p.add_argument("--receipt", default=None)
+    p.add_argument("--force", action="store_true", help="log again even if nothing changed")
+    p.set_defaults(func=cmd_report_wandb_cell)
+
+    p = report_parser("wandb", "write the W&B report spec and log the sweep's aggregate run")
+    p.add_argument("--sweep-dir", required=True)
+    p.add_argument("--receipt", default=None)
+    p.add_argument("--spec", default=None)
+    p.add_argument("--cells", action="store_true", help="also log every cell's run (what the Snakemake rules do)")
+    p.set_defaults(func=cmd_report_wandb_sweep)
+
+    p = report_sub.add_parser("publish", help="save the written report spec to W&B (needs an API key)")
+    p.add_argument("--sweep-dir", required=True)
+    p.add_argument("--spec", default=None)
+    p.add_argument("--entity", default=None)
+    p.add_argument("--project", default=None)
+    p.set_defaults(func=cmd_report_publish)
     return top
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from specsweep.config.compose import ConfigError, cell_yaml, project_relative
+from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
 from specsweep.quantize.run import calibration_path
 
@@ -74,6 +74,8 @@ class SweepPlan:
     models: dict[str, Stage]
     quants: dict[str, QuantStage]
     images: dict[str, Stage]
+    # The sweep's resolved report config (JSON), handed to report jobs as a tracked param.
+    report_json: str = "{}"
 
 
 def _stage(name: str, node: dict, overrides: tuple[str, ...]) -> Stage:
@@ -105,7 +107,15 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
             image_key=image.key,
             prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
         )
-    return SweepPlan(sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=images)
+    return SweepPlan(
+        sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=images, report_json=_report_json(overrides, cells)
+    )
+
+
+def _report_json(overrides: str | list[str] | None, cells: list[Cell]) -> str:
+    sweep = next(o for o in cells[0].overrides if o.startswith("sweep="))
+    report_overrides = [o for o in split_overrides(overrides) if o.split("=", 1)[0].lstrip("+~").split(".")[0] == "report"]
+    return compose_cell([sweep, *report_overrides]).report.model_dump_json()
 
 
 def _quant_stage(cell: Cell, model: Stage) -> QuantStage:

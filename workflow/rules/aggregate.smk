@@ -25,3 +25,4 @@ rule aggregate:
 
 onsuccess:
     print(f"specsweep: results table at results/{PLAN.sweep}/table.csv (and table.parquet)")
+    print(report_notice(f"results/{PLAN.sweep}"))

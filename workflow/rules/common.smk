@@ -2,6 +2,7 @@
 import sys
 
 from specsweep.config.compose import ConfigError
+from specsweep.report.notice import report_notice
 from specsweep.workflow_plan import plan_sweep, specsweep_job
 
 try:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from specsweep.config.schema import CellCfg, QualityCfg, SweepCfg
+from specsweep.config.schema import CellCfg, QualityCfg, ReportCfg, SweepCfg
 from specsweep.paths import conf_dir
 
 
@@ -32,6 +32,7 @@ class Composed:
     quality: QualityCfg
     # Group -> chosen option name (e.g. {"drafter": "ngram"}), as Hydra picked it.
     choices: dict[str, str]
+    report: ReportCfg = ReportCfg()
 
 
 def compose_raw(overrides: list[str]):
@@ -76,19 +77,24 @@ def compose_cell(overrides: list[str]) -> Composed:
     raw, choices = compose_raw(overrides)
     sweep_raw = raw.pop("sweep", {})
     quality_raw = raw.pop("quality", {})
+    report_raw = raw.pop("report", {})
     try:
         sweep = SweepCfg.model_validate(sweep_raw)
         quality = QualityCfg.model_validate(quality_raw)
         cell = CellCfg.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_explain(err, overrides)) from err
-    return Composed(cell=cell, sweep=sweep, quality=quality, choices=choices)
+    try:
+        report = ReportCfg.model_validate(report_raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, overrides, prefix="report.")) from err
+    return Composed(cell=cell, sweep=sweep, quality=quality, choices=choices, report=report)
 
 
-def _explain(err: ValidationError, overrides: list[str]) -> str:
+def _explain(err: ValidationError, overrides: list[str], prefix: str = "") -> str:
     lines = [f"invalid config for overrides {' '.join(overrides) or '(none)'}:"]
     for problem in err.errors():
-        where = ".".join(str(part) for part in problem["loc"])
+        where = prefix + ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
             lines.append(f"  {where}: unknown key; remove it (see conf/ for the valid keys)")
         elif problem["type"] == "value_error":

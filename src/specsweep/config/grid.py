@@ -79,7 +79,12 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
 
 
 def _ignored_for(composed: Composed, override: str) -> bool:
-    """`k` means nothing without a drafter: leaving it out merges none-cells across k."""
+    """`k` means nothing without a drafter: leaving it out merges none-cells across k.
+
+    Report settings are per sweep: kept out of cell overrides so changing them reruns no cell job.
+    """
+    if _key(override).split(".")[0] == "report":
+        return True
     return composed.cell.drafter.kind == "none" and _key(override) == "k"
 
 

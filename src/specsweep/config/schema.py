@@ -299,6 +299,28 @@ class SweepCfg(Strict):
     params: dict[str, str] = {}
 
 
+# ---------------------------------------------------------------- report
+
+
+class WandbCfg(Strict):
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    project: str = "specsweep"
+    entity: str | None = None
+    init_timeout_s: float = Field(default=30, gt=0)
+
+
+class HtmlCfg(Strict):
+    dpi: int = Field(default=110, ge=50, le=400)
+
+
+class ReportCfg(Strict):
+    """How a sweep is reported. Per sweep, like SweepCfg: not part of any cell or its hash."""
+
+    name: str = "default"
+    wandb: WandbCfg = WandbCfg()
+    html: HtmlCfg = HtmlCfg()
+
+
 # ---------------------------------------------------------------- cell
 
 

@@ -1,0 +1,173 @@
+"""What every report reads: the sweep's tidy table, its quality table, manifests, and derived figures.
+
+The quant axis adds `ppl`, `kld`, `ppl_recovery_pct` to the table and a separate quality.csv; both
+may be absent (sweeps without quality evals), so everything here treats them as optional.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]
+QUALITY_TABLE_COLUMNS = ["model", "quant", "quant_kind", "ppl", "kld", "ppl_recovery_pct", "n_tokens", "method"]
+ROW_KEYS = ["quant", "drafter", "workload", "concurrency"]
+
+
+@dataclass
+class SweepData:
+    sweep: str
+    table: pd.DataFrame
+    quality: pd.DataFrame
+    # cell id -> manifest.json contents (cells whose dir is next to the table).
+    manifests: dict[str, dict] = field(default_factory=dict)
+
+
+def load_sweep(sweep_dir: Path) -> SweepData:
+    sweep_dir = Path(sweep_dir)
+    table = pd.read_csv(sweep_dir / "table.csv")
+    return from_table(table, sweep_dir)
+
+
+def from_table(table: pd.DataFrame, sweep_dir: Path | None = None) -> SweepData:
+    table = normalise(table)
+    quality_csv = sweep_dir / "quality.csv" if sweep_dir else None
+    quality = pd.read_csv(quality_csv) if quality_csv and quality_csv.is_file() else quality_from_table(table)
+    manifests = {}
+    if sweep_dir:
+        for cell_id in table["cell_id"].dropna().unique():
+            path = sweep_dir / str(cell_id) / "manifest.json"
+            if path.is_file():
+                manifests[str(cell_id)] = json.loads(path.read_text())
+    sweep = str(table["sweep"].dropna().iloc[0]) if "sweep" in table and table["sweep"].notna().any() else "sweep"
+    return SweepData(sweep=sweep, table=table, quality=quality, manifests=manifests)
+
+
+def normalise(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    for column in QUALITY_COLUMNS:
+        if column not in table:
+            table[column] = math.nan
+    table["k"] = pd.to_numeric(table["k"], errors="coerce").astype("Int64")
+    table["concurrency"] = pd.to_numeric(table["concurrency"], errors="coerce").astype("Int64")
+    return table
+
+
+def quality_from_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per quant from the per-quant columns the table repeats on every row of that quant."""
+    present = table[["model", "quant", *QUALITY_COLUMNS]].dropna(subset=QUALITY_COLUMNS, how="all")
+    quality = present.drop_duplicates(subset=["model", "quant"]).reset_index(drop=True)
+    return quality.reindex(columns=QUALITY_TABLE_COLUMNS)
+
+
+def measured(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows with figures: cells that ran, one row per workload x concurrency."""
+    return table[(table["status"] == "ok") & table["workload"].notna()]
+
+
+def position_columns(table: pd.DataFrame) -> list[str]:
+    columns = [c for c in table.columns if c.startswith("acceptance_pos_")]
+    return sorted(columns, key=lambda c: int(c.rsplit("_", 1)[1]))
+
+
+def with_speedup(table: pd.DataFrame) -> pd.DataFrame:
+    """Measured rows plus `baseline_tg_tps` and `speedup`: tg t/s over the same quant's no-drafter cell.
+
+    Matched on model, quant, workload and concurrency; a row whose baseline did not run gets NaN, not 1.
+    """
+    rows = measured(table).copy()
+    keys = ["model", "quant", "workload", "concurrency"]
+    baseline = (
+        rows[rows["drafter_kind"] == "none"]
+        .groupby(keys, dropna=False)["tg_tps_mean"]
+        .mean()
+        .rename("baseline_tg_tps")
+        .reset_index()
+    )
+    rows = rows.merge(baseline, on=keys, how="left")
+    rows["speedup"] = rows["tg_tps_mean"] / rows["baseline_tg_tps"]
+    return rows
+
+
+def best_k(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (quant, drafter, workload, concurrency): the k with the highest tg t/s, and its speedup."""
+    rows = with_speedup(table)
+    drafted = rows[rows["drafter_kind"] != "none"].dropna(subset=["tg_tps_mean"])
+    if drafted.empty:
+        return pd.DataFrame(columns=[*ROW_KEYS, "best_k", "tg_tps_mean", "speedup", "acceptance_rate"])
+    best = drafted.loc[drafted.groupby(ROW_KEYS, dropna=False)["tg_tps_mean"].idxmax()]
+    best = best.rename(columns={"k": "best_k"})
+    return best[[*ROW_KEYS, "best_k", "tg_tps_mean", "speedup", "acceptance_rate"]].reset_index(drop=True)
+
+
+def summary(table: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    """quant x drafter x k: tg t/s and speedup averaged over workload x concurrency rows, pooled acceptance.
+
+    Speedup is the geometric mean of per-row ratios (ratios average multiplicatively); acceptance is
+    pooled from counts (Σaccepted / Σdraft tokens), not a mean of rates.
+    """
+    rows = with_speedup(table)
+    keys = ["quant", "drafter", "k"]
+    out = []
+    for (quant, drafter, k), group in rows.groupby(keys, dropna=False, sort=True):
+        ratios = group["speedup"].dropna()
+        ratios = ratios[ratios > 0]
+        draft_tokens = group["draft_tokens"].fillna(0).sum()
+        drafts = group["drafts"].fillna(0).sum()
+        accepted = group["accepted_tokens"].fillna(0).sum()
+        out.append(
+            {
+                "quant": quant,
+                "drafter": drafter,
+                "k": k,
+                "rows": len(group),
+                "tg_tps_mean": group["tg_tps_mean"].mean(),
+                "speedup_geomean": math.exp(sum(map(math.log, ratios)) / len(ratios)) if len(ratios) else math.nan,
+                "acceptance_rate": accepted / draft_tokens if draft_tokens else math.nan,
+                "mean_acceptance_length": 1 + accepted / drafts if drafts else math.nan,
+            }
+        )
+    frame = pd.DataFrame(
+        out,
+        columns=["quant", "drafter", "k", "rows", "tg_tps_mean", "speedup_geomean", "acceptance_rate",
+                 "mean_acceptance_length"],
+    )  # fmt: skip
+    frame["k"] = frame["k"].astype("Int64")
+    per_quant = quality.drop_duplicates(subset=["quant"])[["quant", *QUALITY_COLUMNS]] if len(quality) else None
+    if per_quant is not None:
+        frame = frame.merge(per_quant, on="quant", how="left")
+    else:
+        for column in QUALITY_COLUMNS:
+            frame[column] = math.nan
+    return frame
+
+
+def skipped(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"] == "skipped"][["cell_id", "quant", "drafter", "k", "skip_reason"]]
+
+
+def manifest_summary(data: SweepData) -> dict[str, str]:
+    """What produced the numbers, once for the sweep; values that differ between cells are listed."""
+    keys = ["specsweep_version", "git_sha", "git_dirty", "vllm_version", "image_name", "image_key",
+            "model_name", "model_source_sha256", "seed"]  # fmt: skip
+    out: dict[str, str] = {"sweep": data.sweep, "cells": str(data.table["cell_id"].nunique())}
+    manifests = list(data.manifests.values())
+    for key in keys:
+        values = sorted({str(m.get(key)) for m in manifests}) if manifests else []
+        if not values and key in data.table:
+            values = sorted({str(v) for v in data.table[key].dropna().unique()})
+        if values:
+            out[key] = ", ".join(values)
+    hardware = {json.dumps(m.get("hardware", {}), sort_keys=True) for m in manifests}
+    for item in sorted(hardware):
+        for name, value in json.loads(item).items():
+            out[f"hardware.{name}"] = str(value)
+    starts = sorted(m["started_at"] for m in manifests if m.get("started_at"))
+    ends = sorted(m["finished_at"] for m in manifests if m.get("finished_at"))
+    if starts and ends:
+        out["measured"] = f"{starts[0]} .. {ends[-1]}"
+    return out

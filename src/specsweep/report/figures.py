@@ -1,0 +1,174 @@
+"""The sweep's figures (matplotlib, rendered headless): the same four views as the W&B report."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI or on the cluster; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from specsweep.report.data import (  # noqa: E402
+    QUALITY_COLUMNS,
+    SweepData,
+    measured,
+    position_columns,
+    summary,
+    with_speedup,
+)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[SweepData], Figure]
+
+
+def _empty(fig: Figure, ax, message: str) -> Figure:
+    # An honest empty panel: the reader sees why there is nothing to plot instead of a missing figure.
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
+def _series_label(workload: str, concurrency) -> str:
+    return f"{workload} (c{concurrency})"
+
+
+def tg_vs_k(data: SweepData) -> Figure:
+    rows = with_speedup(data.table)
+    drafters = sorted(rows.loc[rows["drafter_kind"] != "none", "drafter"].unique())
+    tests = rows[["workload", "concurrency"]].drop_duplicates().sort_values(["workload", "concurrency"])
+    if not drafters or tests.empty:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no drafted cells measured: nothing to plot against k")
+    fig, axes = plt.subplots(
+        len(drafters), len(tests), figsize=(3.6 * len(tests), 3.0 * len(drafters)), squeeze=False, sharex=True
+    )
+    for i, drafter in enumerate(drafters):
+        for j, (workload, concurrency) in enumerate(tests.itertuples(index=False)):
+            ax = axes[i][j]
+            here = rows[(rows["workload"] == workload) & (rows["concurrency"] == concurrency)]
+            for quant, group in here[here["drafter"] == drafter].groupby("quant"):
+                group = group.sort_values("k")
+                line = ax.errorbar(group["k"].astype(float), group["tg_tps_mean"], yerr=group["tg_tps_std"],
+                                   marker="o", capsize=3, label=quant)  # fmt: skip
+                base = group["baseline_tg_tps"].dropna()
+                if len(base):
+                    ax.axhline(base.iloc[0], linestyle="--", color=line[0].get_color(), alpha=0.6)
+            ax.set_title(f"{drafter} — {_series_label(workload, concurrency)}", fontsize=9)
+            ax.set_xlabel("k (draft tokens)")
+            ax.set_ylabel("tg t/s")
+            ax.grid(alpha=0.3)
+            ax.legend(title="quant (dashed: no drafter)", fontsize=7, title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def acceptance_curves(data: SweepData) -> Figure:
+    rows = measured(data.table)
+    rows = rows[rows["drafter_kind"] != "none"]
+    positions = position_columns(rows)
+    drafters = sorted(rows["drafter"].unique())
+    if not drafters or not positions:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no per-position acceptance recorded")
+    fig, axes = plt.subplots(1, len(drafters), figsize=(4.5 * len(drafters), 3.2), squeeze=False)
+    for ax, drafter in zip(axes[0], drafters):
+        for (quant, k), group in rows[rows["drafter"] == drafter].groupby(["quant", "k"]):
+            # Per cell: the drafts-weighted mean over its workloads, so a short workload does not dominate.
+            weights = group["drafts"].fillna(0)
+            curve = []
+            for column in positions[: int(k)]:
+                values = group[column]
+                valid = values.notna() & (weights > 0)
+                curve.append((values[valid] * weights[valid]).sum() / weights[valid].sum() if valid.any() else None)
+            xs = [i + 1 for i, v in enumerate(curve) if v is not None]
+            ax.plot(xs, [v for v in curve if v is not None], marker="o", label=f"{quant} k={k}")
+        ax.set_title(f"{drafter}: acceptance by draft position", fontsize=9)
+        ax.set_xlabel("draft position")
+        ax.set_ylabel("accepted / drafts")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def speedup(data: SweepData) -> Figure:
+    rows = with_speedup(data.table)
+    rows = rows[(rows["drafter_kind"] != "none") & rows["speedup"].notna()]
+    if rows.empty:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no speedup: the sweep has no drafted cell with a same-quant no-drafter baseline")
+    tests = rows[["workload", "concurrency"]].drop_duplicates().sort_values(["workload", "concurrency"])
+    fig, axes = plt.subplots(1, len(tests), figsize=(3.8 * len(tests), 3.2), squeeze=False, sharey=True)
+    for ax, (workload, concurrency) in zip(axes[0], tests.itertuples(index=False)):
+        here = rows[(rows["workload"] == workload) & (rows["concurrency"] == concurrency)]
+        for (quant, drafter), group in here.groupby(["quant", "drafter"]):
+            group = group.sort_values("k")
+            ax.plot(group["k"].astype(float), group["speedup"], marker="o", label=f"{quant} / {drafter}")
+        ax.axhline(1.0, color="grey", linestyle=":")
+        ax.set_title(_series_label(workload, concurrency), fontsize=9)
+        ax.set_xlabel("k (draft tokens)")
+        ax.set_ylabel("speedup vs no drafter")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def quality_vs_speed(data: SweepData) -> Figure:
+    table = summary(data.table, data.quality)
+    has_quality = table[QUALITY_COLUMNS].notna().any(axis=None) if len(table) else False
+    if not has_quality:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no quality measurements (PPL / KLD) in this sweep")
+    metrics = [c for c in QUALITY_COLUMNS if table[c].notna().any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    labels = {"ppl": "perplexity", "kld": "KLD vs base", "ppl_recovery_pct": "PPL recovery %"}
+    for ax, metric in zip(axes[0], metrics):
+        for drafter, group in table.groupby("drafter"):
+            # Best configuration per quant for this drafter: what a reader would deploy.
+            best = group.loc[group.groupby("quant")["tg_tps_mean"].idxmax()]
+            ax.scatter(best[metric], best["tg_tps_mean"], label=drafter)
+            for point in best.itertuples():
+                ax.annotate(str(point.quant), (getattr(point, metric), point.tg_tps_mean), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.set_xlabel(labels[metric])
+        ax.set_ylabel("best tg t/s")
+        ax.grid(alpha=0.3)
+        ax.legend(title="drafter", fontsize=7, title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES: dict[str, FigureSpec] = {
+    spec.name: spec
+    for spec in [
+        FigureSpec("tg_vs_k", "Generation speed vs k", "tg t/s (mean ± std over runs) per drafter and test; "
+                   "one line per quant, dashed: the same quant without a drafter.", tg_vs_k),
+        FigureSpec("acceptance", "Acceptance by draft position", "Fraction of drafts whose i-th token was "
+                   "accepted (drafts-weighted over workloads), one line per quant and k.", acceptance_curves),
+        FigureSpec("speedup", "Speedup over the no-drafter baseline", "tg t/s divided by the same quant's "
+                   "no-drafter tg t/s on the same workload and concurrency; below 1 the drafter loses.", speedup),
+        FigureSpec("quality", "Quality vs speed", "Per quant: perplexity, KLD and PPL recovery against the best "
+                   "tg t/s each drafter reached.", quality_vs_speed),
+    ]
+}  # fmt: skip
+
+
+def render_png(spec: FigureSpec, data: SweepData, dpi: int = 110) -> bytes:
+    fig = spec.draw(data)
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)

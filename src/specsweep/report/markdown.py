@@ -1,0 +1,99 @@
+"""Forum-ready markdown: a llama-benchy-style table per cell and one sweep summary table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from specsweep.bench.tables import _pipe_table
+from specsweep.report.data import SweepData, best_k, skipped, summary
+
+
+def _num(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def _pm(row, name: str) -> str:
+    mean, std = row.get(f"{name}_mean"), row.get(f"{name}_std")
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{mean:.2f} ± {0.0 if std is None or pd.isna(std) else std:.2f}"
+
+
+def _k(value) -> str:
+    return "" if value is None or pd.isna(value) else str(int(value))
+
+
+def cell_table(rows: pd.DataFrame) -> str:
+    """llama-benchy's columns (`specsweep bench --format md`), pp and tg rows per workload x concurrency."""
+    headers = ["model", "test", "t/s", "peak t/s", "ttfr (ms)", "est_ppt (ms)", "e2e_ttft (ms)",
+               "accept", "accept len", "errors"]  # fmt: skip
+    data = []
+    for row in rows.sort_values(["workload", "concurrency"]).to_dict("records"):
+        conc = f" (c{int(row['concurrency'])})"
+        ok_requests = max(int(row["n_requests"]) - int(row["n_failed"]), 1)
+        errors = f"{int(row['n_failed'])}/{int(row['n_requests'])}" if row["n_failed"] else ""
+        model = row["model"]
+        data.append([model, f"{row['workload']} pp{int(row['prompt_tokens'])}{conc}", _pm(row, "pp_tps"), "",
+                     _pm(row, "ttfr_ms"), _pm(row, "est_ppt_ms"), _pm(row, "e2e_ttft_ms"), "", "", errors])  # fmt: skip
+        tg = round(row["completion_tokens"] / ok_requests)
+        data.append([model, f"{row['workload']} tg{tg}{conc}", _pm(row, "tg_tps"), _pm(row, "peak_tps"), "", "", "",
+                     _num(row.get("acceptance_rate"), 3), _num(row.get("mean_acceptance_length")), errors])  # fmt: skip
+    return _pipe_table(headers, data, ["left", "left"] + ["right"] * (len(headers) - 2))
+
+
+def summary_table(data: SweepData) -> str:
+    frame = summary(data.table, data.quality)
+    headers = ["quant", "drafter", "k", "tg t/s", "speedup", "accept", "accept len", "PPL", "KLD", "PPL rec. %"]
+    rows = [
+        [str(r["quant"]), str(r["drafter"]), _k(r["k"]), _num(r["tg_tps_mean"]), _num(r["speedup_geomean"]) + "×"
+         if not pd.isna(r["speedup_geomean"]) else "", _num(r["acceptance_rate"], 3),
+         _num(r["mean_acceptance_length"]), _num(r["ppl"]), _num(r["kld"], 4), _num(r["ppl_recovery_pct"], 1)]
+        for r in frame.to_dict("records")
+    ]  # fmt: skip
+    return _pipe_table(headers, rows, ["left", "left"] + ["right"] * (len(headers) - 2))
+
+
+def best_k_table(data: SweepData) -> str:
+    frame = best_k(data.table)
+    headers = ["quant", "drafter", "workload", "c", "best k", "tg t/s", "speedup", "accept"]
+    rows = [
+        [str(r["quant"]), str(r["drafter"]), str(r["workload"]), _k(r["concurrency"]), _k(r["best_k"]),
+         _num(r["tg_tps_mean"]), _num(r["speedup"]), _num(r["acceptance_rate"], 3)]
+        for r in frame.to_dict("records")
+    ]  # fmt: skip
+    return _pipe_table(headers, rows, ["left"] * 3 + ["right"] * 5)
+
+
+def render(data: SweepData) -> str:
+    table = data.table
+    parts = [
+        f"# specsweep: {data.sweep}",
+        "",
+        "## Summary (quant × drafter × k)",
+        "",
+        "tg t/s: mean over workload × concurrency rows; speedup: geometric mean of tg t/s over the same quant's "
+        "no-drafter cell; accept: Σaccepted / Σdraft tokens.",
+        "",
+        summary_table(data),
+        "",
+        "## Best k per quant, drafter, workload and concurrency",
+        "",
+        best_k_table(data),
+        "",
+    ]
+    skipped_cells = skipped(table)
+    if len(skipped_cells):
+        parts += ["## Skipped cells", ""]
+        parts += [f"- `{r.cell_id}`: {r.skip_reason}" for r in skipped_cells.itertuples()]
+        parts += [""]
+    parts += ["## Per cell", ""]
+    for cell_id, rows in table[table["status"] == "ok"].groupby("cell_id", sort=True):
+        first = rows.iloc[0]
+        k = "" if pd.isna(first["k"]) else f", k={int(first['k'])}"
+        parts += [f"### {cell_id}", "", f"quant {first['quant']}, drafter {first['drafter']}{k}", "",
+                  cell_table(rows[rows["workload"].notna()]), ""]  # fmt: skip
+    return "\n".join(parts)

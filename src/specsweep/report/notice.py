@@ -1,0 +1,30 @@
+"""The end-of-sweep lines about reports, with the W&B fallback warning said once, not once per job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def report_notice(sweep_dir: str | Path) -> str:
+    sweep_dir = Path(sweep_dir)
+    lines = [f"specsweep: report at {sweep_dir}/report.html, forum tables at {sweep_dir}/tables.md"]
+    receipts = []
+    for path in sorted(sweep_dir.glob("*/wandb.json")) + [sweep_dir / "wandb.json"]:
+        try:
+            receipts.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not receipts:
+        return "\n".join(lines)
+    used = sorted({r["mode_used"] for r in receipts})
+    lines.append(f"specsweep: W&B: {len(receipts)} runs ({', '.join(used)}); report spec at {sweep_dir}/wandb_report.json")
+    warnings = sorted({r["warning"] for r in receipts if r.get("warning")})
+    errors = sorted({r["error"] for r in receipts if r.get("error")})
+    if warnings:
+        lines.append(f"specsweep: WARNING: {warnings[0]}")
+    if errors:
+        lines.append(f"specsweep: WARNING: W&B logging failed for some runs (results unaffected): {errors[0]}")
+    if "offline" in used:
+        lines.append(f"specsweep: push offline runs with: wandb sync {sweep_dir}/wandb/offline-run-*")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""The sweep's W&B Report, built by code (wandb-workspaces reports.v2).
+
+Offline it is written as JSON (the report's own viewspec plus an index of its panels) next to the
+results; `specsweep report publish` loads that file and saves it to W&B. Building it needs no network:
+entity is always passed explicitly, since reports.v2 otherwise asks the W&B API for a default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import wandb_workspaces.reports.v2 as wr
+from wandb_workspaces import expr
+from wandb_workspaces.reports.v2 import internal
+
+from specsweep.atomic import write_json
+from specsweep.config.schema import WandbCfg
+from specsweep.report.data import SweepData, measured, summary
+
+SPEC_VERSION = 1
+
+
+def _runset(cfg: WandbCfg, sweep: str, name: str, drafter: str | None = None) -> wr.Runset:
+    filters = [expr.Metric("Group") == sweep, expr.Metric("JobType") == "run_cell"]
+    if drafter is not None:
+        filters.append(expr.Config("drafter.name") == drafter)
+    return wr.Runset(entity=cfg.entity or "", project=cfg.project, name=name, filters=expr.And(*filters))
+
+
+def _summary_text(data: SweepData) -> str:
+    frame = summary(data.table, data.quality)
+    cells = data.table["cell_id"].nunique()
+    skipped = int((data.table.drop_duplicates("cell_id")["status"] == "skipped").sum())
+    text = f"Sweep {data.sweep}: {cells} cells ({skipped} skipped)."
+    drafted = frame[frame["drafter"] != "none"].dropna(subset=["speedup_geomean"])
+    if len(drafted):
+        best = drafted.loc[drafted["speedup_geomean"].idxmax()]
+        k = "" if pd.isna(best["k"]) else f" k={int(best['k'])}"
+        text += (
+            f" Best: {best['quant']} / {best['drafter']}{k} at {best['speedup_geomean']:.2f}× the same quant"
+            f" without a drafter ({best['tg_tps_mean']:.1f} tg t/s, acceptance {best['acceptance_rate']:.2f})."
+        )
+    return text
+
+
+def build(data: SweepData, cfg: WandbCfg) -> wr.Report:
+    by_quant = wr.Config("quant.name")
+    rows = measured(data.table)
+    drafters = sorted(rows.loc[rows["drafter_kind"] != "none", "drafter"].dropna().unique())
+    blocks: list = [wr.H1(f"specsweep: {data.sweep}"), wr.P(_summary_text(data))]
+    for drafter in drafters:
+        blocks += [
+            wr.H2(f"{drafter}: speed and acceptance vs k"),
+            wr.PanelGrid(
+                runsets=[_runset(cfg, data.sweep, f"{data.sweep} / {drafter}", drafter)],
+                panels=[
+                    wr.LinePlot(title=f"tg t/s vs k ({drafter}, one line per quant)", x="k", y=["tg_tps_mean"],
+                                groupby=by_quant, title_x="k", title_y="tg t/s"),
+                    wr.LinePlot(title=f"speedup over no drafter vs k ({drafter})", x="k", y=["speedup_geomean"],
+                                groupby=by_quant, title_x="k", title_y="speedup (same quant, no drafter = 1)"),
+                    wr.LinePlot(title=f"acceptance by draft position ({drafter}, one line per cell)",
+                                x="acceptance/position", y=["acceptance/rate"], title_x="draft position",
+                                title_y="accepted / drafts"),
+                ],
+            ),  # fmt: skip
+        ]
+    blocks += [
+        wr.H2("Quality vs speed"),
+        wr.PanelGrid(
+            runsets=[_runset(cfg, data.sweep, f"{data.sweep} / all cells")],
+            panels=[
+                wr.ScatterPlot(title="perplexity vs tg t/s", x=wr.SummaryMetric("ppl"), y=wr.SummaryMetric("tg_tps_mean")),
+                wr.ScatterPlot(title="KLD vs tg t/s", x=wr.SummaryMetric("kld"), y=wr.SummaryMetric("tg_tps_mean")),
+                wr.ScatterPlot(title="PPL recovery % vs tg t/s", x=wr.SummaryMetric("ppl_recovery_pct"),
+                               y=wr.SummaryMetric("tg_tps_mean")),
+                wr.RunComparer(diff_only="split"),
+            ],
+        ),  # fmt: skip
+    ]
+    return wr.Report(
+        entity=cfg.entity or "",
+        project=cfg.project,
+        title=f"specsweep: {data.sweep}",
+        description=_summary_text(data),
+        blocks=blocks,
+        width="fluid",
+    )
+
+
+def panel_index(viewspec: dict) -> list[dict]:
+    """Each panel of a viewspec with what it plots and which runs it is bound to (read from the viewspec)."""
+    out = []
+    for block in viewspec["spec"]["blocks"]:
+        if block.get("type") != "panel-grid":
+            continue
+        metadata = block["metadata"]
+        runsets = [
+            {"name": rs.get("name"), "filters": [
+                {"key": f["key"]["name"], "op": f["op"], "value": f["value"]}
+                for f in (rs.get("filters") or {}).get("filters", [])
+            ]} for rs in metadata.get("runSets", [])
+        ]  # fmt: skip
+        for panel in metadata["panelBankSectionConfig"]["panels"]:
+            config = panel.get("config", {})
+            out.append(
+                {
+                    "type": panel["viewType"],
+                    "title": config.get("chartTitle"),
+                    "x": config.get("xAxis"),
+                    "y": config.get("metrics") or config.get("yAxis"),
+                    "groupby": config.get("groupBy"),
+                    "runsets": runsets,
+                }
+            )
+    return out
+
+
+def write_spec(data: SweepData, cfg: WandbCfg, path: Path) -> dict:
+    viewspec = build(data, cfg)._to_model().model_dump(by_alias=True, exclude_none=True, mode="json")
+    spec = {
+        "specsweep_report_spec": SPEC_VERSION,
+        "sweep": data.sweep,
+        "group": data.sweep,
+        "entity": cfg.entity,
+        "project": cfg.project,
+        "title": viewspec["displayName"],
+        "panels": panel_index(viewspec),
+        "viewspec": viewspec,
+    }
+    write_json(Path(path), spec)
+    return spec
+
+
+def publish(spec_path: Path, entity: str | None = None, project: str | None = None) -> str:
+    """Save the written report spec to W&B (needs a key and the network); returns the report URL."""
+    spec = json.loads(Path(spec_path).read_text())
+    report = wr.Report._from_model(internal.ReportViewspec.model_validate(spec["viewspec"]))
+    report.entity = entity or spec.get("entity") or report.entity or None
+    report.project = project or spec["project"]
+    if not report.entity:
+        import wandb
+
+        report.entity = wandb.Api().default_entity
+    for block in report.blocks:
+        for runset in getattr(block, "runsets", []) or []:
+            runset.entity, runset.project = report.entity, report.project
+    report.save()
+    return report.url

@@ -1,0 +1,61 @@
+"""Open a report in headless Chromium (Debian's package): DOM after load, console errors, a screenshot."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+         "--allow-file-access-from-files", "--disable-dev-shm-usage"]  # fmt: skip
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    pytest.skip("Chromium is not installed (CI installs Debian's `chromium`; apt-get install -y chromium)")
+
+
+@dataclass
+class Page:
+    dom: str
+    console_errors: list[str]
+    screenshot: Path
+
+
+def open_page(html: Path, screenshot: Path, size: str = "1280,5200") -> Page:
+    binary = chromium()
+    url = html.resolve().as_uri()
+    dump = subprocess.run([binary, *FLAGS, "--virtual-time-budget=5000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    shot = subprocess.run([binary, *FLAGS, f"--screenshot={screenshot}", f"--window-size={size}", url],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
+    # Page console output reaches stderr as `CONSOLE(line)` lines; uncaught errors and failed loads are errors.
+    errors = [
+        line for line in (dump.stderr + shot.stderr).splitlines()
+        if re.search(r"CONSOLE|Uncaught|net::ERR_", line) and re.search(r"error|uncaught|net::ERR_", line, re.I)
+    ]  # fmt: skip
+    return Page(dom=dump.stdout, console_errors=errors, screenshot=screenshot)
+
+
+def assert_report_renders(html: Path, screenshot: Path, figures: int) -> None:
+    from PIL import Image
+
+    page = open_page(html, screenshot)
+    assert page.console_errors == []
+    body = re.search(r"<body[^>]*>", page.dom).group(0)
+    assert f'data-figures="{figures}"' in body, body
+    assert f'data-figures-rendered="{figures}"' in body, body
+    image = Image.open(page.screenshot).convert("L")
+    low, high = image.getextrema()
+    assert high - low > 100, "screenshot is blank"
+    # Non-white pixels well beyond text alone: the figures are painted, not just laid out.
+    histogram = image.histogram()
+    assert sum(histogram[:200]) > 0.02 * image.width * image.height

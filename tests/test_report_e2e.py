@@ -1,0 +1,90 @@
+"""Reports of the real embedded sweep (shares the session's `swept` run): W&B runs, HTML, online-without-key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from chromium import assert_report_renders
+from project import snakemake
+
+pytestmark = pytest.mark.slow
+
+WANDB = str(Path(sys.executable).parent / "wandb")
+CELLS = ["gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4", "gemma3_270m-bf16-none"]
+
+
+def receipts(project: Path) -> dict[str, dict]:
+    sweep = project / "results/embedded"
+    found = {cell: json.loads((sweep / cell / "wandb.json").read_text()) for cell in CELLS}
+    found["sweep"] = json.loads((sweep / "wandb.json").read_text())
+    return found
+
+
+def run_ids_on_disk(project: Path) -> list[str]:
+    return sorted(p.name.split("-", 3)[-1] for p in (project / "results/embedded/wandb").glob("offline-run-*"))
+
+
+def leet(run_dir: Path) -> dict:
+    result = subprocess.run([WANDB, "leet", "inspect", "--summary", "--json", str(run_dir)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_each_cell_has_an_offline_run_with_config_group_and_metrics(swept: Path) -> None:
+    table = pd.read_csv(swept / "results/embedded/table.csv")
+    for cell, receipt in receipts(swept).items():
+        assert receipt["mode_used"] == "offline" and receipt["group"] == "embedded", receipt
+        shown = leet(swept / "results/embedded" / receipt["run_dir"])
+        assert shown["state"] == "finished" and shown["run_id"] == receipt["run_id"]
+        if cell == "sweep":
+            assert shown["summary"]["results"]["nrows"] == len(table)
+            continue
+        assert shown["config"]["specsweep"]["cell_id"] == cell and shown["config"]["specsweep"]["sweep"] == "embedded"
+        rows = table[table.cell_id == cell]
+        first = rows[(rows.workload == "code_edit") & (rows.concurrency == 1)].iloc[0]
+        assert shown["summary"]["code_edit_c1/tg_tps_mean"] == pytest.approx(first.tg_tps_mean)
+        records = subprocess.run([WANDB, "leet", "inspect", "--json", str(swept / "results/embedded" / receipt["run_dir"])],
+                                 capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+        run = next(json.loads(l)["run"] for l in records.splitlines() if '"type":"run"' in l)
+        assert run["run_group"] == "embedded" and run["job_type"] == "run_cell"
+    assert len(run_ids_on_disk(swept)) == len(CELLS) + 1
+
+
+def test_report_files_render_and_spec_is_bound_to_the_sweep(swept: Path, tmp_path: Path) -> None:
+    sweep = swept / "results/embedded"
+    assert_report_renders(sweep / "report.html", tmp_path / "report.png", figures=4)
+    spec = json.loads((sweep / "wandb_report.json").read_text())
+    assert {p["title"] for p in spec["panels"]} >= {"tg t/s vs k (ngram, one line per quant)",
+                                                    "acceptance by draft position (ngram, one line per cell)"}
+    text = (sweep / "tables.md").read_text()
+    assert all(f"### {cell}" in text for cell in CELLS)
+
+
+def test_rerun_of_the_sweep_adds_no_run_ids(swept: Path) -> None:
+    before = run_ids_on_disk(swept)
+    result = snakemake(swept, "--forcerun", "wandb_cell", "wandb_sweep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_ids_on_disk(swept) == before
+
+
+def test_online_without_a_key_still_finishes_offline_with_a_warning(swept: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env.update(SPECSWEEP_ROOT=str(swept), HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9",
+               WANDB_CONFIG_DIR=str(tmp_path / ".config/wandb"))  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--config", "overrides=report.wandb.mode=online"],
+                            cwd=swept, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "rule run_cell:" not in output  # report settings rerun no cell
+    assert "WARNING: W&B mode is online but no API key is configured" in output
+    for receipt in receipts(swept).values():
+        assert receipt["mode_requested"] == "online" and receipt["mode_used"] == "offline"
+    assert len(run_ids_on_disk(swept)) == len(CELLS) + 1
