@@ -15,6 +15,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--
 
 
 def chromium() -> str:
+    # Debian's /usr/bin/chromium is a shell wrapper that sources /etc/chromium.d/*; the binary itself needs none.
+    if Path("/usr/lib/chromium/chromium").is_file():
+        return "/usr/lib/chromium/chromium"
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if found := shutil.which(name):
             return found

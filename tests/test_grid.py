@@ -17,12 +17,33 @@ def test_embedded_sweep_has_none_once_and_ngram_per_k() -> None:
         "gemma3_270m-bf16-ngram-k2",
         "gemma3_270m-bf16-ngram-k4",
         "gemma3_270m-bf16-none",
+        "gemma3_270m-int4_autoround-ngram-k4",
+        "gemma3_270m-int4_autoround-none",
+        "gemma3_270m-nvfp4a16_gptq-ngram-k4",
+        "gemma3_270m-nvfp4a16_gptq-none",
+        "gemma3_270m-w4a16_gptq-ngram-k4",
+        "gemma3_270m-w4a16_gptq-none",
+    ]
+
+
+def test_a_list_of_grids_sweeps_their_union_once() -> None:
+    # Both grids of the embedded sweep contain bf16-ngram-k4 once `quant=bf16` narrows the second one.
+    assert ids(expand(["quant=bf16"])) == [
+        "gemma3_270m-bf16-ngram-k2",
+        "gemma3_270m-bf16-ngram-k4",
+        "gemma3_270m-bf16-none",
+    ]
+    assert ids(expand(["drafter=none"])) == [
+        "gemma3_270m-bf16-none",
+        "gemma3_270m-int4_autoround-none",
+        "gemma3_270m-nvfp4a16_gptq-none",
+        "gemma3_270m-w4a16_gptq-none",
     ]
 
 
 def test_user_override_replaces_an_axis() -> None:
-    assert ids(expand(["drafter=ngram", "k=3"])) == ["gemma3_270m-bf16-ngram-k3"]
-    assert ids(expand(["drafter=ngram", "k=1,3,7"])) == [
+    assert ids(expand(["quant=bf16", "drafter=ngram", "k=3"])) == ["gemma3_270m-bf16-ngram-k3"]
+    assert ids(expand(["quant=bf16", "drafter=ngram", "k=1,3,7"])) == [
         "gemma3_270m-bf16-ngram-k1",
         "gemma3_270m-bf16-ngram-k3",
         "gemma3_270m-bf16-ngram-k7",
@@ -30,8 +51,8 @@ def test_user_override_replaces_an_axis() -> None:
 
 
 def test_hydra_range_and_choice_syntax() -> None:
-    assert len(expand(["drafter=ngram", "k=range(1,8)"])) == 7
-    assert ids(expand(["drafter=choice(none)"])) == ["gemma3_270m-bf16-none"]
+    assert len(expand(["quant=bf16", "drafter=ngram", "k=range(1,8)"])) == 7
+    assert ids(expand(["quant=bf16", "drafter=choice(none)"])) == ["gemma3_270m-bf16-none"]
 
 
 def test_other_overrides_apply_to_every_cell_and_are_handed_to_jobs() -> None:
@@ -41,7 +62,7 @@ def test_other_overrides_apply_to_every_cell_and_are_handed_to_jobs() -> None:
 
 
 def test_cells_differing_outside_the_id_axes_get_distinct_ids() -> None:
-    cells = expand(["drafter=ngram", "k=2", "serve.max_num_seqs=1,4"])
+    cells = expand(["quant=bf16", "drafter=ngram", "k=2", "serve.max_num_seqs=1,4"])
     assert len(cells) == 2 and len(set(ids(cells))) == 2
     assert all(c.id.startswith("gemma3_270m-bf16-ngram-k2-") for c in cells)
 

@@ -30,9 +30,18 @@ def test_default_dry_run_plans_the_embedded_sweep(project: Path) -> None:
         "gemma3_270m-bf16-ngram-k2",
         "gemma3_270m-bf16-ngram-k4",
         "gemma3_270m-bf16-none",
+        "gemma3_270m-int4_autoround-ngram-k4",
+        "gemma3_270m-int4_autoround-none",
+        "gemma3_270m-nvfp4a16_gptq-ngram-k4",
+        "gemma3_270m-nvfp4a16_gptq-none",
+        "gemma3_270m-w4a16_gptq-ngram-k4",
+        "gemma3_270m-w4a16_gptq-none",
     ]
-    for rule in ("prepare_model", "build_image", "run_cell", "aggregate"):
+    for rule in ("prepare_model", "build_image", "quantize", "quant_quality", "run_cell", "aggregate"):
         assert f"rule {rule}:" in output
+    # One quantize and one quality job per quant, however many cells use it.
+    assert len(re.findall(r"rule quantize:", output)) == 4
+    assert len(re.findall(r"rule quant_quality:", output)) == 4
 
 
 def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
@@ -45,7 +54,7 @@ def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
 
 
 def test_overrides_narrow_the_sweep(project: Path) -> None:
-    result = snakemake(project, "-n", "--config", "overrides=drafter=ngram k=2,4")
+    result = snakemake(project, "-n", "--config", "overrides=quant=bf16 drafter=ngram k=2,4")
     assert result.returncode == 0, result.stderr
     assert planned_cells(result.stdout + result.stderr) == ["gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4"]
 
@@ -69,6 +78,24 @@ def test_bad_overrides_fail_before_any_job(project: Path, override: str, needle:
     assert not (project / "results").exists()
 
 
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("quant=w4a16_gptq quant.scheme=W3A16", "Input should be 'W4A16'"),
+        ("quant=w4a16_gptq quant.calibration.path=data/calibration/missing.txt", "calibration file"),
+        ("quant=w4a16_gptq quant.calibration=null", "GPTQ needs calibration data"),
+        ("quant=nvfp4a16_gptq quant.group_size=64", "has a fixed grouping"),
+        ("quant=intel_int4_autoround", "pick model=gemma4_31b_it"),
+    ],
+)
+def test_bad_recipes_fail_before_any_job(project: Path, override: str, needle: str) -> None:
+    result = snakemake(project, "--config", f"overrides={override}", timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert needle in output, output[-2000:]
+    assert "localrule" not in output and not (project / "results").exists()
+
+
 def test_lint_has_no_errors(project: Path) -> None:
     result = snakemake(project, "--lint")
     output = result.stdout + result.stderr
@@ -78,7 +105,7 @@ def test_lint_has_no_errors(project: Path) -> None:
 
 def test_specsweep_run_targets_only_the_chosen_cell(project: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "run", "drafter=ngram", "k=3", "--snakemake-args=-n"],
+        [sys.executable, "-m", "specsweep.cli", "run", "quant=bf16", "drafter=ngram", "k=3", "--snakemake-args=-n"],
         cwd=project,
         env=project_env(project),
         capture_output=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,11 @@ def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
     if isinstance(drafter, SuffixDrafter) and not image.has_package(drafter.requires_package):
         return f"drafter {drafter.name} needs {drafter.requires_package} in image {image.name}; add it to the image"
     return None
+
+
+def quant_kernel(server_log: Path) -> str | None:
+    found = re.search(r"Using (\w+) for (?:mixed-precision linear|\w+ linear)", server_log.read_text(errors="replace"))
+    return found.group(1) if found else None
 
 
 async def _run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[WorkloadRecord], float]:
@@ -118,7 +124,12 @@ def run_cell(
         ) as server:
             workloads, latency_ms = asyncio.run(_run_workloads(server, cfg))
         record = record.model_copy(
-            update={"workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms}
+            update={
+                "workloads": workloads,
+                "server_startup_s": server.startup_s,
+                "latency_ms": latency_ms,
+                "quant_kernel": quant_kernel(server_log),
+            }
         )
 
     sha, dirty = mf.git_state()

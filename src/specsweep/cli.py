@@ -31,7 +31,12 @@ def cmd_config(args: argparse.Namespace) -> None:
     print(cell_yaml(cell), end="")
     image_root = None
     if cell.image.kind == "venv":
-        image_root = env_root(cell.image.name, project_relative(cell.image.requirements), cell.image.remove_packages)
+        image_root = env_root(
+            cell.image.name,
+            project_relative(cell.image.requirements),
+            cell.image.remove_packages,
+            [project_relative(path) for path in cell.image.local_packages],
+        )
     port = cell.serve.port or 8000
     location = {"none": model_location(cell.model), "hub": getattr(cell.quant, "repo_id", "")}.get(cell.quant.kind)
     if location is None:

@@ -56,18 +56,30 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def env_key(requirements: Path, remove_packages: list[str]) -> str:
+def tree_sha256(root: Path) -> str:
+    """One digest of every file under a directory (names and contents), ignoring build leftovers."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if "__pycache__" in relative or ".egg-info" in relative or relative.startswith("build/"):
+            continue
+        digest.update(relative.encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def env_key(requirements: Path, remove_packages: list[str], local_packages: list[Path] = ()) -> str:
     identity = {
         "requirements": sha256_file(requirements),
         "remove": sorted(remove_packages),
+        "local": [tree_sha256(path) for path in local_packages],
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def env_root(name: str, requirements: Path, remove_packages: list[str]) -> Path:
-    return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages)}"
+def env_root(name: str, requirements: Path, remove_packages: list[str], local_packages: list[Path] = ()) -> Path:
+    return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages, local_packages)}"
 
 
 def _run(argv: list[str], log: Path, what: str) -> None:
@@ -79,13 +91,27 @@ def _run(argv: list[str], log: Path, what: str) -> None:
         raise RuntimeError(f"{what} failed (exit {result.returncode}); see {log}:\n{tail}")
 
 
-def ensure_env(name: str, requirements: Path, remove_packages: list[str] = (), check_import: str = "") -> EnvRecord:
-    """Return the built env, building it first if the cache has none for this key."""
+def ensure_env(
+    name: str,
+    requirements: Path,
+    remove_packages: list[str] = (),
+    check_import: str = "",
+    local_packages: list[Path] = (),
+) -> EnvRecord:
+    """Return the built env, building it first if the cache has none for this key.
+
+    `local_packages` are project directories pip-installed (without dependencies) after the requirements,
+    e.g. a vLLM plugin; their content is part of the key.
+    """
     requirements = Path(requirements)
     if not requirements.is_file():
         raise FileNotFoundError(f"requirements file {requirements} does not exist; fix the image/env config")
     remove_packages = list(remove_packages)
-    root = env_root(name, requirements, remove_packages)
+    local_packages = [Path(path) for path in local_packages]
+    for path in local_packages:
+        if not (path / "pyproject.toml").is_file():
+            raise FileNotFoundError(f"local package {path} has no pyproject.toml; fix the image's local_packages")
+    root = env_root(name, requirements, remove_packages, local_packages)
     if (root / RECORD).is_file():
         return EnvRecord.model_validate_json((root / RECORD).read_text())
 
@@ -106,6 +132,8 @@ def ensure_env(name: str, requirements: Path, remove_packages: list[str] = (), c
         )
         if remove_packages:
             _run([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
+        for path in local_packages:
+            _run([str(python), "-m", "pip", "install", "--no-deps", str(path)], log, f"installing {path.name}")
         if check_import:
             _run([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
         freeze = subprocess.run(

@@ -15,3 +15,7 @@ wildcard_constraints:
     sweep=r"[A-Za-z0-9_.-]+",
     cell=r"[A-Za-z0-9_.-]+",
     key=r"[A-Za-z0-9_.-]+",
+
+# Stage jobs (model, image, quant) read their overrides from PLAN inside `run:` instead of `params:`: the
+# overrides are those of whichever cell needed the stage first, so narrowing a sweep would change them and
+# rerun the stage. The resolved `config` param is the stage's identity and the only thing that should.

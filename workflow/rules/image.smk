@@ -4,8 +4,7 @@ rule build_image:
         receipt="results/_images/{key}.json",
     params:
         config=lambda w: PLAN.images[w.key].config_yaml,
-        overrides=lambda w: PLAN.images[w.key].overrides,
     log:
         job="results/_logs/build_image/{key}.log",
     run:
-        specsweep_job(["image", "build", "--receipt", output.receipt, *params.overrides], log.job)
+        specsweep_job(["image", "build", "--receipt", output.receipt, *PLAN.images[wildcards.key].overrides], log.job)

@@ -4,8 +4,7 @@ rule prepare_model:
         receipt="results/_models/{key}.json",
     params:
         config=lambda w: PLAN.models[w.key].config_yaml,
-        overrides=lambda w: PLAN.models[w.key].overrides,
     log:
         job="results/_logs/prepare_model/{key}.log",
     run:
-        specsweep_job(["model", "prepare", "--receipt", output.receipt, *params.overrides], log.job)
+        specsweep_job(["model", "prepare", "--receipt", output.receipt, *PLAN.models[wildcards.key].overrides], log.job)

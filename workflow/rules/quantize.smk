@@ -7,12 +7,14 @@ rule quantize:
         receipt="results/_quants/{key}.json",
     params:
         config=lambda w: PLAN.quants[w.key].config_yaml,
-        overrides=lambda w: PLAN.quants[w.key].overrides,
     log:
         job="results/_logs/quantize/{key}.log",
+    resources:
+        # Quantizing takes every core (the GPU on the Spark): never next to a cell being timed.
+        model_server=1,
     run:
         specsweep_job(
-            ["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model, *params.overrides], log.job
+            ["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model, *PLAN.quants[wildcards.key].overrides], log.job
         )
 
 
@@ -26,9 +28,10 @@ rule quant_quality:
         record="results/_quality/{key}.json",
     params:
         quality=lambda w: PLAN.quants[w.key].quality_yaml,
-        overrides=lambda w: PLAN.quants[w.key].overrides,
     log:
         job="results/_logs/quant_quality/{key}.log",
+    resources:
+        model_server=1,
     run:
         specsweep_job(
             [
@@ -36,7 +39,7 @@ rule quant_quality:
                 "--out", output.record,
                 "--model-receipt", input.model,
                 "--quant-receipt", input.quant,
-                *params.overrides,
+                *PLAN.quants[wildcards.key].overrides,
             ],
             log.job,
         )  # fmt: skip

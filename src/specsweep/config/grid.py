@@ -51,17 +51,20 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
     chosen = [o.split("=", 1)[1] for o in user_overrides if _key(o) == "sweep"]
     sweep_choice = chosen[-1] if chosen else sweep_name or compose_raw([])[1]["sweep"]
     sweep_override = f"sweep={sweep_choice}"
-    sweep_params = compose_cell([sweep_override]).sweep.params
+    grids = compose_cell([sweep_override]).sweep.grids
 
     user_keys = {_key(o) for o in user_overrides}
-    axes = [f"{key}={value}" for key, value in sweep_params.items() if key not in user_keys]
-    arguments = axes + [o for o in user_overrides if _key(o) != "sweep"]
-    try:
-        parsed = OverridesParser.create().parse_overrides(arguments)
-    except HydraException as err:
-        raise ConfigError(f"cannot parse overrides {' '.join(arguments)}: {err}") from err
-    combinations = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    combinations = []
+    for grid in grids:
+        axes = [f"{key}={value}" for key, value in grid.items() if key not in user_keys]
+        arguments = axes + [o for o in user_overrides if _key(o) != "sweep"]
+        try:
+            parsed = OverridesParser.create().parse_overrides(arguments)
+        except HydraException as err:
+            raise ConfigError(f"cannot parse overrides {' '.join(arguments)}: {err}") from err
+        combinations += BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
+    # Grids may overlap (and user overrides can make them identical): a cell is kept once, by config hash.
     cells: dict[str, Cell] = {}
     for combination in combinations:
         composed = compose_cell([sweep_override, *combination])

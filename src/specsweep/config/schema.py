@@ -240,6 +240,8 @@ class VenvImage(Strict):
     name: str
     requirements: str
     remove_packages: list[str] = []
+    # Project dirs pip-installed into the env after the requirements (e.g. specsweep's vLLM CPU plugin).
+    local_packages: list[str] = []
     module: str = "vllm.entrypoints.openai.api_server"
     # Hosts that must never fetch weights at run time (the embedded CPU path).
     offline: bool = True
@@ -296,7 +298,12 @@ class BenchCfg(Strict):
 class SweepCfg(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     # Axis -> Hydra sweep value, same syntax as `--multirun key=a,b` (e.g. "1,3,7", "range(1,8)").
-    params: dict[str, str] = {}
+    # A list of such grids sweeps their union (e.g. every k for one quant, one k for the other quants).
+    params: dict[str, str] | list[dict[str, str]] = {}
+
+    @property
+    def grids(self) -> list[dict[str, str]]:
+        return self.params if isinstance(self.params, list) else [self.params]
 
 
 # ---------------------------------------------------------------- report

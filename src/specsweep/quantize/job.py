@@ -116,6 +116,9 @@ def run_autoround(model, tokenizer, spec: dict, out_dir: Path) -> dict:
         seed=0,
         device_map="cpu",
         layer_config=layer_config,
+        # Measured on a 2-core CPU: torch.compile and disk offload of blocks only add time for small models.
+        enable_torch_compile=False,
+        low_cpu_mem_usage=False,
     )
     if recipe_cfg.get("lr") is not None:
         options["lr"] = recipe_cfg["lr"]
@@ -123,14 +126,18 @@ def run_autoround(model, tokenizer, spec: dict, out_dir: Path) -> dict:
     rounder = AutoRound(
         model, tokenizer, dataset=[torch.tensor([w]) for w in windows], **options
     )
-    export_root = out_dir.parent / f"{out_dir.name}.export"
-    _, folders = rounder.quantize_and_save(str(export_root), format=recipe_cfg["export_format"])
-    # auto-round writes into a subdirectory named after the model and scheme; flatten it into out_dir.
-    written = Path(folders[0]) if folders else export_root
-    for item in written.iterdir():
+    export_root = (out_dir.parent / f"{out_dir.name}.export").resolve()
+    rounder.quantize_and_save(str(export_root), format=recipe_cfg["export_format"])
+    # auto-round writes into a subdirectory named after the model and scheme. Find it by its config.json
+    # strictly inside export_root, and move only from there: its return value is not a reliable path.
+    configs = sorted(export_root.rglob("config.json"))
+    if len(configs) != 1 or export_root not in configs[0].resolve().parents and configs[0].parent != export_root:
+        raise SystemExit(f"auto-round export: expected one checkpoint under {export_root}, found {configs}")
+    for item in configs[0].parent.iterdir():
         item.rename(out_dir / item.name)
     tokenizer.save_pretrained(out_dir)
-    options.pop("device_map")
+    for runtime_only in ("device_map", "enable_torch_compile", "low_cpu_mem_usage"):
+        options.pop(runtime_only)
     return {"applied": {**options, "ignore": recipe_cfg["ignore"], "format": recipe_cfg["export_format"]}, "calibration": calibration}
 
 

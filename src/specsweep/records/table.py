@@ -42,6 +42,7 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "status": record.status,
         "skip_reason": record.skip_reason,
         "server_startup_s": record.server_startup_s,
+        "quant_kernel": record.quant_kernel,
         **{key: manifest.get(key) for key in MANIFEST_KEYS},
     }
     if record.status == "skipped":

@@ -62,5 +62,7 @@ class CellRecord(BaseModel):
     k: int | None
     speculative_config: str | None
     server_startup_s: float | None = None
+    # The kernel vLLM chose for quantized linear layers (from its log): says whether tok/s are int4-kernel figures.
+    quant_kernel: str | None = None
     latency_ms: float | None = None
     workloads: list[WorkloadRecord] = []

