@@ -17,10 +17,22 @@ import pytest
 
 from project import make_project, project_env, snakemake
 from specsweep.cell import CELL_MARKER_ENV
+from specsweep.envs import sha256_file
 
 pytestmark = pytest.mark.slow
 
-SWEEP_CELLS = ["gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4", "gemma3_270m-bf16-none"]
+SERVED_QUANTS = ["bf16", "int4_autoround", "w4a16_gptq"]
+SWEEP_CELLS = [
+    "gemma3_270m-bf16-ngram-k2",
+    "gemma3_270m-bf16-ngram-k4",
+    "gemma3_270m-bf16-none",
+    "gemma3_270m-int4_autoround-ngram-k4",
+    "gemma3_270m-int4_autoround-none",
+    "gemma3_270m-nvfp4a16_gptq-ngram-k4",
+    "gemma3_270m-nvfp4a16_gptq-none",
+    "gemma3_270m-w4a16_gptq-ngram-k4",
+    "gemma3_270m-w4a16_gptq-none",
+]
 
 
 def cell_processes(under: Path) -> list[psutil.Process]:
@@ -41,6 +53,11 @@ def table(swept: Path) -> pd.DataFrame:
     return pd.read_csv(swept / "results/embedded/table.csv")
 
 
+@pytest.fixture(scope="module")
+def served(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table.status == "ok"]
+
+
 def bench(project: Path, cell: str) -> dict:
     return json.loads((project / "results/embedded" / cell / "bench.json").read_text())
 
@@ -56,9 +73,10 @@ def test_every_cell_wrote_its_records(swept: Path) -> None:
     assert (swept / "results/embedded/table.parquet").is_file()
 
 
-def test_ngram_cells_draft_and_accept(table: pd.DataFrame) -> None:
-    ngram = table[table.drafter == "ngram"]
+def test_ngram_cells_draft_and_accept(served: pd.DataFrame) -> None:
+    ngram = served[served.drafter == "ngram"]
     assert set(ngram.k) == {2, 4}
+    assert sorted(set(ngram.quant)) == SERVED_QUANTS
     assert (ngram.drafts > 0).all()
     assert ((ngram.acceptance_rate > 0) & (ngram.acceptance_rate <= 1)).all()
     assert (ngram.mean_acceptance_length >= 1).all()
@@ -71,20 +89,21 @@ def test_ngram_cells_draft_and_accept(table: pd.DataFrame) -> None:
     assert k2["acceptance_pos_3"].isna().all() or (k2["acceptance_pos_3"] == 0).all()
 
 
-def test_none_cells_draft_nothing(table: pd.DataFrame) -> None:
-    none = table[table.drafter == "none"]
-    assert len(none) == 3  # code_edit at c1 and c2, free_text at c1: not repeated per k
+def test_none_cells_draft_nothing(served: pd.DataFrame) -> None:
+    none = served[served.drafter == "none"]
+    # Per served quant: code_edit at c1 and c2, free_text at c1; not repeated per k.
+    assert len(none) == 3 * len(SERVED_QUANTS)
     assert (none.drafts == 0).all() and none.acceptance_rate.isna().all() and none.k.isna().all()
 
 
-def test_tokens_counted_from_token_ids_and_rates_present(table: pd.DataFrame) -> None:
-    assert (table.token_source == "token_ids").all()
-    assert (table.n_failed == 0).all()
-    assert (table.tg_tps_mean > 0).all() and (table.pp_tps_mean > 0).all() and (table.ttfr_ms_mean > 0).all()
-    concurrent = table[table.concurrency == 2]
-    assert len(concurrent) == 3 and (concurrent.n_requests == 4).all()
-    assert table.vllm_version.str.startswith("0.32").all()
-    assert table.git_sha.isna().all() or table.git_sha.str.len().eq(40).all()
+def test_tokens_counted_from_token_ids_and_rates_present(served: pd.DataFrame) -> None:
+    assert (served.token_source == "token_ids").all()
+    assert (served.n_failed == 0).all()
+    assert (served.tg_tps_mean > 0).all() and (served.pp_tps_mean > 0).all() and (served.ttfr_ms_mean > 0).all()
+    concurrent = served[served.concurrency == 2]
+    assert len(concurrent) == 7 and (concurrent.n_requests == 4).all()
+    assert served.vllm_version.str.startswith("0.32").all()
+    assert served.git_sha.isna().all() or served.git_sha.str.len().eq(40).all()
 
 
 def test_greedy_outputs_identical_with_and_without_drafter(swept: Path) -> None:
@@ -93,12 +112,57 @@ def test_greedy_outputs_identical_with_and_without_drafter(swept: Path) -> None:
         workloads = bench(swept, cell)["workloads"]
         return {w["workload"]: [r["token_ids"] for r in w["requests"]] for w in workloads if w["concurrency"] == 1}
 
-    plain = outputs("gemma3_270m-bf16-none")
-    for cell in ("gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4"):
-        drafted = outputs(cell)
+    pairs = [("gemma3_270m-bf16-none", "gemma3_270m-bf16-ngram-k2")] + [
+        (f"gemma3_270m-{quant}-none", f"gemma3_270m-{quant}-ngram-k4") for quant in SERVED_QUANTS
+    ]
+    for plain_cell, drafted_cell in pairs:
+        plain, drafted = outputs(plain_cell), outputs(drafted_cell)
         assert drafted.keys() == plain.keys()
         for workload in plain:
-            assert drafted[workload] == plain[workload], f"{cell} {workload} differs from no-drafter output"
+            assert drafted[workload] == plain[workload], f"{drafted_cell} {workload} differs from {plain_cell}"
+
+
+def test_quants_change_the_outputs(swept: Path) -> None:
+    # The served weights really are the quantized ones: int4 greedy text differs from the base's.
+    def tokens(cell: str) -> list[list[int]]:
+        return [r["token_ids"] for w in bench(swept, cell)["workloads"] for r in w["requests"]]
+
+    base = tokens("gemma3_270m-bf16-none")
+    assert tokens("gemma3_270m-w4a16_gptq-none") != base
+    assert tokens("gemma3_270m-int4_autoround-none") != base
+
+
+def test_nvfp4_cells_are_skipped_with_the_reason_but_quantized_and_evaluated(swept: Path, table: pd.DataFrame) -> None:
+    nvfp4 = table[table.quant == "nvfp4a16_gptq"]
+    assert len(nvfp4) == 2 and (nvfp4.status == "skipped").all()
+    assert nvfp4.skip_reason.str.contains("no CPU kernel for NVFP4").all()
+    assert nvfp4.ppl.notna().all() and nvfp4.kld.gt(0).all()
+
+
+def test_quality_per_quant(swept: Path, table: pd.DataFrame) -> None:
+    quality = pd.read_csv(swept / "results/embedded/quality.csv").set_index("quant")
+    assert sorted(quality.index) == ["bf16", "int4_autoround", "nvfp4a16_gptq", "w4a16_gptq"]
+    assert (quality.status == "ok").all() and (quality.method == "in_process_full_distribution").all()
+    assert quality.loc["bf16", "kld"] == 0 and quality.loc["bf16", "ppl_recovery_pct"] == 100
+    for quant in ("int4_autoround", "nvfp4a16_gptq", "w4a16_gptq"):
+        assert quality.loc[quant, "kld"] > 0
+        assert quality.loc[quant, "ppl"] > quality.loc["bf16", "ppl"] * 0.9
+    # Every row of a quant carries its quality next to its throughput.
+    for quant, rows in table.groupby("quant"):
+        assert (rows.ppl == quality.loc[quant, "ppl"]).all()
+
+
+def test_served_quant_checkpoints_match_their_manifests(swept: Path, served: pd.DataFrame) -> None:
+    for quant in ("int4_autoround", "w4a16_gptq"):
+        manifest = json.loads((swept / f"results/embedded/gemma3_270m-{quant}-none/manifest.json").read_text())
+        location = Path(manifest["quant_location"])
+        assert manifest["quant_files_sha256"]
+        for name, digest in manifest["quant_files_sha256"].items():
+            assert sha256_file(location / name) == digest
+        argv = manifest["server_argv"]
+        assert argv[argv.index("--model") + 1] == str(location)
+    kernels = served[served.quant != "bf16"].quant_kernel
+    assert kernels.isin(["CPUWNA16LinearKernel", "DequantWNA16FallbackKernel"]).all()
 
 
 def test_manifest_records_what_produced_the_numbers(swept: Path) -> None:
@@ -133,13 +197,38 @@ def test_editing_one_drafter_reruns_only_its_cells(swept: Path, tmp_path: Path) 
     assert result.returncode == 0, output
     # Only cell jobs: the report jobs downstream of the table rerun for every cell, as they should.
     rerun_cells = sorted(set(re.findall(r"rule run_cell:\n(?:    .*\n)*?    wildcards: sweep=embedded, cell=([\w.-]+)", output)))
-    assert rerun_cells == ["gemma3_270m-bf16-ngram-k2", "gemma3_270m-bf16-ngram-k4"]
+    assert rerun_cells == [
+        "gemma3_270m-bf16-ngram-k2",
+        "gemma3_270m-bf16-ngram-k4",
+        "gemma3_270m-int4_autoround-ngram-k4",
+        "gemma3_270m-nvfp4a16_gptq-ngram-k4",
+        "gemma3_270m-w4a16_gptq-ngram-k4",
+    ]
+    assert "rule prepare_model:" not in output and "rule build_image:" not in output
+    assert "rule quantize:" not in output and "rule quant_quality:" not in output
+
+
+def test_editing_one_quant_recipe_reruns_that_quant_and_its_cells(swept: Path) -> None:
+    quant_yaml = swept / "conf/quant/w4a16_gptq.yaml"
+    original = quant_yaml.read_text()
+    try:
+        quant_yaml.write_text(original.replace("dampening_frac: 0.01", "dampening_frac: 0.02"))
+        result = snakemake(swept, "-n")
+    finally:
+        quant_yaml.write_text(original)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    rerun_cells = sorted(set(re.findall(r"rule run_cell:\n(?:    .*\n)*?    wildcards: sweep=embedded, cell=([\w.-]+)", output)))
+    assert rerun_cells == ["gemma3_270m-w4a16_gptq-ngram-k4", "gemma3_270m-w4a16_gptq-none"]
+    quantized = re.findall(r"rule quantize:\n(?:    .*\n)*?    wildcards: key=([\w.-]+)", output)
+    assert len(quantized) == 1 and quantized[0].startswith("gemma3_270m-w4a16_gptq-")
+    assert len(re.findall(r"rule quant_quality:", output)) == 1
     assert "rule prepare_model:" not in output and "rule build_image:" not in output
 
 
 def test_ctrl_c_during_a_cell_leaves_no_vllm_process(tmp_path: Path) -> None:
     project = make_project(tmp_path / "interrupted")
-    command = [sys.executable, "-m", "snakemake", "--config", "overrides=drafter=none"]
+    command = [sys.executable, "-m", "snakemake", "--config", "overrides=quant=bf16 drafter=none"]
     # Own process group, like a terminal's foreground job: Ctrl-C signals the whole group.
     runner = subprocess.Popen(
         command, cwd=project, env=project_env(project), start_new_session=True,

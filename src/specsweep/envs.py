@@ -71,10 +71,12 @@ def env_key(requirements: Path, remove_packages: list[str], local_packages: list
     identity = {
         "requirements": sha256_file(requirements),
         "remove": sorted(remove_packages),
-        "local": [tree_sha256(path) for path in local_packages],
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+    if local_packages:
+        # Only when present, so envs without local packages keep the keys they were built under.
+        identity["local"] = [tree_sha256(path) for path in local_packages]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
