@@ -70,11 +70,9 @@ def test_cells_differing_outside_the_id_axes_get_distinct_ids() -> None:
 def test_spark_sweep() -> None:
     cells = expand([], "spark")
     assert ids(cells) == [
-        "gemma4_31b_it-bf16-gemma_mtp-k1",
-        "gemma4_31b_it-bf16-gemma_mtp-k3",
-        "gemma4_31b_it-bf16-gemma_mtp-k5",
-        "gemma4_31b_it-bf16-gemma_mtp-k7",
-        "gemma4_31b_it-bf16-none",
+        f"gemma4_31b_it-{quant}-{drafter}"
+        for quant in ("bf16", "ebircak_nvfp4a16_gptq", "intel_int4_autoround")
+        for drafter in ("gemma_mtp-k1", "gemma_mtp-k3", "gemma_mtp-k5", "gemma_mtp-k7", "none")
     ]
 
 
