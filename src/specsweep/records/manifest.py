@@ -19,7 +19,12 @@ from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
 from specsweep.quantize.run import QuantRecord
 
-_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+_SECRET_WORDS = {"token", "key", "apikey", "secret", "password", "passwd", "credential", "credentials", "auth"}
+
+
+def is_secret_key(name: str) -> bool:
+    """HF_TOKEN, WANDB_API_KEY, db_password: yes. max_tokens, num_speculative_tokens: no (whole words only)."""
+    return any(word in _SECRET_WORDS for word in re.split(r"[^a-z0-9]+", str(name).lower()))
 
 
 class Manifest(BaseModel):
@@ -57,7 +62,7 @@ class Manifest(BaseModel):
 
 
 def redact_env(env: dict[str, str]) -> dict[str, str]:
-    return {key: ("<redacted>" if _SECRET.search(key) else value) for key, value in env.items()}
+    return {key: ("<redacted>" if is_secret_key(key) else value) for key, value in env.items()}
 
 
 def git_state() -> tuple[str | None, bool | None]:
