@@ -111,7 +111,8 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         ppl=measured["ppl"],
         ppl_base=measured["ppl_base"],
         kld=measured["kld"],
-        ppl_recovery_pct=100 * measured["ppl_base"] / measured["ppl"],
+        # Ratio first: identical perplexities give exactly 100, not 99.99999999999999.
+        ppl_recovery_pct=100 * (measured["ppl_base"] / measured["ppl"]),
         top1_agreement=measured["top1_agreement"],
         n_tokens=measured["n_tokens"],
         window=measured["window"],
