@@ -229,9 +229,11 @@ def test_editing_one_quant_recipe_reruns_that_quant_and_its_cells(swept: Path) -
 def test_ctrl_c_during_a_cell_leaves_no_vllm_process(tmp_path: Path) -> None:
     project = make_project(tmp_path / "interrupted")
     command = [sys.executable, "-m", "snakemake", "--config", "overrides=quant=bf16 drafter=none"]
-    # Own process group, like a terminal's foreground job: Ctrl-C signals the whole group.
+    # Own process group, like a terminal's foreground job: Ctrl-C signals the whole group. SIGINT back to its
+    # default too: a shell's background job (`cmd &` without job control) inherits it ignored.
     runner = subprocess.Popen(
         command, cwd=project, env=project_env(project), start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
