@@ -17,4 +17,5 @@ rule all:
         f"results/{PLAN.sweep}/tables.md",
         f"results/{PLAN.sweep}/wandb.json",
         f"results/{PLAN.sweep}/wandb_report.json",
+        f"results/{PLAN.sweep}/status.json",
     default_target: True

@@ -20,7 +20,6 @@ def test_cpu_command_uses_the_module_entry_point_and_binds_loopback() -> None:
     assert flag_value(argv, "--model") == "/models/m"
     assert flag_value(argv, "--host") == "127.0.0.1"
     assert flag_value(argv, "--port") == "12345"
-    assert flag_value(argv, "--dtype") == "float32"
     assert "--enforce-eager" in argv
     assert flag_value(argv, "--speculative-config").startswith('{"method":"ngram"')
     assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "2"
@@ -66,3 +65,11 @@ def test_embedded_model_gets_the_shipped_chat_template(root: Path) -> None:
     assert template == root / "data/chat_templates/gemma3.jinja" and template.is_file()
     spark = server_command(compose_cell(["sweep=spark"]).cell, "/m", 1, container_name="c").argv
     assert "--chat-template" not in spark
+
+
+def test_a_resolved_dtype_replaces_auto() -> None:
+    cell = compose_cell([]).cell
+    assert cell.model.dtype == "auto"
+    assert "--dtype" not in server_command(cell, "/m", 1, image_root=Path("/e")).argv
+    argv = server_command(cell, "/m", 1, image_root=Path("/e"), dtype="bfloat16").argv
+    assert flag_value(argv, "--dtype") == "bfloat16"

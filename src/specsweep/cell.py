@@ -7,6 +7,8 @@ import hashlib
 import re
 import sys
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from specsweep.atomic import write_json, write_text
@@ -15,16 +17,24 @@ from specsweep.config.compose import cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
 from specsweep.images.base import ImageRecord
+from specsweep.images.cpu_host import FALLBACK_ENV, ServingChoice, uses_wna16
+from specsweep.images.preload import ld_preload
 from specsweep.models.prepare import ModelRecord
 from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
-from specsweep.records.types import CellRecord, RequestRecord, WorkloadRecord
-from specsweep.serve.argv import server_command
-from specsweep.serve.server import VllmServer, free_port
+from specsweep.records.types import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
+from specsweep.serve.argv import ServerCommand, server_command
+from specsweep.serve.server import ServerError, VllmServer, free_port, log_tail
 from specsweep.serve.speculative import speculative_config_json
 
 # Environment marker on the server and its workers, so a leaked process can be traced to its cell.
 CELL_MARKER_ENV = "SPECSWEEP_CELL_DIR"
+# Server-log lines kept in a failed cell's record (and shown in the table and reports).
+FAILURE_LOG_LINES = 50
+
+
+class CellFailed(RuntimeError):
+    """The cell ran but produced no usable measurement (the server died, every request failed)."""
 
 
 def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
@@ -87,11 +97,52 @@ async def _run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[Worklo
     return records, bench.latency_s * 1000
 
 
+@dataclass(frozen=True)
+class Launch:
+    command: ServerCommand
+    # CPU images: the dtype and int4 kernel decided for this host; None where the GPU image's vLLM decides.
+    serving: ServingChoice | None
+    container: str
+
+
+def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: str, cell_id: str, out_dir: Path) -> Launch:
+    """The server command of a cell on this host: its dtype and int4 kernel as the image's probe decided."""
+    serving = image.serving_by_dtype.get(cfg.model.dtype)
+    port = cfg.serve.port or free_port(cfg.serve.host)
+    container = f"specsweep-{sweep}-{cell_id}" if isinstance(cfg.image, DockerImage) else ""
+    command = server_command(
+        cfg, model_location, port, image_root=Path(image.location), container_name=container,
+        dtype=serving.dtype if serving else None,
+    )  # fmt: skip
+    command.env[CELL_MARKER_ENV] = str(out_dir.resolve())
+    if serving is not None and serving.fallback and uses_wna16(cfg.quant.scheme):
+        command.env[FALLBACK_ENV] = "1"
+    if image.preload:
+        # The server process only: specsweep and Snakemake keep the system allocator and OpenMP.
+        command.env["LD_PRELOAD"] = ld_preload(image.preload)
+    return Launch(command=command, serving=serving, container=container)
+
+
+def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], float]:
+    workloads, latency_ms = asyncio.run(_run_workloads(server, cfg))
+    if server.exit_code() is not None:
+        raise CellFailed(f"vLLM exited with code {server.exit_code()} during the workloads")
+    requests = [r for w in workloads for r in w.requests]
+    if requests and not any(r.ok for r in requests):
+        raise CellFailed(f"all {len(requests)} requests failed; first error: {requests[0].error}")
+    return workloads, latency_ms
+
+
 def run_cell(
     cell: Cell, out_dir: Path, model: ModelRecord, quant: QuantRecord, image: ImageRecord, server_log: Path
 ) -> CellRecord:
+    """Run the cell and write its records. A cell that fails is recorded as failed, not raised: one bad cell
+    must not stop the sweep's other cells, table or reports (the sweep's last step fails on it instead)."""
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cfg = cell.config
+    (out_dir / FAILURE_RECORD).unlink(missing_ok=True)
+    launch = plan_launch(cfg, quant.location, image, cell.sweep, cell.id, out_dir)
+    command, serving = launch.command, launch.serving
     record = CellRecord(
         sweep=cell.sweep,
         cell_id=cell.id,
@@ -102,11 +153,9 @@ def run_cell(
         drafter_kind=cfg.drafter.kind,
         k=None if cfg.drafter.kind == "none" else cfg.k,
         speculative_config=speculative_config_json(cfg.drafter, cfg.k),
+        dtype=serving.dtype if serving else cfg.model.dtype,
+        wna16_kernel_selected=serving.wna16_kernel if serving and uses_wna16(cfg.quant.scheme) else None,
     )
-    port = cfg.serve.port or free_port(cfg.serve.host)
-    container = f"specsweep-{cell.sweep}-{cell.id}" if isinstance(cfg.image, DockerImage) else ""
-    command = server_command(cfg, quant.location, port, image_root=Path(image.location), container_name=container)
-    command.env[CELL_MARKER_ENV] = str(out_dir.resolve())
 
     reason = unsupported_reason(cfg, image)
     if reason:
@@ -115,22 +164,32 @@ def run_cell(
         write_text(server_log, f"not started: {reason}\n")
     else:
         print(f"[cell] {cell.id}: starting vLLM ({' '.join(command.argv[:4])} ...)", file=sys.stderr, flush=True)
-        with VllmServer(
+        server = VllmServer(
             command,
             server_log,
             startup_timeout_s=cfg.serve.startup_timeout_s,
             shutdown_timeout_s=cfg.serve.shutdown_timeout_s,
-            stop_command=["docker", "stop", container] if container else None,
-        ) as server:
-            workloads, latency_ms = asyncio.run(_run_workloads(server, cfg))
-        record = record.model_copy(
-            update={
-                "workloads": workloads,
-                "server_startup_s": server.startup_s,
-                "latency_ms": latency_ms,
-                "quant_kernel": quant_kernel(server_log),
-            }
+            stop_command=["docker", "stop", launch.container] if launch.container else None,
         )
+        try:
+            with server:
+                workloads, latency_ms = _measure(server, cfg)
+            record = record.model_copy(
+                update={"workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms}
+            )
+        except Exception as err:  # noqa: BLE001 - any failure of this cell is recorded; Ctrl-C/SIGTERM are not
+            traceback.print_exc()
+            message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed)) else repr(err)
+            print(f"[cell] {cell.id}: FAILED: {message}", file=sys.stderr, flush=True)
+            record = record.model_copy(
+                update={
+                    "status": "failed",
+                    "error": message,
+                    "server_log_tail": log_tail(server_log, FAILURE_LOG_LINES).splitlines(),
+                    "server_startup_s": server.startup_s,
+                }
+            )
+        record = record.model_copy(update={"quant_kernel": quant_kernel(server_log)})
 
     sha, dirty = mf.git_state()
     manifest = mf.Manifest(
@@ -149,11 +208,14 @@ def run_cell(
         server_argv=command.argv,
         server_env=mf.redact_env(command.env),
         hardware=mf.hardware(),
+        host_cpu=image.host_cpu,
+        serving=serving,
         seed=cfg.serve.seed,
         started_at=started_at,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    # bench.json last: it is the Snakemake target, so its presence means the cell is complete.
+    # bench.json last: it is the Snakemake target, so its presence means the cell's record is complete (ok,
+    # skipped or failed; the sweep's status step moves a failed one to failure.json so the next run retries it).
     write_text(out_dir / "config.yaml", cell_yaml(cfg))
     write_json(out_dir / "manifest.json", manifest.model_dump())
     write_json(out_dir / "bench.json", record.model_dump())

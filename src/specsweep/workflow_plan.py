@@ -17,6 +17,7 @@ import yaml
 
 from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
+from specsweep.images.cpu_host import read_cpu_facts
 from specsweep.quantize.run import calibration_path
 
 
@@ -142,6 +143,11 @@ def _quant_stage(cell: Cell, model: Stage) -> QuantStage:
         quality_yaml=yaml.safe_dump(cell.quality.model_dump(mode="json"), sort_keys=True),
         quality_inputs=(str(text),),
     )
+
+
+def host_cpu_key() -> str:
+    """This host's CPU (model and flags) as a short hash: the image record is valid only on the CPU it was probed on."""
+    return _short_hash(read_cpu_facts().model_dump_json())
 
 
 def specsweep_job(args: list[str], log: str) -> None:

@@ -23,6 +23,24 @@ rule aggregate:
         )  # fmt: skip
 
 
+rule sweep_status:
+    """Last step: fails the run if any cell failed, naming each, once the table and reports are written."""
+    input:
+        bench=lambda w: [f"results/{w.sweep}/{cell_id}/bench.json" for cell_id in PLAN.cells],
+        reports=[f"results/{{sweep}}/{name}" for name in ("table.csv", "report.html", "tables.md", "wandb.json", "wandb_report.json")],
+    output:
+        status="results/{sweep}/status.json",
+    log:
+        job="results/_logs/sweep_status/{sweep}.log",
+    run:
+        check_sweep(input.bench, output.status, log.job)
+
+
 onsuccess:
     print(f"specsweep: results table at results/{PLAN.sweep}/table.csv (and table.parquet)")
     print(report_notice(f"results/{PLAN.sweep}"))
+    print(status_text(f"results/{PLAN.sweep}/status.json"))
+
+
+onerror:
+    print(f"specsweep: the run failed; whatever finished is under results/{PLAN.sweep}/ (see the errors above)")

@@ -2,8 +2,11 @@
 import sys
 
 from specsweep.config.compose import ConfigError
+from specsweep.records.status import check_sweep, status_text
 from specsweep.report.notice import report_notice
-from specsweep.workflow_plan import plan_sweep, specsweep_job
+from specsweep.workflow_plan import host_cpu_key, plan_sweep, specsweep_job
+
+HOST_CPU_KEY = host_cpu_key()
 
 try:
     PLAN = plan_sweep(config.get("overrides", ""), config.get("sweep"))

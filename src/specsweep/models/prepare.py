@@ -36,11 +36,16 @@ class ModelRecord(BaseModel):
 def _model_key(model: ModelCfg) -> str:
     identity = {
         "source": model.source.model_dump(mode="json"),
-        "dtype": model.dtype,
+        # What the weights are stored in, not what they are served in (`auto` is resolved per host at serve time).
+        "dtype": conversion_dtype(model),
         "converter": sha256_file(CONVERTER),
         "prepare_env": sha256_file(project_relative(PREPARE_REQUIREMENTS)),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def conversion_dtype(model: ModelCfg) -> str:
+    return "float32" if model.dtype == "auto" else model.dtype
 
 
 def model_location(model: ModelCfg) -> str:
@@ -104,7 +109,7 @@ def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> Model
 
     staging = out.with_name(out.name + ".converting")
     shutil.rmtree(staging, ignore_errors=True)
-    dtype = "float32" if model.dtype == "auto" else model.dtype
+    dtype = conversion_dtype(model)
     try:
         subprocess.run(
             [

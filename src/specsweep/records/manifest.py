@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 import specsweep
 from specsweep.images.base import ImageRecord
+from specsweep.images.cpu_host import CpuFacts, ServingChoice
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
 from specsweep.quantize.run import QuantRecord
@@ -56,6 +57,9 @@ class Manifest(BaseModel):
     server_argv: list[str]
     server_env: dict[str, str]
     hardware: dict[str, str | int | float]
+    # CPU images: the host's CPU model and flags, and the dtype and int4 kernel they decided.
+    host_cpu: CpuFacts | None = None
+    serving: ServingChoice | None = None
     seed: int
     started_at: str
     finished_at: str

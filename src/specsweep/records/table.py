@@ -10,7 +10,11 @@ import pandas as pd
 
 from specsweep.atomic import write_bytes, write_text
 from specsweep.evals.quality import QualityRecord
+from specsweep.images.cpu_host import CpuFacts
 from specsweep.records.types import CellRecord
+
+# Last server-log lines of a failed cell on its table row (the record keeps more).
+TABLE_LOG_LINES = 15
 
 MANIFEST_KEYS = [
     "specsweep_version",
@@ -41,11 +45,16 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "k": record.k,
         "status": record.status,
         "skip_reason": record.skip_reason,
+        "error": record.error,
+        "server_log_tail": "\n".join(record.server_log_tail[-TABLE_LOG_LINES:]) if record.server_log_tail else None,
         "server_startup_s": record.server_startup_s,
+        "dtype": record.dtype,
+        "cpu_isa": CpuFacts.model_validate(manifest["host_cpu"]).isa if manifest.get("host_cpu") else None,
+        "wna16_kernel_selected": record.wna16_kernel_selected,
         "quant_kernel": record.quant_kernel,
         **{key: manifest.get(key) for key in MANIFEST_KEYS},
     }
-    if record.status == "skipped":
+    if record.status != "ok":
         return [{**base, "workload": None, "concurrency": None}]
     rows = []
     for workload in record.workloads:

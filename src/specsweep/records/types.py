@@ -10,6 +10,10 @@ from specsweep.bench.engine import BenchRow
 from specsweep.bench.stats import RequestTiming
 
 
+# Where a failed cell's bench.json is moved once the sweep has reported it, so the next run reruns the cell.
+FAILURE_RECORD = "failure.json"
+
+
 class RequestRecord(BaseModel):
     run: int
     ok: bool
@@ -52,8 +56,11 @@ class WorkloadRecord(BaseModel):
 class CellRecord(BaseModel):
     sweep: str
     cell_id: str
-    status: Literal["ok", "skipped"]
+    # failed: the cell ran and broke (server died, every request failed); `error` and the log tail say how.
+    status: Literal["ok", "skipped", "failed"]
     skip_reason: str | None = None
+    error: str | None = None
+    server_log_tail: list[str] = []
     model: str
     quant: str
     drafter: str
@@ -62,6 +69,9 @@ class CellRecord(BaseModel):
     k: int | None
     speculative_config: str | None
     server_startup_s: float | None = None
+    # The dtype the server ran in (resolved per host on CPU) and, for W4A16 quants, the kernel specsweep chose.
+    dtype: str | None = None
+    wna16_kernel_selected: str | None = None
     # The kernel vLLM chose for quantized linear layers (from its log): says whether tok/s are int4-kernel figures.
     quant_kernel: str | None = None
     latency_ms: float | None = None

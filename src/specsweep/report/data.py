@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from specsweep.images.cpu_host import CpuFacts
+
 QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]
 QUALITY_TABLE_COLUMNS = ["model", "quant", "quant_kind", "ppl", "kld", "ppl_recovery_pct", "n_tokens", "method"]
 ROW_KEYS = ["quant", "drafter", "workload", "concurrency"]
@@ -150,10 +152,20 @@ def skipped(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "skipped"][["cell_id", "quant", "drafter", "k", "skip_reason"]]
 
 
+def failed(table: pd.DataFrame) -> pd.DataFrame:
+    """Cells that ran and broke, with the error and the server log's last lines."""
+    columns = ["cell_id", "quant", "drafter", "k", "error", "server_log_tail"]
+    if "error" not in table:
+        return pd.DataFrame(columns=columns)
+    return table[table["status"] == "failed"].reindex(columns=columns)
+
+
 def manifest_summary(data: SweepData) -> dict[str, str]:
     """What produced the numbers, once for the sweep; values that differ between cells are listed."""
     keys = ["specsweep_version", "git_sha", "git_dirty", "vllm_version", "image_name", "image_key",
             "model_name", "model_source_sha256", "seed"]  # fmt: skip
+    serving = {json.dumps(m["serving"], sort_keys=True) for m in data.manifests.values() if m.get("serving")}
+    cpus = {json.dumps(m["host_cpu"], sort_keys=True) for m in data.manifests.values() if m.get("host_cpu")}
     out: dict[str, str] = {"sweep": data.sweep, "cells": str(data.table["cell_id"].nunique())}
     manifests = list(data.manifests.values())
     for key in keys:
@@ -166,6 +178,14 @@ def manifest_summary(data: SweepData) -> dict[str, str]:
     for item in sorted(hardware):
         for name, value in json.loads(item).items():
             out[f"hardware.{name}"] = str(value)
+    for item in sorted(cpus):
+        cpu = json.loads(item)
+        out["host_cpu"] = f"{cpu['model']} ({CpuFacts.model_validate(cpu).isa})"
+    for item in sorted(serving):
+        choice = json.loads(item)
+        out[f"serving.{choice['dtype']}"] = (
+            f"{choice['dtype_reason']}; W4A16 kernel {choice['wna16_kernel']} ({choice['wna16_reason']})"
+        )
     starts = sorted(m["started_at"] for m in manifests if m.get("started_at"))
     ends = sorted(m["finished_at"] for m in manifests if m.get("finished_at"))
     if starts and ends:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-from specsweep.report.data import SweepData, best_k, manifest_summary, skipped, summary
+from specsweep.report.data import SweepData, best_k, failed, manifest_summary, skipped, summary
 from specsweep.report.figures import FIGURES, render_png
 
 STYLE = """
@@ -66,6 +66,7 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
     n_ok = int((table.drop_duplicates("cell_id")["status"] == "ok").sum())
     n_cells = table["cell_id"].nunique()
     skipped_cells = skipped(table)
+    failed_cells = failed(table)
     quality = data.quality.dropna(axis=1, how="all")
     parts = [
         "<!doctype html>",
@@ -73,7 +74,7 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
         f"<title>specsweep: {html.escape(data.sweep)}</title>",
         f"<style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head><body>",
         f"<h1>specsweep: {html.escape(data.sweep)}</h1>",
-        f'<p class="sub">{n_cells} cells ({n_ok} measured, {len(skipped_cells)} skipped), {len(table)} rows; '
+        f'<p class="sub">{n_cells} cells ({n_ok} measured, {len(skipped_cells)} skipped, {len(failed_cells)} failed), {len(table)} rows; '
         f"built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>",
         "<h2>Summary: quant × drafter × k</h2>",
         "<p>tg t/s averaged over workload × concurrency rows; speedup is the geometric mean of per-row ratios to "
@@ -84,6 +85,11 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
         "<h2>Figures</h2>",
         *figures,
     ]
+    if len(failed_cells):
+        parts += ['<h2 class="failed">Failed cells</h2>', "<p>These cells ran and broke; their rows are missing above.</p>"]
+        for r in failed_cells.itertuples():
+            parts += [f"<h3>{html.escape(str(r.cell_id))}</h3><p>{html.escape(str(r.error))}</p>",
+                      f"<pre>{html.escape(str(r.server_log_tail or ''))}</pre>"]  # fmt: skip
     if len(quality):
         parts += ["<h2>Quality</h2>", _table(quality, "{:.4f}")]
     if len(skipped_cells):

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from specsweep.bench.tables import _pipe_table
-from specsweep.report.data import SweepData, best_k, skipped, summary
+from specsweep.report.data import SweepData, best_k, failed, skipped, summary
 
 
 def _num(value, digits: int = 2) -> str:
@@ -85,6 +85,11 @@ def render(data: SweepData) -> str:
         best_k_table(data),
         "",
     ]
+    failed_cells = failed(table)
+    if len(failed_cells):
+        parts += ["## Failed cells", "", "These cells ran and broke; their rows are missing from the tables above.", ""]
+        for r in failed_cells.itertuples():
+            parts += [f"- `{r.cell_id}`: {r.error}", "", "  ```", *(f"  {line}" for line in str(r.server_log_tail or "").splitlines()), "  ```", ""]
     skipped_cells = skipped(table)
     if len(skipped_cells):
         parts += ["## Skipped cells", ""]

@@ -266,6 +266,8 @@ def log_cell(cell_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path,
         run.summary["status"] = str(first["status"])
         if isinstance(first.get("skip_reason"), str):
             run.summary["skip_reason"] = first["skip_reason"]
+        if isinstance(first.get("error"), str):
+            run.summary["error"] = first["error"]
         run.log({"rows": wandb.Table(dataframe=rows.astype(object).where(rows.notna(), None))})
         artifact = wandb.Artifact(f"cell-{rid}", type="cell-record", metadata={"cell_id": cell_id})
         for name in ("manifest.json", "server.log", "config.yaml"):

@@ -57,8 +57,11 @@ def serving_revision(cell: CellCfg) -> str | None:
     return None
 
 
-def vllm_args(cell: CellCfg, port: int) -> list[str]:
-    """Arguments after the model; identical for `vllm serve MODEL` and the api_server module."""
+def vllm_args(cell: CellCfg, port: int, dtype: str | None = None) -> list[str]:
+    """Arguments after the model; identical for `vllm serve MODEL` and the api_server module.
+
+    `dtype` is the serving dtype resolved for this host (CPU images); None passes the model's own setting.
+    """
     args = [
         "--served-model-name",
         cell.model.served_name,
@@ -70,8 +73,9 @@ def vllm_args(cell: CellCfg, port: int) -> list[str]:
     revision = serving_revision(cell)
     if revision:
         args += ["--revision", revision]
-    if cell.model.dtype != "auto":
-        args += ["--dtype", cell.model.dtype]
+    dtype = dtype or cell.model.dtype
+    if dtype != "auto":
+        args += ["--dtype", dtype]
     if cell.model.chat_template:
         args += ["--chat-template", str(project_relative(cell.model.chat_template))]
     args += server_flags(cell.serve)
@@ -82,7 +86,12 @@ def vllm_args(cell: CellCfg, port: int) -> list[str]:
 
 
 def server_command(
-    cell: CellCfg, model_location: str, port: int, image_root: Path | None = None, container_name: str = ""
+    cell: CellCfg,
+    model_location: str,
+    port: int,
+    image_root: Path | None = None,
+    container_name: str = "",
+    dtype: str | None = None,
 ) -> ServerCommand:
     image = cell.image
     env = dict(cell.serve.env)
@@ -90,7 +99,7 @@ def server_command(
         if image_root is None:
             raise ValueError("a venv image needs its built location (run build_image first)")
         entry = [str(image_root / "bin" / "python"), "-m", image.module, "--model", model_location]
-        argv = [*entry, *vllm_args(cell, port)]
+        argv = [*entry, *vllm_args(cell, port, dtype)]
     elif isinstance(image, DockerImage):
         env_flags = [part for key, value in sorted(env.items()) for part in ("-e", f"{key}={value}")]
         argv = [
@@ -103,7 +112,7 @@ def server_command(
             image.tag,
             *image.serve_command,
             model_location,
-            *vllm_args(cell, port),
+            *vllm_args(cell, port, dtype),
         ]
     else:  # pragma: no cover - the schema admits no other kind
         raise TypeError(f"unknown image kind {image!r}")

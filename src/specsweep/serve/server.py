@@ -128,6 +128,10 @@ class VllmServer:
                     next_report = now + 15
                 time.sleep(1)
 
+    def exit_code(self) -> int | None:
+        """The server's exit code if it has died, else None (also None once stopped by us)."""
+        return None if self.process is None else self.process.poll()
+
     def stop(self) -> None:
         """SIGTERM the whole process group, SIGKILL what is left after the grace period."""
         process, self.process = self.process, None

