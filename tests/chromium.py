@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--
          "--allow-file-access-from-files", "--disable-dev-shm-usage"]  # fmt: skip
 
 
+def require_component(name: str, install: str) -> None:
+    """A real component is missing: skip on a developer machine, fail in CI (.ci/run installs it)."""
+    message = f"{name} is not installed ({install}; .ci/run installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def chromium() -> str:
     # Debian's /usr/bin/chromium is a shell wrapper that sources /etc/chromium.d/*; the binary itself needs none.
     if Path("/usr/lib/chromium/chromium").is_file():
@@ -21,7 +30,7 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if found := shutil.which(name):
             return found
-    pytest.skip("Chromium is not installed (CI installs Debian's `chromium`; apt-get install -y chromium)")
+    require_component("Chromium", "apt-get install -y chromium")
 
 
 @dataclass

@@ -22,7 +22,7 @@ def test_cpu_command_uses_the_module_entry_point_and_binds_loopback() -> None:
     assert flag_value(argv, "--port") == "12345"
     assert "--enforce-eager" in argv
     assert flag_value(argv, "--speculative-config").startswith('{"method":"ngram"')
-    assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "1" and command.env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
 def test_no_drafter_passes_no_speculative_flag() -> None:

@@ -21,15 +21,15 @@ from specsweep.envs import sha256_file
 
 pytestmark = pytest.mark.slow
 
-SERVED_QUANTS = ["bf16", "int4_autoround", "w4a16_gptq"]
+SERVED_QUANTS = ["bf16", "int4_autoround_fast", "w4a16_gptq"]
 SWEEP_CELLS = [
     "gemma3_270m-bf16-ngram-k2",
     "gemma3_270m-bf16-ngram-k4",
     "gemma3_270m-bf16-none",
-    "gemma3_270m-int4_autoround-ngram-k4",
-    "gemma3_270m-int4_autoround-none",
-    "gemma3_270m-nvfp4a16_gptq-ngram-k4",
-    "gemma3_270m-nvfp4a16_gptq-none",
+    "gemma3_270m-int4_autoround_fast-ngram-k4",
+    "gemma3_270m-int4_autoround_fast-none",
+    "gemma3_270m-nvfp4a16-ngram-k4",
+    "gemma3_270m-nvfp4a16-none",
     "gemma3_270m-w4a16_gptq-ngram-k4",
     "gemma3_270m-w4a16_gptq-none",
 ]
@@ -129,11 +129,11 @@ def test_quants_change_the_outputs(swept: Path) -> None:
 
     base = tokens("gemma3_270m-bf16-none")
     assert tokens("gemma3_270m-w4a16_gptq-none") != base
-    assert tokens("gemma3_270m-int4_autoround-none") != base
+    assert tokens("gemma3_270m-int4_autoround_fast-none") != base
 
 
 def test_nvfp4_cells_are_skipped_with_the_reason_but_quantized_and_evaluated(swept: Path, table: pd.DataFrame) -> None:
-    nvfp4 = table[table.quant == "nvfp4a16_gptq"]
+    nvfp4 = table[table.quant == "nvfp4a16"]
     assert len(nvfp4) == 2 and (nvfp4.status == "skipped").all()
     assert nvfp4.skip_reason.str.contains("no CPU kernel for NVFP4").all()
     assert nvfp4.ppl.notna().all() and nvfp4.kld.gt(0).all()
@@ -141,10 +141,10 @@ def test_nvfp4_cells_are_skipped_with_the_reason_but_quantized_and_evaluated(swe
 
 def test_quality_per_quant(swept: Path, table: pd.DataFrame) -> None:
     quality = pd.read_csv(swept / "results/embedded/quality.csv").set_index("quant")
-    assert sorted(quality.index) == ["bf16", "int4_autoround", "nvfp4a16_gptq", "w4a16_gptq"]
+    assert sorted(quality.index) == ["bf16", "int4_autoround_fast", "nvfp4a16", "w4a16_gptq"]
     assert (quality.status == "ok").all() and (quality.method == "in_process_full_distribution").all()
     assert quality.loc["bf16", "kld"] == 0 and quality.loc["bf16", "ppl_recovery_pct"] == 100
-    for quant in ("int4_autoround", "nvfp4a16_gptq", "w4a16_gptq"):
+    for quant in ("int4_autoround_fast", "nvfp4a16", "w4a16_gptq"):
         assert quality.loc[quant, "kld"] > 0
         assert quality.loc[quant, "ppl"] > quality.loc["bf16", "ppl"] * 0.9
     # Every row of a quant carries its quality next to its throughput.
@@ -153,7 +153,7 @@ def test_quality_per_quant(swept: Path, table: pd.DataFrame) -> None:
 
 
 def test_served_quant_checkpoints_match_their_manifests(swept: Path, served: pd.DataFrame) -> None:
-    for quant in ("int4_autoround", "w4a16_gptq"):
+    for quant in ("int4_autoround_fast", "w4a16_gptq"):
         manifest = json.loads((swept / f"results/embedded/gemma3_270m-{quant}-none/manifest.json").read_text())
         location = Path(manifest["quant_location"])
         assert manifest["quant_files_sha256"]
@@ -200,8 +200,8 @@ def test_editing_one_drafter_reruns_only_its_cells(swept: Path, tmp_path: Path) 
     assert rerun_cells == [
         "gemma3_270m-bf16-ngram-k2",
         "gemma3_270m-bf16-ngram-k4",
-        "gemma3_270m-int4_autoround-ngram-k4",
-        "gemma3_270m-nvfp4a16_gptq-ngram-k4",
+        "gemma3_270m-int4_autoround_fast-ngram-k4",
+        "gemma3_270m-nvfp4a16-ngram-k4",
         "gemma3_270m-w4a16_gptq-ngram-k4",
     ]
     assert "rule prepare_model:" not in output and "rule build_image:" not in output

@@ -17,10 +17,10 @@ def test_embedded_sweep_has_none_once_and_ngram_per_k() -> None:
         "gemma3_270m-bf16-ngram-k2",
         "gemma3_270m-bf16-ngram-k4",
         "gemma3_270m-bf16-none",
-        "gemma3_270m-int4_autoround-ngram-k4",
-        "gemma3_270m-int4_autoround-none",
-        "gemma3_270m-nvfp4a16_gptq-ngram-k4",
-        "gemma3_270m-nvfp4a16_gptq-none",
+        "gemma3_270m-int4_autoround_fast-ngram-k4",
+        "gemma3_270m-int4_autoround_fast-none",
+        "gemma3_270m-nvfp4a16-ngram-k4",
+        "gemma3_270m-nvfp4a16-none",
         "gemma3_270m-w4a16_gptq-ngram-k4",
         "gemma3_270m-w4a16_gptq-none",
     ]
@@ -35,8 +35,8 @@ def test_a_list_of_grids_sweeps_their_union_once() -> None:
     ]
     assert ids(expand(["drafter=none"])) == [
         "gemma3_270m-bf16-none",
-        "gemma3_270m-int4_autoround-none",
-        "gemma3_270m-nvfp4a16_gptq-none",
+        "gemma3_270m-int4_autoround_fast-none",
+        "gemma3_270m-nvfp4a16-none",
         "gemma3_270m-w4a16_gptq-none",
     ]
 

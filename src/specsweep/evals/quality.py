@@ -23,7 +23,8 @@ from specsweep.config.schema import QualityCfg
 from specsweep.envs import sha256_file
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import cache_dir
-from specsweep.quantize.run import QuantRecord, _quantizer_env
+from specsweep.envs import model_tools_env
+from specsweep.quantize.run import QuantRecord
 
 JOB = Path(__file__).with_name("quality_job.py")
 
@@ -67,7 +68,7 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
             status="not_measured",
             reason=f"{quant.location} is a hub checkpoint; endpoint-based PPL/KLD (prompt logprobs) is not built yet",
         )
-    env = _quantizer_env()
+    env = model_tools_env()
     identity = {
         "quant": quant.location,
         "files": quant.manifest.get("files_sha256") or base.weights_sha256,

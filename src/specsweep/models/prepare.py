@@ -15,10 +15,9 @@ from pydantic import BaseModel
 from specsweep.atomic import write_json
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
-from specsweep.envs import ensure_env, sha256_file
+from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env, sha256_file
 from specsweep.paths import cache_dir
 
-PREPARE_REQUIREMENTS = "workflow/envs/prepare.txt"
 CONVERTER = Path(__file__).with_name("gguf_to_hf.py")
 RECORD = "specsweep-model.json"
 
@@ -39,7 +38,7 @@ def _model_key(model: ModelCfg) -> str:
         # What the weights are stored in, not what they are served in (`auto` is resolved per host at serve time).
         "dtype": conversion_dtype(model),
         "converter": sha256_file(CONVERTER),
-        "prepare_env": sha256_file(project_relative(PREPARE_REQUIREMENTS)),
+        "prepare_env": sha256_file(project_relative(MODEL_TOOLS_REQUIREMENTS)),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -89,7 +88,7 @@ def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> Model
         return ModelRecord.model_validate_json((out / RECORD).read_text())
 
     started = time.monotonic()
-    env = ensure_env("prepare", project_relative(PREPARE_REQUIREMENTS), check_import="transformers")
+    env = model_tools_env()
     package_dir = _install_package(env.python_bin, source)
     gguf_dir = cache_dir() / "gguf"
     gguf_dir.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,10 @@ from specsweep.config.schema import (
     QuantCfg,
     TextFileCalibration,
 )
-from specsweep.envs import EnvRecord, ensure_env, sha256_file
+from specsweep.envs import model_tools_env, sha256_file
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import cache_dir
 
-QUANTIZE_REQUIREMENTS = "workflow/envs/quantize.txt"
 JOB = Path(__file__).with_name("job.py")
 MANIFEST = "quant_manifest.json"
 
@@ -57,14 +56,6 @@ class QuantRecord(BaseModel):
 
 def quant_scheme(quant: QuantCfg) -> str:
     return quant.scheme
-
-
-def _quantizer_env() -> EnvRecord:
-    return ensure_env(
-        "quantize",
-        project_relative(QUANTIZE_REQUIREMENTS),
-        check_import="llmcompressor, auto_round, compressed_tensors",
-    )
 
 
 def calibration_path(quant: QuantCfg) -> Path | None:
@@ -190,7 +181,7 @@ def _job_spec(quant: LlmCompressorQuant | AutoRoundQuant, base: ModelRecord, out
 @quantizer("llmcompressor")
 @quantizer("autoround")
 def _local_quant(quant, model, base) -> QuantRecord:
-    env = _quantizer_env()
+    env = model_tools_env()
     out = cache_dir() / "quants" / f"{model.name}-{quant.name}-{_identity(quant, base, env)}"
     if not (out / MANIFEST).is_file():
         _build_checkpoint(quant, model, base, env, out)
