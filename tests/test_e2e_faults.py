@@ -56,7 +56,7 @@ def test_the_other_cell_the_table_and_reports_are_in_place(faulty) -> None:
     assert (good.status == "ok").all() and (good.tg_tps_mean > 0).all() and (good.n_failed == 0).all()
     bad = table.loc[BAD]
     assert bad.status == "failed" and "cpu_gemm_wna16" in bad.server_log_tail
-    assert bad.wna16_kernel_selected == "CPUWNA16LinearKernel" and bad.dtype == "float32"
+    assert bad.wna16_kernel_selected == "CPUWNA16LinearKernel" and bad["dtype"] == "float32"
     markdown = (sweep / "tables.md").read_text()
     assert "## Failed cells" in markdown and f"`{BAD}`" in markdown and f"### {GOOD}" in markdown
     assert "Failed cells" in (sweep / "report.html").read_text()

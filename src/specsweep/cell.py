@@ -24,11 +24,14 @@ from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
 from specsweep.records.types import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import ServerCommand, server_command
-from specsweep.serve.server import ServerError, VllmServer, free_port, log_tail
+from specsweep.serve.logs import failure_excerpt
+from specsweep.serve.server import ServerError, VllmServer, free_port
 from specsweep.serve.speculative import speculative_config_json
 
 # Environment marker on the server and its workers, so a leaked process can be traced to its cell.
 CELL_MARKER_ENV = "SPECSWEEP_CELL_DIR"
+# How long a server whose requests failed gets to exit before the cell blames the requests instead.
+SERVER_EXIT_GRACE_S = 15
 # Server-log lines kept in a failed cell's record (and shown in the table and reports).
 FAILURE_LOG_LINES = 50
 
@@ -124,10 +127,18 @@ def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: st
 
 
 def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], float]:
-    workloads, latency_ms = asyncio.run(run_workloads(server, cfg))
-    if server.exit_code() is not None:
-        raise CellFailed(f"vLLM exited with code {server.exit_code()} during the workloads")
+    try:
+        workloads, latency_ms = asyncio.run(run_workloads(server, cfg))
+    except Exception as err:
+        # A dying engine fails the request in flight before the API server exits: give it a moment to, so the
+        # record names the cause (the server) rather than the symptom (the request).
+        if (code := server.wait_exit(SERVER_EXIT_GRACE_S)) is not None:
+            raise CellFailed(f"vLLM exited with code {code} during the workloads ({err})") from err
+        raise
     requests = [r for w in workloads for r in w.requests]
+    failed = [r for r in requests if not r.ok]
+    if failed and (code := server.wait_exit(SERVER_EXIT_GRACE_S)) is not None:
+        raise CellFailed(f"vLLM exited with code {code} during the workloads ({len(failed)} requests failed)")
     if requests and not any(r.ok for r in requests):
         raise CellFailed(f"all {len(requests)} requests failed; first error: {requests[0].error}")
     return workloads, latency_ms
@@ -180,12 +191,15 @@ def run_cell(
         except Exception as err:  # noqa: BLE001 - any failure of this cell is recorded; Ctrl-C/SIGTERM are not
             traceback.print_exc()
             message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed)) else repr(err)
+            server_error, excerpt = failure_excerpt(server_log, FAILURE_LOG_LINES)
+            if server_error:
+                message += f"; the server's error: {server_error}"
             print(f"[cell] {cell.id}: FAILED: {message}", file=sys.stderr, flush=True)
             record = record.model_copy(
                 update={
                     "status": "failed",
                     "error": message,
-                    "server_log_tail": log_tail(server_log, FAILURE_LOG_LINES).splitlines(),
+                    "server_log_tail": excerpt,
                     "server_startup_s": server.startup_s,
                 }
             )

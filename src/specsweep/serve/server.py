@@ -132,6 +132,15 @@ class VllmServer:
         """The server's exit code if it has died, else None (also None once stopped by us)."""
         return None if self.process is None else self.process.poll()
 
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """Wait up to `timeout_s` for the server to exit on its own; its exit code, or None if it still runs."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self) -> None:
         """SIGTERM the whole process group, SIGKILL what is left after the grace period."""
         process, self.process = self.process, None
