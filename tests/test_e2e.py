@@ -172,7 +172,7 @@ def test_served_quant_checkpoints_match_their_manifests(swept: Path, served: pd.
 def test_dtype_and_kernel_follow_this_hosts_cpu(swept: Path, table: pd.DataFrame) -> None:
     cpu = read_cpu_facts()
     expected = choose_serving("auto", cpu, native_op=native_wna16_here(swept))
-    assert set(table.dtype) == {expected.dtype}
+    assert set(table["dtype"]) == {expected.dtype}
     assert set(table.cpu_isa) == {cpu.isa}
     w4 = table[table.quant_scheme == "W4A16"]
     assert set(w4.wna16_kernel_selected) == {expected.wna16_kernel}
