@@ -27,7 +27,6 @@ NATIVE_WNA16_DTYPES = ("bfloat16", "float16")
 
 NATIVE_WNA16_KERNEL = "CPUWNA16LinearKernel"
 FALLBACK_WNA16_KERNEL = "DequantWNA16FallbackKernel"
-WNA16_KERNELS = (NATIVE_WNA16_KERNEL, FALLBACK_WNA16_KERNEL)
 
 # Read by specsweep's vLLM plugin (workflow/envs/vllm_cpu_plugin) inside the server process.
 FALLBACK_ENV = "SPECSWEEP_WNA16_FALLBACK"
@@ -58,7 +57,11 @@ class CpuFacts(BaseModel):
 
 def read_cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFacts:
     model, flags = "unknown", ""
-    for line in cpuinfo.read_text(errors="replace").splitlines():
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:  # not Linux: no flags known, so nothing native is assumed
+        text = ""
+    for line in text.splitlines():
         name, _, value = line.partition(":")
         name = name.strip()
         if name == "model name" and model == "unknown":

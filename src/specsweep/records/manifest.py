@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import specsweep
 from specsweep.images.base import ImageRecord
-from specsweep.images.cpu_host import CpuFacts, ServingChoice
+from specsweep.images.cpu_host import CpuFacts, ServingChoice, read_cpu_facts
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
 from specsweep.quantize.run import QuantRecord
@@ -89,14 +89,8 @@ def git_state() -> tuple[str | None, bool | None]:
 
 
 def hardware() -> dict[str, str | int | float]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = read_cpu_facts().model
+    cpu = model if model != "unknown" else platform.processor() or platform.machine()
     return {
         "machine": platform.machine(),
         "cpu": cpu,
