@@ -8,7 +8,6 @@ import os
 import platform
 import re
 import subprocess
-from pathlib import Path
 
 import psutil
 from pydantic import BaseModel
