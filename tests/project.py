@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import psutil
+
+from specsweep.cell import CELL_MARKER_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["Snakefile", "conf", "workflow", "profiles", "data", "spark"]
 # The end-to-end sweep the tests share: README command 1's sweep with one run per workload instead of two
 # (test-sized: every property is still checked, in about half the measuring time). Every Snakemake call on that
-# project passes it, or the changed config would rerun the cells.
-E2E_OVERRIDES = "bench.runs=1"
+# project passes it, or the changed config would rerun the cells. The servers get HF_TOKEN (forwarded by name).
+E2E_OVERRIDES = "bench.runs=1 serve.forward_env=[HF_TOKEN]"
+# Every test run of the workflow has these fake credentials in its environment, as a user's shell would; none
+# may appear in any output or command line (test_e2e_secrets).
+FAKE_SECRETS = {
+    "HF_TOKEN": "hf_specsweepFakeToken" + "A1b2C3d4" * 3,
+    "WANDB_API_KEY": "5ec12e7f" * 5,
+    "OPENAI_API_KEY": "sk-specsweep-fake-" + "Zz9" * 8,
+}
 
 
 def make_project(where: Path) -> Path:
@@ -30,7 +43,50 @@ def make_project(where: Path) -> Path:
 
 
 def project_env(project: Path) -> dict[str, str]:
-    return {**os.environ, "SPECSWEEP_ROOT": str(project)}
+    return {**os.environ, **FAKE_SECRETS, "SPECSWEEP_ROOT": str(project)}
+
+
+def cell_processes(under: Path) -> list[psutil.Process]:
+    """Processes (vLLM API server, engine core, workers) started for a cell under `under`."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            marker = process.environ().get(CELL_MARKER_ENV, "")
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if marker.startswith(str(under)):
+            found.append(process)
+    return found
+
+
+class ProcessSampler(threading.Thread):
+    """Samples every command line on the machine (what `ps -eo args` shows anyone) while a run goes on, and which
+    secret variables the cell servers under `project` hold (names only)."""
+
+    def __init__(self, project: Path, out: Path, every_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.project, self.out, self.every_s = project, out, every_s
+        self.stopped = threading.Event()
+        self.command_lines: set[str] = set()
+        self.server_secrets: set[tuple[str, ...]] = set()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            self.command_lines.update(listing.splitlines()[1:])
+            for process in cell_processes(self.project):
+                try:
+                    held = tuple(sorted(name for name in FAKE_SECRETS if name in process.environ()))
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                self.server_secrets.add(held)
+            self.stopped.wait(self.every_s)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+        payload = {"command_lines": sorted(self.command_lines), "server_secrets": sorted(self.server_secrets)}
+        self.out.write_text(json.dumps(payload, indent=1))
 
 
 def snakemake_e2e(project: Path, *args: str, overrides: str = "", timeout: float = 1800) -> subprocess.CompletedProcess:

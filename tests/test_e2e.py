@@ -12,11 +12,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 
-from project import make_project, project_env, snakemake_e2e
-from specsweep.cell import CELL_MARKER_ENV
+from project import cell_processes, make_project, project_env, snakemake_e2e
 from specsweep.envs import sha256_file
 from specsweep.images.cpu_host import choose_serving, read_cpu_facts
 
@@ -34,19 +32,6 @@ SWEEP_CELLS = [
     "gemma3_270m-w4a16_gptq-ngram-k4",
     "gemma3_270m-w4a16_gptq-none",
 ]
-
-
-def cell_processes(under: Path) -> list[psutil.Process]:
-    """Processes (vLLM API server, engine core, workers) started for a cell under `under`."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            marker = process.environ().get(CELL_MARKER_ENV, "")
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if marker.startswith(str(under)):
-            found.append(process)
-    return found
 
 
 @pytest.fixture(scope="module")

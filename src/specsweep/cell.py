@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import sys
 import time
@@ -16,6 +17,7 @@ from specsweep.bench.engine import Bench, BenchSettings
 from specsweep.config.compose import cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
+from specsweep.config.secrets import require_forwarded
 from specsweep.images.base import ImageRecord
 from specsweep.images.cpu_host import FALLBACK_ENV, ServingChoice, uses_wna16
 from specsweep.images.preload import ld_preload
@@ -110,6 +112,7 @@ class Launch:
 
 def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: str, cell_id: str, out_dir: Path) -> Launch:
     """The server command of a cell on this host: its dtype and int4 kernel as the image's probe decided."""
+    require_forwarded(cfg.serve.forward_env, dict(os.environ))
     serving = image.serving_by_dtype.get(cfg.model.dtype)
     port = cfg.serve.port or free_port(cfg.serve.host)
     container = f"specsweep-{sweep}-{cell_id}" if isinstance(cfg.image, DockerImage) else ""
@@ -221,6 +224,7 @@ def run_cell(
         drafter_revision=getattr(cfg.drafter, "revision", None),
         server_argv=command.argv,
         server_env=mf.redact_env(command.env),
+        server_env_forwarded=list(command.forward_env),
         hardware=mf.hardware(),
         host_cpu=image.host_cpu,
         serving=serving,

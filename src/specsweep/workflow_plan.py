@@ -7,6 +7,7 @@ the resolved config of each job: editing one drafter's YAML changes only that dr
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import yaml
 
 from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
+from specsweep.config.secrets import require_forwarded
 from specsweep.images.cpu_host import read_cpu_facts
 from specsweep.quantize.run import calibration_path
 
@@ -87,7 +89,12 @@ def _stage(name: str, node: dict, overrides: tuple[str, ...]) -> Stage:
 def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> SweepPlan:
     cells = expand(split_overrides(overrides), sweep)
     if not cells:
-        raise ValueError("the sweep expands to no cells; check sweep.params and your overrides")
+        raise ConfigError("the sweep expands to no cells; check sweep.params and your overrides")
+    for name in sorted({n for cell in cells for n in cell.config.serve.forward_env}):
+        try:
+            require_forwarded([name], dict(os.environ))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     plans: dict[str, CellPlan] = {}
     models: dict[str, Stage] = {}
     quants: dict[str, QuantStage] = {}

@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from specsweep.config.schema import CellCfg, QualityCfg, ReportCfg, SweepCfg
+from specsweep.config.secrets import redact_overrides, refusal, scrub, secret_override_problems, secret_tree_problems
 from specsweep.paths import conf_dir
 
 
@@ -37,6 +38,9 @@ class Composed:
 
 def compose_raw(overrides: list[str]):
     """Hydra compose with the project's conf dir; returns (DictConfig, group choices)."""
+    # Before Hydra sees them: its errors quote overrides, and a composed value could land in config.yaml.
+    if problems := secret_override_problems(overrides):
+        raise ConfigError(refusal(problems))
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -54,9 +58,17 @@ def compose_raw(overrides: list[str]):
     with open_dict(cfg):
         del cfg["hydra"]
     try:
-        return OmegaConf.to_container(cfg, resolve=True), choices
+        raw = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot resolve config for {' '.join(overrides) or '(none)'}: {err}") from err
+        raise ConfigError(scrub(f"cannot resolve config for {_shown(overrides)}: {err}")) from err
+    # A secret written into a YAML file (or resolved from ${oc.env:...}) is refused the same way.
+    if problems := secret_tree_problems(raw):
+        raise ConfigError(refusal(problems))
+    return raw, choices
+
+
+def _shown(overrides: list[str]) -> str:
+    return " ".join(redact_overrides(overrides)) or "(none)"
 
 
 def _explain_hydra(err: Exception, overrides: list[str]) -> str:
@@ -70,7 +82,7 @@ def _explain_hydra(err: Exception, overrides: list[str]) -> str:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         valid = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a config node)"
         message = f"unknown key '{unknown.group(1)}'; valid keys{' under ' + parent if parent else ''}: {valid}"
-    return f"bad override in `{' '.join(overrides) or '(none)'}`: {message}"
+    return scrub(f"bad override in `{_shown(overrides)}`: {message}")
 
 
 def compose_cell(overrides: list[str]) -> Composed:
@@ -92,7 +104,7 @@ def compose_cell(overrides: list[str]) -> Composed:
 
 
 def _explain(err: ValidationError, overrides: list[str], prefix: str = "") -> str:
-    lines = [f"invalid config for overrides {' '.join(overrides) or '(none)'}:"]
+    lines = [f"invalid config for overrides {_shown(overrides)}:"]
     for problem in err.errors():
         where = prefix + ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
@@ -102,7 +114,7 @@ def _explain(err: ValidationError, overrides: list[str], prefix: str = "") -> st
             lines.append(f"  {where or 'config'}: {problem['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {where}: {problem['msg']} (got {problem.get('input')!r})")
-    return "\n".join(lines)
+    return scrub("\n".join(lines))
 
 
 def canonical(cell: CellCfg) -> dict:

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 
 from specsweep.config.compose import Composed, ConfigError, compose_cell, compose_raw, config_hash
 from specsweep.config.schema import CellCfg, QualityCfg
+from specsweep.config.secrets import redact_overrides, refusal, scrub, secret_override_problems
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
     The sweep's own axes come first; a user override of the same key replaces that axis
     (`k=3` narrows, `k=1,3,7` re-sweeps), any other user override applies to every cell.
     """
+    if problems := secret_override_problems(user_overrides):
+        raise ConfigError(refusal(problems))
     chosen = [o.split("=", 1)[1] for o in user_overrides if _key(o) == "sweep"]
     sweep_choice = chosen[-1] if chosen else sweep_name or compose_raw([])[1]["sweep"]
     sweep_override = f"sweep={sweep_choice}"
@@ -61,7 +64,8 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
         try:
             parsed = OverridesParser.create().parse_overrides(arguments)
         except HydraException as err:
-            raise ConfigError(f"cannot parse overrides {' '.join(arguments)}: {err}") from err
+            shown = " ".join(redact_overrides(arguments))
+            raise ConfigError(scrub(f"cannot parse overrides {shown}: {err}")) from err
         combinations += BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
     # Grids may overlap (and user overrides can make them identical): a cell is kept once, by config hash.

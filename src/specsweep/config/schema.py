@@ -225,7 +225,12 @@ class ServeCfg(Strict):
     load_format: str | None = None
     seed: int = 0
     extra_args: list[str] = []
+    # Plain settings only: a secret-looking key or token-shaped value is refused (specsweep.config.secrets).
     env: dict[str, str] = {}
+    # Names of environment variables handed to the server (HF_TOKEN, VLLM_API_KEY, ...): their values are read
+    # at launch and passed by name, never written to config, argv or records. Other secret-looking variables of
+    # the caller's environment are withheld from the server.
+    forward_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
     startup_timeout_s: float = Field(default=600, gt=0)
     shutdown_timeout_s: float = Field(default=30, gt=0)
 

@@ -6,26 +6,18 @@ import hashlib
 import json
 import os
 import platform
-import re
 import subprocess
 
 import psutil
 from pydantic import BaseModel
 
 import specsweep
+from specsweep.config.secrets import REDACTED, is_secret_key
 from specsweep.images.base import ImageRecord
 from specsweep.images.cpu_host import CpuFacts, ServingChoice, read_cpu_facts
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
 from specsweep.quantize.run import QuantRecord
-
-_SECRET_WORDS = {"token", "key", "apikey", "secret", "password", "passwd", "credential", "credentials", "auth"}
-
-
-def is_secret_key(name: str) -> bool:
-    """HF_TOKEN, WANDB_API_KEY, db_password: yes. max_tokens, num_speculative_tokens: no (whole words only)."""
-    return any(word in _SECRET_WORDS for word in re.split(r"[^a-z0-9]+", str(name).lower()))
-
 
 class Manifest(BaseModel):
     specsweep_version: str
@@ -55,6 +47,8 @@ class Manifest(BaseModel):
     drafter_revision: str | None
     server_argv: list[str]
     server_env: dict[str, str]
+    # Names handed to the server from the caller's environment (serve.forward_env); never their values.
+    server_env_forwarded: list[str] = []
     hardware: dict[str, str | int | float]
     # CPU images: the host's CPU model and flags, and the dtype and int4 kernel they decided.
     host_cpu: CpuFacts | None = None
@@ -65,7 +59,7 @@ class Manifest(BaseModel):
 
 
 def redact_env(env: dict[str, str]) -> dict[str, str]:
-    return {key: ("<redacted>" if is_secret_key(key) else value) for key, value in env.items()}
+    return {key: (REDACTED if is_secret_key(key) else value) for key, value in env.items()}
 
 
 def git_state() -> tuple[str | None, bool | None]:

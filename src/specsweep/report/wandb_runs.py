@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import WandbCfg
-from specsweep.records.manifest import is_secret_key
+from specsweep.config.secrets import REDACTED, is_secret_key
 from specsweep.report.data import QUALITY_COLUMNS, SweepData, measured, position_columns, summary, with_speedup
 
 # Quiet, offline-safe defaults; set before wandb is imported so its import-time setup sees them too.
@@ -67,7 +67,7 @@ def run_id(sweep: str, name: str) -> str:
 def redact(value):
     """Drop secrets from a config before W&B sees it (env blocks may carry tokens)."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if is_secret_key(k) else redact(v)) for k, v in value.items()}
+        return {k: (REDACTED if is_secret_key(k) else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

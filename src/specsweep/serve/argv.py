@@ -13,10 +13,13 @@ from specsweep.serve.speculative import speculative_config_json
 @dataclass(frozen=True)
 class ServerCommand:
     argv: list[str]
+    # Settings added to the server's environment (config values and specsweep's markers; never secrets).
     env: dict[str, str]
     host: str
     port: int
     served_name: str
+    # Variables handed over from the caller's environment by name; their values appear nowhere else.
+    forward_env: tuple[str, ...] = ()
 
 
 def server_flags(serve: ServeCfg) -> list[str]:
@@ -102,6 +105,8 @@ def server_command(
         argv = [*entry, *vllm_args(cell, port, dtype)]
     elif isinstance(image, DockerImage):
         env_flags = [part for key, value in sorted(env.items()) for part in ("-e", f"{key}={value}")]
+        # `-e NAME` without a value: docker copies it from its own environment, so `ps` never shows it.
+        env_flags += [part for name in cell.serve.forward_env for part in ("-e", name)]
         argv = [
             "docker",
             "run",
@@ -116,4 +121,7 @@ def server_command(
         ]
     else:  # pragma: no cover - the schema admits no other kind
         raise TypeError(f"unknown image kind {image!r}")
-    return ServerCommand(argv=argv, env=env, host=cell.serve.host, port=port, served_name=cell.model.served_name)
+    return ServerCommand(
+        argv=argv, env=env, host=cell.serve.host, port=port, served_name=cell.model.served_name,
+        forward_env=tuple(cell.serve.forward_env),
+    )  # fmt: skip

@@ -14,6 +14,7 @@ from types import TracebackType
 
 import httpx
 
+from specsweep.config.secrets import server_environment
 from specsweep.serve.argv import ServerCommand
 
 _PR_SET_PDEATHSIG = 1
@@ -85,7 +86,7 @@ class VllmServer:
         try:
             self.process = subprocess.Popen(
                 self.command.argv,
-                env={**os.environ, **self.command.env},
+                env=server_environment(dict(os.environ), list(self.command.forward_env), self.command.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
