@@ -11,7 +11,14 @@ from specsweep.paths import conf_dir
 
 GROUPS = ["model", "quant", "drafter", "serve", "image", "bench", "sweep", "quality"]
 # Options that only make sense with another choice (a hub quant is a checkpoint of one model).
-COMPANIONS = {("quant", "intel_int4_autoround"): ["model=gemma4_31b_it"], ("quant", "ebircak_nvfp4a16_gptq"): ["model=gemma4_31b_it"]}
+# Options that only make sense with another choice (a hub quant is a checkpoint of one model, a draft model
+# drafts for one model).
+COMPANIONS = {
+    (group, option): ["model=gemma4_31b_it"]
+    for group, option in [("quant", "intel_int4_autoround"), ("quant", "ebircak_nvfp4a16_gptq"),
+                          ("drafter", "gemma_mtp"), ("drafter", "dflash"), ("drafter", "eagle3"),
+                          ("drafter", "draft_model")]
+}  # fmt: skip
 
 
 def options(group: str) -> list[str]:

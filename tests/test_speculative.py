@@ -11,7 +11,8 @@ from specsweep.serve.speculative import RENDERERS, speculative_config_json
 
 
 def render(drafter: str, k: int) -> str | None:
-    cell = compose_cell([f"drafter={drafter}", f"k={k}"]).cell
+    model = "gemma4_31b_it" if drafter in ("gemma_mtp", "dflash", "eagle3", "draft_model") else "gemma3_270m"
+    cell = compose_cell([f"model={model}", f"drafter={drafter}", f"k={k}"]).cell
     return speculative_config_json(cell.drafter, cell.k)
 
 

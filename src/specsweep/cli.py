@@ -19,7 +19,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_config(args: argparse.Namespace) -> None:
     from specsweep.config.compose import project_relative
-    from specsweep.config.grid import readable_id
+    from specsweep.config.grid import check_k_has_a_drafter, readable_id
     from specsweep.envs import env_root
     from specsweep.models.prepare import model_location
     from specsweep.serve.argv import server_command
@@ -27,6 +27,7 @@ def cmd_config(args: argparse.Namespace) -> None:
 
     composed = compose_cell(args.overrides)
     cell = composed.cell
+    check_k_has_a_drafter(args.overrides, [cell])
     print(f"# cell {readable_id(composed)}  (config hash {config_hash(cell)[:12]})")
     print(cell_yaml(cell), end="")
     image_root = None
@@ -261,6 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_text
     from specsweep.bench.corpus import PromptSource, load_tokenizer
     from specsweep.bench.engine import Bench, BenchSettings
+    from specsweep.bench.inputs import BenchAbort
     from specsweep.bench.tables import FORMATS
 
     if not args.tokenizer:
@@ -280,10 +282,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
         exact_tg=not args.no_exact_tg,
         prefix_caching=args.no_cache_busting,
         adapt_prompt=args.adapt_prompt,
+        request_timeout_s=args.request_timeout,
         extra_body=_extra_body(args.extra_body),
     )
     prompts = PromptSource(load_tokenizer(args.tokenizer), args.text, seed=args.seed)
-    report = asyncio.run(Bench(settings, prompts).run())
+    try:
+        report = asyncio.run(Bench(settings, prompts).run())
+    except BenchAbort as err:
+        raise SystemExit(f"specsweep bench: {err}") from None
     output = FORMATS[args.format](report)
     if args.save_result:
         write_text(Path(args.save_result), output + "\n")
@@ -345,16 +351,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--server-log", required=True)
     p.set_defaults(func=cmd_cell_run)
 
+    from specsweep.bench.inputs import non_negative_int, positive_float, positive_int
+
     p = sub.add_parser("bench", help="llama-benchy-compatible benchmark of any OpenAI-compatible server")
     p.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key", default=None, help="sent as a Bearer token; never written to results")
     p.add_argument("--model", default=None, help="served model name (default: the first of /models)")
     p.add_argument("--tokenizer", default=None, help="model dir or tokenizer.json used to cut exact-length prompts")
-    p.add_argument("--pp", type=int, nargs="+", default=[2048])
-    p.add_argument("--tg", type=int, nargs="+", default=[32])
-    p.add_argument("--depth", type=int, nargs="+", default=[0])
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    # Sizes are checked here, before any request; depth + pp + tg against max_model_len once the server answers.
+    p.add_argument("--pp", type=positive_int, nargs="+", default=[2048], help="prompt tokens per test")
+    p.add_argument("--tg", type=positive_int, nargs="+", default=[32], help="generated tokens per test")
+    p.add_argument("--depth", type=non_negative_int, nargs="+", default=[0], help="context tokens before the prompt")
+    p.add_argument("--runs", type=positive_int, default=3)
+    p.add_argument("--concurrency", type=positive_int, nargs="+", default=[1])
+    p.add_argument("--request-timeout", type=positive_float, default=600,
+                   help="seconds per request, sending to last byte; a slower request counts as failed")  # fmt: skip
     p.add_argument("--latency-mode", choices=["api", "generation", "none"], default="api")
     p.add_argument("--no-warmup", action="store_true")
     # Not llama-benchy's --enable-prefix-caching (a context-load + inference measurement, not implemented here).

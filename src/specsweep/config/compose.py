@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from specsweep.config.schema import CellCfg, QualityCfg, ReportCfg, SweepCfg
 from specsweep.config.secrets import redact_overrides, refusal, scrub, secret_override_problems, secret_tree_problems
@@ -108,13 +109,55 @@ def _explain(err: ValidationError, overrides: list[str], prefix: str = "") -> st
     for problem in err.errors():
         where = prefix + ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key; remove it (see conf/ for the valid keys)")
+            valid = _valid_keys(CellCfg, problem["loc"][:-1]) if not prefix else None
+            where = prefix + ".".join(str(part) for part in _without_tags(CellCfg, problem["loc"]))
+            hint = f"valid keys: {', '.join(valid)}" if valid else "see conf/ for the valid keys"
+            lines.append(f"  {where}: unknown key; remove it ({hint})")
         elif problem["type"] == "value_error":
             # Our own validators: the message already names the fix; the input is the whole node.
             lines.append(f"  {where or 'config'}: {problem['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {where}: {problem['msg']} (got {problem.get('input')!r})")
     return scrub("\n".join(lines))
+
+
+def _step(model: type[BaseModel] | None, loc: tuple, index: int) -> tuple[type[BaseModel] | None, int]:
+    """Follow loc[index] from `model`; a discriminated union's tag (the next loc part) picks the member."""
+    field = model.model_fields.get(str(loc[index])) if model else None
+    if field is None:
+        return None, index + 1
+    members = _models_in(field.annotation)
+    if len(members) == 1:
+        return members[0], index + 1
+    if members and index + 1 < len(loc):
+        tag = loc[index + 1]
+        for member in members:
+            if tag in typing.get_args(member.model_fields["kind"].annotation):
+                return member, index + 2
+    return None, index + 1
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    """The pydantic models an annotation admits, through Optional, Union and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    index = 0
+    while model is not None and index < len(loc):
+        model, index = _step(model, loc, index)
+    return sorted(model.model_fields) if model else []
+
+
+def _without_tags(model: type[BaseModel], loc: tuple) -> list:
+    """The loc as the user wrote it: pydantic inserts the discriminator tag (`drafter.ngram.x`)."""
+    shown, index = [], 0
+    while index < len(loc):
+        shown.append(loc[index])
+        model, index = _step(model, loc, index)
+    return shown
 
 
 def canonical(cell: CellCfg) -> dict:

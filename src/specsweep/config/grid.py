@@ -82,7 +82,20 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
             quality=composed.quality,
         )
         cells.setdefault(cell.config_hash, cell)
+    if not cells:
+        raise ConfigError(f"sweep {sweep_choice} expands to no cells; check its params (conf/sweep/{sweep_choice}.yaml)")
+    check_k_has_a_drafter(user_overrides, [cell.config for cell in cells.values()])
     return _disambiguate(list(cells.values()))
+
+
+def check_k_has_a_drafter(user_overrides: list[str], configs: list[CellCfg]) -> None:
+    """`drafter=none k=7` is a mistake, not a request: k would be silently ignored."""
+    given = [o for o in user_overrides if _key(o) == "k"]
+    if given and all(cfg.drafter.kind == "none" for cfg in configs):
+        raise ConfigError(
+            f"{given[-1]} sets the draft length, but no cell has a drafter (drafter=none drafts nothing); "
+            f"pick a drafter (e.g. drafter=ngram {given[-1]}) or drop {given[-1]}"
+        )
 
 
 def _ignored_for(composed: Composed, override: str) -> bool:

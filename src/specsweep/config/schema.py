@@ -185,6 +185,9 @@ class ModelDrafter(Strict):
     kind: Literal["mtp", "dflash", "eagle3", "draft_model"]
     name: str
     model: str
+    # The target model these draft weights were trained for (a model option name): on any other the drafter
+    # proposes tokens of another vocabulary and the cell measures nothing.
+    for_model: str
     revision: str | None = None
     # Extra keys copied verbatim into --speculative-config (e.g. dflash's attention_backend).
     speculative_extra: dict[str, str | int | float | bool] = {}
@@ -368,6 +371,17 @@ class CellCfg(Strict):
             raise ValueError(
                 f"quant {self.quant.name} is a checkpoint of model {self.quant.for_model}, not {self.model.name}; "
                 f"pick model={self.quant.for_model} or a local quant recipe"
+            )
+        too_long = [w.name for w in self.bench.workloads if self.serve.max_model_len and w.max_tokens >= self.serve.max_model_len]
+        if too_long:
+            raise ValueError(
+                f"workloads {', '.join(too_long)} ask for max_tokens >= serve.max_model_len ({self.serve.max_model_len}), "
+                "leaving no room for the prompt; lower their max_tokens or raise serve.max_model_len"
+            )
+        if isinstance(self.drafter, ModelDrafter) and self.drafter.for_model != self.model.name:
+            raise ValueError(
+                f"drafter {self.drafter.name} ({self.drafter.model}) drafts for model {self.drafter.for_model}, not "
+                f"{self.model.name}; pick model={self.drafter.for_model}, or a model-free drafter (ngram, suffix, none)"
             )
         return self
 
