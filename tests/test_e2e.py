@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from project import cell_processes, make_project, project_env, snakemake_e2e
+from project import cell_processes, snakemake_e2e
 from specsweep.envs import sha256_file
 from specsweep.images.cpu_host import choose_serving, read_cpu_facts
 
@@ -243,32 +238,3 @@ def test_editing_one_quant_recipe_reruns_that_quant_and_its_cells(swept: Path) -
     assert len(quantized) == 1 and quantized[0].startswith("gemma3_270m-w4a16_gptq-")
     assert len(re.findall(r"rule quant_quality:", output)) == 1
     assert "rule prepare_model:" not in output and "rule build_image:" not in output
-
-
-def test_ctrl_c_during_a_cell_leaves_no_vllm_process(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "interrupted")
-    command = [sys.executable, "-m", "snakemake", "--config", "overrides=quant=bf16 drafter=none"]
-    # Own process group, like a terminal's foreground job: Ctrl-C signals the whole group. SIGINT back to its
-    # default too: a shell's background job (`cmd &` without job control) inherits it ignored.
-    runner = subprocess.Popen(
-        command, cwd=project, env=project_env(project), start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 600
-        while not cell_processes(project):
-            assert runner.poll() is None, "snakemake ended before vLLM started"
-            assert time.monotonic() < deadline, "vLLM never started"
-            time.sleep(1)
-        time.sleep(5)  # let vLLM spawn its engine core too
-        os.killpg(runner.pid, signal.SIGINT)
-        runner.wait(timeout=120)
-    finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while cell_processes(project) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert cell_processes(project) == []
-    assert not (project / "results/embedded/gemma3_270m-bf16-none/bench.json").exists()

@@ -120,13 +120,25 @@ def test_specsweep_run_targets_only_the_chosen_cell(project: Path) -> None:
 
 def test_specsweep_config_prints_cell_and_argv() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "config", "drafter=gemma_mtp", "k=7"],
+        [sys.executable, "-m", "specsweep.cli", "config", "drafter=ngram", "k=7"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "# cell gemma3_270m-bf16-gemma_mtp-k7" in result.stdout
-    assert "--speculative-config" in result.stdout
-    assert '{"method":"mtp","model":"google/gemma-4-31B-it-assistant","num_speculative_tokens":7}' in result.stdout
+    assert "# cell gemma3_270m-bf16-ngram-k7" in result.stdout
+    assert '"method":"ngram"' in result.stdout and '"num_speculative_tokens":7' in result.stdout
     assert "vllm.entrypoints.openai.api_server" in result.stdout
+
+
+def test_specsweep_config_prints_the_spark_docker_argv() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "specsweep.cli", "config", "sweep=spark", "drafter=gemma_mtp", "k=7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "# cell gemma4_31b_it-bf16-gemma_mtp-k7" in result.stdout
+    assert """--speculative-config '{"method":"mtp","model":"google/gemma-4-31B-it-assistant","num_speculative_tokens":7}'""" in result.stdout
+    assert "docker run --rm" in result.stdout

@@ -11,6 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from specsweep.atomic import write_json, write_text
 from specsweep.bench.engine import Bench, BenchSettings
@@ -27,13 +28,15 @@ from specsweep.records import manifest as mf
 from specsweep.records.types import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import ServerCommand, server_command
 from specsweep.serve.logs import failure_excerpt
-from specsweep.serve.server import ServerError, VllmServer, free_port
+from specsweep.serve.server import PortInUse, ServerError, VllmServer, free_port
 from specsweep.serve.speculative import speculative_config_json
 
 # Environment marker on the server and its workers, so a leaked process can be traced to its cell.
 CELL_MARKER_ENV = "SPECSWEEP_CELL_DIR"
 # How long a server whose requests failed gets to exit before the cell blames the requests instead.
 SERVER_EXIT_GRACE_S = 15
+# Free ports tried when the chosen one is taken before vLLM binds it.
+PORT_ATTEMPTS = 3
 # Server-log lines kept in a failed cell's record (and shown in the table and reports).
 FAILURE_LOG_LINES = 50
 
@@ -129,6 +132,44 @@ def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: st
     return Launch(command=command, serving=serving, container=container)
 
 
+def _server(cfg: CellCfg, launch: Launch, server_log: Path) -> VllmServer:
+    return VllmServer(
+        launch.command,
+        server_log,
+        startup_timeout_s=cfg.serve.startup_timeout_s,
+        shutdown_timeout_s=cfg.serve.shutdown_timeout_s,
+        stop_command=["docker", "stop", launch.container] if launch.container else None,
+    )
+
+
+def _start(cfg: CellCfg, launch: Launch, server_log: Path, replan: Callable[[], Launch]) -> tuple[VllmServer, Launch]:
+    """Start the server and wait until healthy. A free port can be taken by another process before vLLM binds
+    it: then the cell retries on a new free port; a configured port is the user's to free."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        server = _server(cfg, launch, server_log)
+        print(f"[cell] starting vLLM on port {launch.command.port} ({' '.join(launch.command.argv[:4])} ...)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            server.start()
+            server.wait_healthy()
+            return server, launch
+        except PortInUse as err:
+            server.stop()
+            if cfg.serve.port is not None:
+                raise ServerError(
+                    f"serve.port {cfg.serve.port} is in use by another process; stop that process or set "
+                    "serve.port=null to use a free port per cell"
+                ) from err
+            if attempt == PORT_ATTEMPTS:
+                raise ServerError(f"{err}; gave up after {PORT_ATTEMPTS} free ports were taken before vLLM bound them") from err
+            print(f"[cell] {err} (taken after it was chosen); retrying on another free port", file=sys.stderr)
+            launch = replan()
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], float]:
     try:
         workloads, latency_ms = asyncio.run(run_workloads(server, cfg))
@@ -177,17 +218,15 @@ def run_cell(
         record = record.model_copy(update={"status": "skipped", "skip_reason": reason})
         write_text(server_log, f"not started: {reason}\n")
     else:
-        print(f"[cell] {cell.id}: starting vLLM ({' '.join(command.argv[:4])} ...)", file=sys.stderr, flush=True)
-        server = VllmServer(
-            command,
-            server_log,
-            startup_timeout_s=cfg.serve.startup_timeout_s,
-            shutdown_timeout_s=cfg.serve.shutdown_timeout_s,
-            stop_command=["docker", "stop", launch.container] if launch.container else None,
-        )
+        server: VllmServer | None = None
         try:
-            with server:
+            server, launch = _start(cfg, launch, server_log, replan=lambda: plan_launch(
+                cfg, quant.location, image, cell.sweep, cell.id, out_dir))  # fmt: skip
+            command = launch.command
+            try:
                 workloads, latency_ms = _measure(server, cfg)
+            finally:
+                server.stop()
             record = record.model_copy(
                 update={"workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms}
             )
@@ -203,7 +242,7 @@ def run_cell(
                     "status": "failed",
                     "error": message,
                     "server_log_tail": excerpt,
-                    "server_startup_s": server.startup_s,
+                    "server_startup_s": server.startup_s if server else None,
                 }
             )
         record = record.model_copy(update={"quant_kernel": quant_kernel(server_log)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import subprocess
@@ -75,7 +76,31 @@ def cmd_run(args: argparse.Namespace) -> None:
         config.append(f"sweep={args.sweep}")
     argv = [sys.executable, "-m", "snakemake", "--config", *config, *args.snakemake_args, "--", *targets]
     print("[run] " + shlex.join(argv), file=sys.stderr)
-    raise SystemExit(subprocess.run(argv, cwd=project_root()).returncode)
+    raise SystemExit(run_forwarding_signals(argv, project_root()))
+
+
+def run_forwarding_signals(argv: list[str], cwd: Path) -> int:
+    """Run Snakemake as a terminal would, and hand it Ctrl-C instead of dying on it.
+
+    `subprocess.run` kills its child outright on KeyboardInterrupt, which left Snakemake's lock behind. Here
+    Snakemake runs in its own process group and every SIGINT/SIGTERM the wrapper gets is passed to that whole
+    group once (Snakemake and its jobs, as a terminal's Ctrl-C reaches a foreground job); the wrapper waits
+    for Snakemake to stop its jobs and release the lock, and exits with its code.
+    """
+    child = subprocess.Popen(argv, cwd=cwd, process_group=0)
+
+    def forward(signum: int, frame: object) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,10 +19,23 @@ from specsweep.config.secrets import server_environment
 from specsweep.serve.argv import ServerCommand
 
 _PR_SET_PDEATHSIG = 1
+# Resolved once in the parent: the child of a multi-threaded parent (Snakemake) must not dlopen between fork
+# and exec, where a lock another thread held at fork time is never released.
+try:
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except OSError:  # not glibc Linux: the servers still stop through the process-group kill
+    _prctl = None
 
 
 class ServerError(RuntimeError):
     pass
+
+
+class PortInUse(ServerError):
+    """Another process bound the server's port first (between choosing it and vLLM binding it)."""
+
+
+_PORT_IN_USE = re.compile(r"\[Errno 98\]|Address already in use")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,12 +44,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if specsweep is SIGKILLed, the kernel sends vLLM SIGTERM."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+def die_with_parent() -> None:
+    """Runs in the child before exec: if its parent is SIGKILLed, the kernel sends the child SIGTERM."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -92,7 +104,7 @@ class VllmServer:
                 stdin=subprocess.DEVNULL,
                 # Own session: a Ctrl-C in the terminal reaches specsweep, which then stops the group.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except FileNotFoundError as err:
             raise ServerError(f"cannot start the server: {err}; build the image first (build_image)") from err
@@ -107,6 +119,8 @@ class VllmServer:
         with httpx.Client(timeout=5) as client:
             while True:
                 if self.process.poll() is not None:
+                    if _PORT_IN_USE.search(log_tail(self.log_path, 20)):
+                        raise PortInUse(f"port {self.command.port} on {self.command.host} is already in use")
                     raise ServerError(
                         f"vLLM exited with code {self.process.returncode} before becoming healthy; "
                         f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"

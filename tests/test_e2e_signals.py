@@ -1,0 +1,128 @@
+"""Signals during a cell, with real vLLM: nothing keeps running, no lock stays behind, leftovers are reaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pytest
+
+from project import cell_processes, make_project, project_env, snakemake
+
+pytestmark = pytest.mark.slow
+
+ONE_CELL = ["quant=bf16", "drafter=none", "bench.runs=1"]
+CELL = "results/embedded/gemma3_270m-bf16-none"
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, runner: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert runner is None or runner.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def start(project: Path, argv: list[str]) -> subprocess.Popen:
+    """Like a terminal's foreground job: its own process group, SIGINT at its default (a shell's background job
+    inherits it ignored)."""
+    return subprocess.Popen(
+        argv, cwd=project, env=project_env(project), start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def snakemake_argv(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--config", f"overrides={' '.join(ONE_CELL)}", *extra]
+
+
+def serving(project: Path) -> bool:
+    """A cell's server is up and answering (its log says so), not merely started."""
+    log = project / CELL / "server.log"
+    return bool(cell_processes(project)) and log.is_file() and "Application startup complete" in log.read_text()
+
+
+def finish(runner: subprocess.Popen, timeout_s: float = 300) -> str:
+    try:
+        output, _ = runner.communicate(timeout=timeout_s)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    return output
+
+
+def lock_files(project: Path) -> list[Path]:
+    return list((project / ".snakemake/locks").glob("*"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(tmp_path_factory.mktemp("signals"))
+
+
+def test_ctrl_c_of_snakemake_stops_the_server(project: Path) -> None:
+    runner = start(project, snakemake_argv())
+    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
+    os.killpg(runner.pid, signal.SIGINT)
+    finish(runner, 120)
+    wait_for(lambda: not cell_processes(project), 60, "the server to exit")
+    assert not (project / CELL / "bench.json").exists()
+    assert lock_files(project) == []
+
+
+def test_ctrl_c_of_specsweep_run_stops_the_server_and_releases_the_lock(project: Path) -> None:
+    runner = start(project, [sys.executable, "-m", "specsweep.cli", "run", *ONE_CELL])
+    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
+    os.killpg(runner.pid, signal.SIGINT)  # the terminal's Ctrl-C: the wrapper's group
+    output = finish(runner, 120)
+    assert runner.returncode != 0
+    wait_for(lambda: not cell_processes(project), 60, "the server to exit")
+    assert "Terminating processes on user request" in output, output[-3000:]
+    assert lock_files(project) == []
+    # A real (locking) run in the same directory works: nothing to do but build the image receipt it has.
+    receipt = next((project / "results/_images").glob("*.json")).relative_to(project)
+    again = snakemake(project, "--config", f"overrides={' '.join(ONE_CELL)}", "--", str(receipt))
+    assert again.returncode == 0 and "cannot be locked" not in again.stdout + again.stderr
+
+
+def test_sigterm_of_snakemake_finishes_the_running_cell_then_stops(project: Path) -> None:
+    runner = start(project, snakemake_argv())
+    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
+    runner.send_signal(signal.SIGTERM)  # Snakemake's graceful stop: running jobs finish, no new ones start
+    output = finish(runner, 600)
+    assert "Will exit after finishing currently running jobs" in output, output[-3000:]
+    assert cell_processes(project) == []
+    assert lock_files(project) == []
+    assert not (project / "results/embedded/table.csv").exists()  # nothing after the running cell started
+
+
+def test_sigkill_of_snakemake_takes_its_job_and_server_down(project: Path) -> None:
+    (project / CELL / "bench.json").unlink(missing_ok=True)
+    runner = start(project, snakemake_argv())
+    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
+    runner.kill()  # Snakemake alone: its cell job gets SIGTERM from the kernel and stops its server
+    finish(runner, 30)
+    wait_for(lambda: not cell_processes(project), 90, "the server to exit")
+
+
+def test_after_sigkill_the_next_run_reaps_a_server_that_did_not_stop(project: Path) -> None:
+    (project / CELL / "bench.json").unlink(missing_ok=True)
+    runner = start(project, snakemake_argv())
+    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
+    stuck = cell_processes(project)
+    for process in stuck:
+        process.suspend()  # a hung server: it cannot act on the SIGTERM its dying parent sends
+    os.killpg(runner.pid, signal.SIGKILL)  # Snakemake and its job, as `kill -9` of the run's group
+    finish(runner, 30)
+    time.sleep(3)
+    assert [p for p in stuck if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "no leftover to reap"
+    result = snakemake(project, "-n", "--config", f"overrides={' '.join(ONE_CELL)}")
+    assert "left by a run that was killed" in result.stderr, result.stderr[-3000:]
+    wait_for(lambda: not cell_processes(project), 30, "the leftover server to be gone")
