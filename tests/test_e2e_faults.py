@@ -1,28 +1,32 @@
-"""A cell whose server dies: the sweep goes on, reports it, exits non-zero naming it, and reruns only it."""
+"""Cells whose server dies (a crash on the first request; SIGKILL mid-workload): the sweep goes on, reports them,
+exits non-zero naming them, and reruns only them."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from project import make_project, snakemake
+from project import cell_processes, make_project, snakemake
 from specsweep.records.types import FAILURE_RECORD
 
 pytestmark = pytest.mark.slow
 
 GOOD = "gemma3_270m-bf16-none"
 BAD = "gemma3_270m-w4a16_rtn-none"
+KILLED = "gemma3_270m-bf16-ngram-k2"
 # vLLM's own int4 kernel forced on fp32 activations: on AVX-512 hosts cpu_gemm_wna16 has no Float case, on AVX2
 # hosts the op does not exist. Either way the engine dies on the first request, as in the reported crash.
 FAULTY_SWEEP = """\
 name: faulty
 params:
   - quant: bf16
-    drafter: none
+    drafter: none,ngram
+    k: "2"
   - quant: w4a16_rtn
     drafter: none
     image.wna16_kernel: native
@@ -34,16 +38,33 @@ params:
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     project = make_project(tmp_path_factory.mktemp("faulty"))
     (project / "conf/sweep/faulty.yaml").write_text(FAULTY_SWEEP)
+    killer = threading.Thread(target=kill_mid_workload, args=(project / "results/faulty" / KILLED,), daemon=True)
+    killer.start()
     # Short workloads: this test is about what happens around the failure, not about the figures.
     result = snakemake(project, "--config", "sweep=faulty", "overrides=bench.runs=1", timeout=1800)
+    killer.join(timeout=5)
     return project, result
+
+
+def kill_mid_workload(cell_dir: Path, timeout_s: float = 1500) -> None:
+    """SIGKILL the cell's vLLM once a measured request is streaming (the warmup is the first completion)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    log = cell_dir / "server.log"
+    while time.monotonic() < deadline:
+        if log.is_file() and log.read_text(errors="replace").count("POST /v1/completions") >= 2:
+            for process in cell_processes(cell_dir):
+                process.kill()
+            return
+        time.sleep(0.2)
 
 
 def test_the_run_exits_non_zero_naming_the_failed_cell(faulty) -> None:
     project, result = faulty
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
-    assert "1 of 2 cells failed" in output
+    assert "2 of 3 cells failed" in output
     assert re.search(rf"{BAD}: vLLM exited with code -?\d+ during the workloads|{BAD}: all \d+ requests failed", output), output[-3000:]
     assert "cpu_gemm_wna16" in output  # the server's own last words, in the message
 
@@ -73,5 +94,19 @@ def test_the_next_run_reruns_only_the_failed_cell(faulty) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     rerun = sorted(set(re.findall(r"rule run_cell:\n(?:    .*\n)*?    wildcards: sweep=faulty, cell=([\w.-]+)", output)))
-    assert rerun == [BAD]
+    assert rerun == sorted([BAD, KILLED])
     assert "rule quantize:" not in output and "rule build_image:" not in output
+
+
+def test_a_server_killed_mid_workload_fails_its_cell_with_the_log(faulty) -> None:
+    project, result = faulty
+    output = result.stdout + result.stderr
+    assert re.search(rf"{KILLED}: vLLM exited with code -9 during the workloads", output), output[-3000:]
+    sweep = project / "results/faulty"
+    record = json.loads((sweep / KILLED / FAILURE_RECORD).read_text())
+    assert record["status"] == "failed" and "code -9" in record["error"]
+    log_lines = (sweep / KILLED / "server.log").read_text(errors="replace").splitlines()
+    assert record["server_log_tail"] == log_lines[-50:]
+    assert not (sweep / KILLED / "bench.json").exists()
+    table = pd.read_csv(sweep / "table.csv")
+    assert list(table[table.cell_id == KILLED].status) == ["failed"]

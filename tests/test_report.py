@@ -226,3 +226,24 @@ def test_report_config_is_per_sweep_not_per_cell() -> None:
     assert config_hash(default.cell) == config_hash(online.cell)
     with pytest.raises(ConfigError, match="report.wandb.mode"):
         compose_cell(["report.wandb.mode=sometimes"])
+
+
+def test_a_key_but_an_unreachable_server_logs_offline_with_one_warning(sweep_dir: Path, no_wandb_network) -> None:
+    cell_dir = sweep_dir / "gemma3_270m-bf16-none"
+    fake_key = "0123abcd" * 5
+    env = {**no_wandb_network, "WANDB_API_KEY": fake_key}  # WANDB_BASE_URL points where nothing listens
+    result = subprocess.run(
+        [sys.executable, "-m", "specsweep.cli", "report", "wandb-cell", "--cell-dir", str(cell_dir),
+         "report.wandb.mode=online", "report.wandb.init_timeout_s=15"],
+        capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    receipt = json.loads((cell_dir / "wandb.json").read_text())
+    assert receipt["mode_requested"] == "online" and receipt["mode_used"] == "offline"
+    assert "online logging failed" in receipt["warning"] and "wandb sync" in receipt["warning"]
+    assert result.stderr.count("WARNING") == 1, result.stderr
+    # Nothing lost: the offline run holds the cell's figures.
+    summary = inspect(sweep_dir / receipt["run_dir"])
+    assert summary["state"] == "finished"
+    assert fake_key not in result.stdout + result.stderr
+    assert not [p for p in sweep_dir.rglob("*") if p.is_file() and fake_key.encode() in p.read_bytes()]

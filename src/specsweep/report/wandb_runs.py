@@ -137,6 +137,9 @@ class _Session:
                     f"W&B online logging failed ({str(err).splitlines()[0]}); logging offline under "
                     f"{self.root}/wandb instead: push later with `wandb sync`"
                 )
+                # The failed attempt leaves its run id registered in wandb's service process, and an offline
+                # init with the same id is then refused ("run ID ... is in use"): start from a fresh service.
+                wandb.teardown()
                 _remove_previous(self.root, kwargs["id"])
         return wandb.init(**common, **kwargs, settings=_settings(self.cfg, "offline"))
 

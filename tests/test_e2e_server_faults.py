@@ -1,0 +1,103 @@
+"""A cell's server that cannot bind, never gets healthy, or hangs mid-stream: real vLLM, one cell at a time.
+
+Uses the model, image and bf16 records the shared end-to-end sweep built (`swept`), so no stage is rebuilt.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import specsweep.cell as cell_module
+from project import cell_processes
+from specsweep.cell import run_cell
+from specsweep.config.grid import expand
+from specsweep.images.base import ImageRecord
+from specsweep.models.prepare import ModelRecord
+from specsweep.quantize.run import QuantRecord
+from specsweep.records.types import CellRecord
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["quant=bf16", "drafter=none", "bench.runs=1",
+         "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"]  # fmt: skip
+
+
+def records(swept: Path) -> tuple[ModelRecord, QuantRecord, ImageRecord]:
+    def one(pattern: str) -> Path:
+        (found,) = sorted((swept / "results").glob(pattern))
+        return found
+
+    return (
+        ModelRecord.model_validate_json(one("_models/*.json").read_text()),
+        QuantRecord.model_validate_json(one("_quants/gemma3_270m-bf16-*.json").read_text()),
+        ImageRecord.model_validate_json(one("_images/*.json").read_text()),
+    )
+
+
+def run(swept: Path, out: Path, *overrides: str) -> CellRecord:
+    (cell,) = expand([*SHORT, *overrides])
+    model, quant, image = records(swept)
+    return run_cell(cell, out, model, quant, image, out / "server.log")
+
+
+@pytest.fixture
+def held_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_free_port_taken_before_vllm_binds_it_is_retried(
+    swept: Path, tmp_path: Path, held_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # The race itself cannot be timed here: the first "free" port handed out is one another process holds.
+    handed = iter([held_port])
+    real = cell_module.free_port
+    monkeypatch.setattr(cell_module, "free_port", lambda host="127.0.0.1": next(handed, None) or real(host))
+    record = run(swept, tmp_path)
+    assert record.status == "ok", record.error
+    assert f"port {held_port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+    argv = __import__("json").loads((tmp_path / "manifest.json").read_text())["server_argv"]
+    assert argv[argv.index("--port") + 1] != str(held_port)
+
+
+def test_a_configured_port_in_use_fails_the_cell_with_the_fix(swept: Path, tmp_path: Path, held_port: int) -> None:
+    record = run(swept, tmp_path, f"serve.port={held_port}")
+    assert record.status == "failed"
+    assert f"serve.port {held_port} is in use by another process" in record.error and "serve.port=null" in record.error
+    assert cell_processes(tmp_path) == []
+
+
+def test_a_server_never_healthy_times_out_and_its_group_is_gone(swept: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    record = run(swept, tmp_path, "serve.startup_timeout_s=3", "serve.shutdown_timeout_s=5")
+    assert record.status == "failed"
+    assert "not healthy after 3 s (serve.startup_timeout_s)" in record.error
+    assert time.monotonic() - started < 30
+    assert cell_processes(tmp_path) == []
+
+
+def test_a_hanging_stream_hits_the_request_timeout_and_the_group_is_gone(swept: Path, tmp_path: Path) -> None:
+    def freeze_when_streaming() -> None:
+        log = tmp_path / "server.log"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            # The warmup is the first completion; freeze during the first measured one.
+            if log.is_file() and log.read_text(errors="replace").count("POST /v1/completions") >= 2:
+                for process in cell_processes(tmp_path):
+                    process.suspend()
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=freeze_when_streaming, daemon=True).start()
+    record = run(swept, tmp_path, "bench.request_timeout_s=4", "serve.shutdown_timeout_s=3")
+    assert record.status == "failed"
+    assert "timeout" in record.error.lower() or "timed out" in record.error.lower(), record.error
+    # A frozen server cannot act on SIGTERM: the group's SIGKILL after the grace period took it.
+    assert cell_processes(tmp_path) == []
