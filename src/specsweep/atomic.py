@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -15,8 +16,34 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+class OutputError(OSError):
+    """An output could not be written; the message names the file, the cause and the fix."""
+
+
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _fix(path: Path, err: OSError) -> str:
+    if err.errno in _FULL:
+        return f"free space on the filesystem holding {path.parent} (or raise its quota/file size limit) and rerun"
+    if err.errno in _DENIED:
+        return f"make {path.parent} writable (or run from a checkout whose results/ you can write) and rerun"
+    return f"check that {path.parent} is a writable directory and rerun"
+
+
 def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file renamed into place; a failure leaves the old file as it was."""
     path = Path(path)
+    try:
+        _write_bytes(path, data)
+    except OSError as err:
+        if isinstance(err, OutputError):
+            raise
+        raise OutputError(err.errno, f"cannot write {path}: {err.strerror or err}; {_fix(path, err)}") from err
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
