@@ -10,6 +10,7 @@ from specsweep.bench.stats import (
     RequestTiming,
     metric,
     peak_throughput,
+    prompt_mismatch,
     prompt_tokens_used,
     run_metrics,
     tokens_after_first,
@@ -49,10 +50,29 @@ def test_tokens_after_first_skips_tokens_sharing_the_first_timestamp() -> None:
     assert tokens_after_first([1.0]) == 0
 
 
-def test_prompt_tokens_trust_server_only_within_20_percent() -> None:
+def test_prompt_tokens_are_the_servers_count_whenever_it_sends_one() -> None:
+    # Unlike llama-benchy's 20 % rule: the server processed its own count in est_ppt (the row warns instead).
     assert prompt_tokens_used(110, 100) == 110
-    assert prompt_tokens_used(130, 100) == 100
+    assert prompt_tokens_used(150, 100) == 150
     assert prompt_tokens_used(0, 100) == 100
+
+
+def test_prompt_mismatch_beyond_one_percent_and_one_token() -> None:
+    def ok(prompt: int) -> RequestTiming:
+        return RequestTiming(start_ts=0.0, prompt_tokens=prompt)
+
+    assert prompt_mismatch([ok(1010), ok(1009)], 1000) is None  # 1 % exactly is not more than 1 %
+    assert prompt_mismatch([ok(33)], 32) is None  # one token off at pp32: a boundary, not a mismatch
+    assert prompt_mismatch([ok(0)], 100) is None  # no usage: nothing to compare
+    found = prompt_mismatch([ok(100), ok(150), ok(140), RequestTiming(start_ts=0, prompt_tokens=300, error="x")], 100)
+    assert (found.server_tokens_min, found.server_tokens_max, found.requests, found.checked) == (140, 150, 2, 3)
+    assert found.relative_diff == pytest.approx(0.5)
+
+
+def test_unknown_prompt_size_gives_no_pp_figure() -> None:
+    stamps = [0.5 + 0.1 * i for i in range(11)]
+    metrics = run_metrics([[request(0.0, 0.5, stamps, prompt=0)]], 1, expected_pp_tokens=0, latency=0.0)
+    assert metrics.pp_throughput is None and metrics.tg_throughput is not None
 
 
 def request(start: float, ttfr: float, stamps: list[float], prompt: int = 100) -> RequestTiming:
@@ -108,3 +128,12 @@ def test_failed_requests_are_left_out_of_every_figure() -> None:
     metrics = run_metrics([[ok, failed]], 2, 100, 0.0)
     assert len(metrics.tg_req_throughput.values) == 1
     assert not math.isnan(metrics.tg_throughput.mean)
+
+
+def test_a_request_that_failed_mid_stream_adds_no_timing() -> None:
+    # A stream cut after its first tokens has a ttfr and token times: none may reach the figures or batch windows.
+    ok = request(0.0, 0.5, [0.5 + 0.1 * i for i in range(11)])
+    cut = request(0.0, 0.2, [0.2, 0.3, 3.0])
+    cut.error = "stream ended before [DONE]"
+    for concurrency in (1, 2):
+        assert run_metrics([[ok, cut]], concurrency, 100, 0.0) == run_metrics([[ok]], concurrency, 100, 0.0)

@@ -69,5 +69,28 @@ def test_json_follows_llama_benchy_schema_plus_extras() -> None:
         assert key in bench
     assert set(bench["tg_throughput"]) == {"mean", "std", "values"}
     assert bench["acceptance"]["acceptance_rate"] == 0.75
-    assert bench["errors"] == {"failed": 1, "total": 3, "messages": ["HTTP 500: boom"]}
+    assert bench["errors"] == {"failed": 1, "total": 3, "used": 2, "messages": ["HTTP 500: boom"]}
+    assert bench["prompt_tokens_mismatch"] is None and bench["requests_without_usage"] == 0
     assert bench["token_count_source"] == ["token_ids"]
+
+
+def test_errors_and_prompt_warning_show_in_cells_and_notes_below_the_table() -> None:
+    from specsweep.bench.stats import PromptMismatch
+
+    data = report(1)
+    data.benchmarks[0].prompt_tokens_mismatch = PromptMismatch(
+        client_tokens=512, server_tokens_min=770, server_tokens_max=816, relative_diff=0.59375, requests=3, checked=3
+    )
+    table, notes = markdown(data).split("\n\n")
+    lines = table.splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[-2:] == ["errors", "warnings"]
+    assert "1/3 failed" in lines[2] and "prompt +59.4%" in lines[2]  # pp row
+    assert "1/3 failed" in lines[3] and "prompt" not in lines[3]  # tg row: its figures do not use prompt tokens
+    assert notes.splitlines() == [
+        "- pp512 tg128: 1 of 3 requests failed, figures use the 2 good ones: HTTP 500: boom",
+        "- pp512 tg128: the server counted 770-816 prompt tokens where the bench planned 512 (+59.4%, 3 of 3 "
+        "requests); pp t/s uses the server's count. Pass the served model's tokenizer as --tokenizer.",
+    ]
+    rows = list(csv.DictReader(io.StringIO(to_csv(data))))
+    assert float(rows[0]["prompt_tokens_rel_diff"]) == 0.59375 and rows[1]["prompt_tokens_rel_diff"] == ""

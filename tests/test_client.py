@@ -109,9 +109,36 @@ def test_malformed_stream_is_a_failed_result() -> None:
         result = run(f"http://127.0.0.1:{server.server_port}/v1/completions")
     finally:
         server.shutdown()
-    assert result.error.startswith("malformed SSE data")
+    assert result.error.startswith("malformed SSE: a data line is not JSON")
 
 
 def test_unreachable_server_is_a_failed_result() -> None:
     result = run("http://127.0.0.1:9/v1/completions")
     assert result.error and "Connect" in result.error
+
+
+def test_a_first_chunk_longer_than_aiohttps_line_limit_is_read() -> None:
+    # vLLM's first chunk carries all prompt_token_ids when return_token_ids is set: ~1.4 MB at 200k tokens.
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            first = {"choices": [{"index": 0, "text": "a", "token_ids": [1]}], "prompt_token_ids": list(range(200_000))}
+            last = {"choices": [{"index": 0, "text": "b", "token_ids": [2]}]}
+            usage = {"choices": [], "usage": {"prompt_tokens": 200_000, "completion_tokens": 2}}
+            for event in (first, last, usage):
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run(f"http://127.0.0.1:{server.server_port}/v1/completions")
+    finally:
+        server.shutdown()
+    assert result.error is None and result.token_ids == [1, 2] and result.prompt_tokens == 200_000

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from specsweep.atomic import OutputError
 from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, config_hash
 
 
@@ -460,6 +461,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"specsweep: config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OutputError as err:
+        print(f"specsweep: {err.strerror}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -10,14 +10,16 @@ import asyncio
 import statistics
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
 import aiohttp
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, computed_field
 
 from specsweep.bench.corpus import PromptSource
-from specsweep.bench.stats import Metric, RequestTiming, run_metrics
+from specsweep.bench.inputs import BenchAbort, check_fits, max_model_len
+from specsweep.bench.stats import Metric, PromptMismatch, RequestTiming, prompt_mismatch, run_metrics
 from specsweep.bench.stream import stream
 from specsweep.metrics.specdecode import SpecDelta, SpecSnapshot, diff, from_request_stats, parse
 
@@ -28,11 +30,11 @@ class BenchSettings(BaseModel):
     base_url: str
     api_key: str | None = None
     model: str | None = None
-    pp: list[int] = [2048]
-    tg: list[int] = [32]
-    depth: list[int] = [0]
-    runs: int = 3
-    concurrency: list[int] = [1]
+    pp: list[PositiveInt] = Field(default=[2048], min_length=1)
+    tg: list[PositiveInt] = Field(default=[32], min_length=1)
+    depth: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    runs: PositiveInt = 3
+    concurrency: list[PositiveInt] = Field(default=[1], min_length=1)
     latency_mode: Literal["api", "generation", "none"] = "api"
     warmup: bool = True
     endpoint: Literal["chat", "completions"] = "chat"
@@ -40,14 +42,21 @@ class BenchSettings(BaseModel):
     prefix_caching: bool = False
     # llama-benchy's --adapt-prompt: shrink the text by the chat template's own tokens so the server sees pp.
     adapt_prompt: bool = True
-    request_timeout_s: float = 600
+    # Per request, from sending it to its last byte (the session's total timeout).
+    request_timeout_s: PositiveFloat = 600
     extra_body: dict[str, Any] = {}
 
 
 class RowErrors(BaseModel):
     failed: int
     total: int
+    # Distinct reasons, most frequent first, "(xN)" when N requests failed the same way.
     messages: list[str]
+
+    @computed_field  # the requests the row's figures come from
+    @property
+    def used(self) -> int:
+        return self.total - self.failed
 
 
 class BenchRow(BaseModel):
@@ -69,6 +78,10 @@ class BenchRow(BaseModel):
     acceptance: SpecDelta | None
     errors: RowErrors
     token_count_source: list[str]
+    # Synthetic tests: the server's prompt counts differ from the planned pp (+ depth) by more than 1 %.
+    prompt_tokens_mismatch: PromptMismatch | None = None
+    # Good requests whose stream had no usage block: their prompt size is the bench's, unconfirmed.
+    requests_without_usage: int = 0
 
 
 class BenchReport(BaseModel):
@@ -80,6 +93,11 @@ class BenchReport(BaseModel):
     prefix_caching_enabled: bool
     max_concurrency: int
     benchmarks: list[BenchRow]
+
+
+def error_messages(failed: list[RequestTiming], keep: int = 5) -> list[str]:
+    counts = Counter(r.error for r in failed if r.error)
+    return [reason if n == 1 else f"{reason} (x{n})" for reason, n in counts.most_common(keep)]
 
 
 def server_root(base_url: str) -> str:
@@ -94,6 +112,8 @@ class Bench:
         self.prompts = prompts
         self.encode = prompts.encode if prompts else None
         self.latency_s = 0.0
+        # The served model's context length from GET /v1/models (None where the server does not say).
+        self.max_model_len: int | None = None
         # Template tokens the server adds around a user prompt / around a system context (from the warmup).
         self.delta_user = 0
         self.delta_context = 0
@@ -120,13 +140,31 @@ class Bench:
             body["ignore_eos"] = True
         return {**body, **self.settings.extra_body}
 
-    async def detect_model(self, session: aiohttp.ClientSession) -> str:
-        async with session.get(f"{self.settings.base_url.rstrip('/')}/models", headers=self.headers) as response:
-            response.raise_for_status()
-            models = (await response.json()).get("data") or []
-        if not models:
-            raise RuntimeError(f"{self.settings.base_url}/models lists no model; pass --model")
-        return models[0]["id"]
+    async def served_models(self, session: aiohttp.ClientSession) -> list[dict] | str:
+        """GET /models' entries, or why they could not be read."""
+        url = f"{self.settings.base_url.rstrip('/')}/models"
+        try:
+            async with session.get(url, headers=self.headers) as response:
+                if response.status != 200:
+                    return f"GET {url} answered HTTP {response.status}"
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            return f"GET {url} failed: {type(err).__name__}: {err}"
+        data = body.get("data") if isinstance(body, dict) else None
+        return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+
+    async def identify(self, session: aiohttp.ClientSession) -> None:
+        """The model to ask for (the first served one unless given) and its context length."""
+        models = await self.served_models(session)
+        if self.settings.model is None:
+            if isinstance(models, str):
+                raise BenchAbort(f"{models}; is {self.settings.base_url} an OpenAI-compatible server? "
+                                 "Pass --model to skip the look-up")  # fmt: skip
+            if not models or not isinstance(models[0].get("id"), str):
+                raise BenchAbort(f"{self.settings.base_url}/models lists no model; pass --model")
+            self.settings = self.settings.model_copy(update={"model": models[0]["id"]})
+        # A server without /models (or without the field) skips the context-length check.
+        self.max_model_len = None if isinstance(models, str) else max_model_len(models, self.settings.model)
 
     async def latency(self, session: aiohttp.ClientSession) -> float:
         """Mean of three round trips, subtracted from ttfr to estimate prompt processing time."""
@@ -164,7 +202,11 @@ class Bench:
         sizes: tuple[int, int, int],
         expected_pp_tokens: int | None = None,
     ) -> tuple[BenchRow, list[RequestTiming]]:
-        """`runs` batches of `concurrency` simultaneous requests, counters snapshotted around them all."""
+        """`runs` batches of `concurrency` simultaneous requests, counters snapshotted around them all.
+
+        expected_pp_tokens: the prompt size the bench planned (synthetic tests); compared with each
+        request's usage.prompt_tokens. None for task prompts, whose size only the server knows.
+        """
         depth, pp, tg = sizes
         before = await self.snapshot(session)
         batches: list[list[RequestTiming]] = []
@@ -183,11 +225,16 @@ class Bench:
         after = await self.snapshot(session)
         everything = [r for batch in batches for r in batch]
         failed = [r for r in everything if r.error is not None]
+        ok = [r for r in everything if r.error is None]
+        mismatch = None
         if expected_pp_tokens is None:
             # Task prompts are fixed text: the server's own count is the prompt size.
-            expected_pp_tokens = next((r.prompt_tokens for r in everything if r.prompt_tokens), 0)
-        metrics = run_metrics(batches, concurrency, expected_pp_tokens, self.latency_s)
-        ok = [r for r in everything if r.error is None]
+            expected_pp_tokens = next((r.prompt_tokens for r in ok if r.prompt_tokens), 0)
+        else:
+            mismatch = self.warn_mismatch(label, prompt_mismatch(ok, expected_pp_tokens))
+        # Only good requests make figures: a failed one has no trustworthy timing (and add_batch skips it too).
+        good_batches = [[r for r in batch if r.error is None] for batch in batches]
+        metrics = run_metrics(good_batches, concurrency, expected_pp_tokens, self.latency_s)
         if ok and all(r.spec_stats for r in ok):
             acceptance = from_request_stats([r.spec_stats for r in ok])
         else:
@@ -199,14 +246,29 @@ class Bench:
             response_size=tg,
             **metrics.model_dump(),
             acceptance=acceptance,
-            errors=RowErrors(failed=len(failed), total=len(everything), messages=sorted({r.error for r in failed})[:5]),
-            token_count_source=sorted({r.token_source for r in everything if r.token_source}),
+            errors=RowErrors(failed=len(failed), total=len(everything), messages=error_messages(failed)),
+            token_count_source=sorted({r.token_source for r in ok if r.token_source}),
+            prompt_tokens_mismatch=mismatch,
+            requests_without_usage=sum(1 for r in ok if not r.usage_reported),
         )
         return row, everything
 
+    @staticmethod
+    def warn_mismatch(label: str, mismatch: PromptMismatch | None) -> PromptMismatch | None:
+        if mismatch is not None:
+            print(
+                f"[bench] WARNING {label}: the server counted {mismatch.server_tokens()} prompt tokens where the "
+                f"bench planned {mismatch.client_tokens} "
+                f"({mismatch.relative_diff:+.1%}); pp t/s uses the server's count. Is --tokenizer the served "
+                "model's tokenizer?",
+                file=sys.stderr,
+                flush=True,
+            )
+        return mismatch
+
     async def synthetic(
         self, session: aiohttp.ClientSession, depth: int, pp: int, tg: int, concurrency: int
-    ) -> BenchRow:
+    ) -> tuple[BenchRow, list[RequestTiming]]:
         """llama-benchy's test: prompts of exactly pp tokens after depth tokens of context."""
         if self.prompts is None:
             raise ValueError("pp/tg tests need a tokenizer to cut prompts (PromptSource)")
@@ -224,12 +286,13 @@ class Bench:
             pairs = [sources.generate(text_pp, text_depth, unique=unique) for _ in range(concurrency)]
             return [self.payload(context, prompt, tg) for context, prompt in pairs]
 
+        # What the server should count: the text cut to size plus the template tokens measured at warmup.
+        planned = text_pp + (self.delta_user if depth == 0 else text_depth + self.delta_context)
         if self.settings.warmup:
             # One unmeasured batch of the same shape first, as llama-benchy does.
             await asyncio.gather(*(stream(session, self.url, body, self.headers, self.chat) for body in payloads()))
-        row, _ = await self.measure(session, f"pp{pp} tg{tg} d{depth} c{concurrency}", payloads, concurrency,
-                                    (depth, pp, tg), expected_pp_tokens=text_pp)  # fmt: skip
-        return row
+        return await self.measure(session, f"pp{pp} tg{tg} d{depth} c{concurrency}", payloads, concurrency,
+                                  (depth, pp, tg), expected_pp_tokens=planned)  # fmt: skip
 
     async def task(
         self, session: aiohttp.ClientSession, name: str, prompt: str, max_tokens: int, concurrency: int
@@ -243,8 +306,10 @@ class Bench:
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         """Model name, latency and warmup, once per session, before any measured request."""
-        if self.settings.model is None:
-            self.settings = self.settings.model_copy(update={"model": await self.detect_model(session)})
+        await self.identify(session)
+        await self.prepare(session)
+
+    async def prepare(self, session: aiohttp.ClientSession) -> None:
         self.latency_s = await self.latency(session)
         if self.settings.warmup:
             await self.warmup(session)
@@ -254,7 +319,8 @@ class Bench:
         text = "Warmup " * 10
         user = await stream(session, self.url, self.payload("", text, 1), self.headers, self.chat)
         if user.error:
-            raise RuntimeError(f"warmup request failed: {user.error}; is {self.settings.base_url} serving?")
+            raise BenchAbort(f"warmup request failed: {user.error}; is {self.settings.base_url} serving "
+                             f"{self.settings.model}? (--no-warmup skips this request)")  # fmt: skip
         if self.encode is None or not user.prompt_tokens:
             return
         local = len(self.encode(text))
@@ -286,9 +352,12 @@ class Bench:
 
     async def run(self) -> BenchReport:
         async with self.session() as session:
-            await self.start(session)
+            await self.identify(session)
+            # Before the warmup: a test that cannot fit would only produce a row of HTTP 400s.
+            check_fits(self.max_model_len, self.settings.depth, self.settings.pp, self.settings.tg)
+            await self.prepare(session)
             rows = [
-                await self.synthetic(session, depth, pp, tg, concurrency)
+                (await self.synthetic(session, depth, pp, tg, concurrency))[0]
                 for depth in self.settings.depth
                 for pp in self.settings.pp
                 for tg in self.settings.tg

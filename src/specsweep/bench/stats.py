@@ -3,6 +3,8 @@
 Definitions (llama-benchy `results.py`):
 - ttfr = first SSE chunk carrying choices - request start; e2e_ttft = first chunk with content - start;
   est_ppt = max(0, ttfr - latency); pp t/s per request = prompt tokens / est_ppt.
+  Prompt tokens are the server's usage count when sent (llama-benchy's 20 % rule is not kept: see
+  `prompt_tokens_used`).
 - tg t/s per request = tokens after the first token's timestamp / (last token ts - first token ts).
 - At concurrency > 1 the "total" row is per batch: pp = Σ prompt tokens / (max first token - min start);
   tg = Σ tokens after each first / (max last token - min first token).
@@ -49,6 +51,8 @@ class RequestTiming:
     text: str = ""
     # vLLM's `metrics.speculative_decoding` (--per-request-spec-decode-metrics), when the server sends it.
     spec_stats: dict | None = None
+    # Whether the stream's usage block gave prompt_tokens (without it, prompt_tokens is unknown: 0).
+    usage_reported: bool = False
 
 
 def tokens_after_first(timestamps: list[float]) -> int:
@@ -88,13 +92,59 @@ class BatchFigures:
 
 
 def prompt_tokens_used(reported: int, expected: int) -> int:
-    """llama-benchy trusts the server's count only within 20 % of the planned prompt size."""
-    if reported > 0 and abs(reported - expected) < expected * 0.2:
-        return reported
-    return expected
+    """The server's prompt count when it sent one, else the bench's planned count.
+
+    llama-benchy 0.4.0 trusts the server only within 20 % of the planned size and otherwise divides the
+    planned size by the time the server spent on its (different) prompt. The server's count is what it
+    processed in est_ppt, so pp t/s uses it; a row whose prompts were off by more than 1 % carries a
+    `prompt_tokens_mismatch` warning instead (see `prompt_mismatch`).
+    """
+    return reported if reported > 0 else expected
+
+
+class PromptMismatch(BaseModel):
+    """The server counted other prompt sizes than the bench planned: the row is not the pp it is named."""
+
+    client_tokens: int
+    server_tokens_min: int
+    server_tokens_max: int
+    # (server - client) / client for the request furthest off.
+    relative_diff: float
+    # Requests off by more than the tolerance, of those whose usage block gave a prompt count.
+    requests: int
+    checked: int
+
+    def server_tokens(self) -> str:
+        low, high = self.server_tokens_min, self.server_tokens_max
+        return str(low) if low == high else f"{low}-{high}"
+
+
+def prompt_off(server: int, client: int) -> bool:
+    """More than 1 % apart, and more than one token: a unique suffix or a word boundary can shift the
+    count by one token, which at pp < 100 alone would exceed 1 % without meaning anything."""
+    gap = abs(server - client)
+    return gap > 0.01 * client and gap > 1
+
+
+def prompt_mismatch(requests: list[RequestTiming], client_tokens: int) -> PromptMismatch | None:
+    """Compare each request's usage.prompt_tokens with the count the bench planned with its tokenizer."""
+    counts = [r.prompt_tokens for r in requests if r.error is None and r.prompt_tokens > 0]
+    off = [count for count in counts if prompt_off(count, client_tokens)]
+    if client_tokens <= 0 or not off:
+        return None
+    furthest = max(off, key=lambda count: abs(count - client_tokens))
+    return PromptMismatch(
+        client_tokens=client_tokens,
+        server_tokens_min=min(off),
+        server_tokens_max=max(off),
+        relative_diff=(furthest - client_tokens) / client_tokens,
+        requests=len(off),
+        checked=len(counts),
+    )
 
 
 def add_batch(figures: BatchFigures, batch: list[RequestTiming], expected_pp_tokens: int, latency: float) -> None:
+    # A failed request contributes nothing: no timestamp, no prompt tokens, no span of the batch window.
     valid = [r for r in batch if r.error is None]
     if not valid:
         return
@@ -121,7 +171,7 @@ def add_batch(figures: BatchFigures, batch: list[RequestTiming], expected_pp_tok
             figures.e2e_ttft.append(result.first_token_ts - result.start_ts)
             est_ppt = max(0.0, ttfr - latency)
             figures.est_ppt.append(est_ppt)
-        if est_ppt > 0:
+        if est_ppt > 0 and prompt_tokens > 0:  # 0: neither the server nor the bench knows the prompt size
             figures.pp_speeds.append(prompt_tokens / est_ppt)
         if result.total_tokens > 1 and len(result.token_timestamps) > 1:
             decode_time = result.token_timestamps[-1] - result.token_timestamps[0]
@@ -131,7 +181,7 @@ def add_batch(figures: BatchFigures, batch: list[RequestTiming], expected_pp_tok
 
     if first_tokens:
         pp_duration = max(first_tokens) - min(r.start_ts for r in valid)
-        if pp_duration > 0:
+        if pp_duration > 0 and prompt_total > 0:
             figures.batch_pp.append(prompt_total / pp_duration)
         last = max(last_tokens) if last_tokens else max(r.end_ts for r in valid)
         tg_duration = last - min(first_tokens)

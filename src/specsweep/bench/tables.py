@@ -10,16 +10,22 @@ from specsweep.bench.engine import BenchReport, BenchRow
 from specsweep.bench.stats import Metric
 
 
+def _suffix(report: BenchReport, run: BenchRow) -> str:
+    depth = f" @ d{run.context_size}" if run.context_size > 0 else ""
+    return depth + (f" (c{run.concurrency})" if report.max_concurrency > 1 else "")
+
+
 def test_rows(report: BenchReport) -> list[dict]:
     """pp and tg rows per test, named like llama-benchy's (`pp2048 @ d4096 (c4)`, `tg128`)."""
     rows = []
     for run in report.benchmarks:
-        depth = f" @ d{run.context_size}" if run.context_size > 0 else ""
-        conc = f" (c{run.concurrency})" if report.max_concurrency > 1 else ""
-        if run.pp_throughput:
-            rows.append(_row(report.model, f"pp{run.prompt_size}{depth}{conc}", run, "pp"))
-        if run.tg_throughput or run.peak_throughput:
-            rows.append(_row(report.model, f"tg{run.response_size}{depth}{conc}", run, "tg"))
+        suffix = _suffix(report, run)
+        # A test whose every request failed keeps its rows (empty figures) so the failure shows.
+        failed_all = run.errors.total > 0 and run.errors.used == 0
+        if run.pp_throughput or failed_all:
+            rows.append(_row(report.model, f"pp{run.prompt_size}{suffix}", run, "pp"))
+        if run.tg_throughput or run.peak_throughput or failed_all:
+            rows.append(_row(report.model, f"tg{run.response_size}{suffix}", run, "tg"))
     return rows
 
 
@@ -37,6 +43,9 @@ def _row(model: str, name: str, run: BenchRow, kind: str) -> dict:
         "e2e_ttft": run.e2e_ttft if pp else None,
         "acceptance": None if pp else run.acceptance,
         "errors": run.errors,
+        # Prompt-size warnings concern pp t/s only.
+        "prompt_tokens_mismatch": run.prompt_tokens_mismatch if pp else None,
+        "requests_without_usage": run.requests_without_usage if pp else 0,
     }
 
 
@@ -57,17 +66,50 @@ def _pipe_table(headers: list[str], data: list[list[str]], align: list[str]) -> 
     return "\n".join([line(headers), rule, *(line(row) for row in data)])
 
 
+def _warning_cell(row: dict) -> str:
+    marks = []
+    if row["prompt_tokens_mismatch"]:
+        marks.append(f"prompt {row['prompt_tokens_mismatch'].relative_diff:+.1%}")
+    if row["requests_without_usage"]:
+        marks.append(f"no usage {row['requests_without_usage']}/{row['errors'].used}")
+    return "; ".join(marks)
+
+
+def _notes(report: BenchReport) -> list[str]:
+    """One line per failed-request set or warning, below the table, naming the test."""
+    notes = []
+    for run in report.benchmarks:
+        name = f"pp{run.prompt_size} tg{run.response_size}{_suffix(report, run)}"
+        errors, mismatch = run.errors, run.prompt_tokens_mismatch
+        if errors.failed:
+            used = f"figures use the {errors.used} good ones" if errors.used else "no figures"
+            notes.append(f"- {name}: {errors.failed} of {errors.total} requests failed, {used}: "
+                         f"{'; '.join(errors.messages)}")  # fmt: skip
+        if mismatch:
+            notes.append(
+                f"- {name}: the server counted {mismatch.server_tokens()} prompt tokens where the bench planned "
+                f"{mismatch.client_tokens} ({mismatch.relative_diff:+.1%}, {mismatch.requests} of {mismatch.checked} "
+                "requests); pp t/s uses the server's count. Pass the served model's tokenizer as --tokenizer."
+            )
+        if run.requests_without_usage:
+            notes.append(f"- {name}: {run.requests_without_usage} of {errors.used} good requests sent no usage block; "
+                         "their prompt size is the bench's own count, unconfirmed by the server")  # fmt: skip
+    return notes
+
+
 def markdown(report: BenchReport) -> str:
-    """llama-benchy's columns, then specsweep's acceptance and error columns."""
+    """llama-benchy's columns, then specsweep's acceptance and error columns (and warnings, when any),
+    then notes on failed requests and warnings below the table."""
     rows = test_rows(report)
     if not rows:
         return "No results collected. Check if the model is generating tokens."
+    warned = any(_warning_cell(row) for row in rows)
     multi = report.max_concurrency > 1
     headers = ["model", "test", "t/s (total)" if multi else "t/s"]
     if multi:
         headers.append("t/s (req)")
     headers += ["peak t/s"] + (["peak t/s (req)"] if multi else []) + ["ttfr (ms)", "est_ppt (ms)", "e2e_ttft (ms)"]
-    headers += ["accept", "accept len", "errors"]
+    headers += ["accept", "accept len", "errors"] + (["warnings"] if warned else [])
     data = []
     for row in rows:
         cells = [row["model"], row["test_name"], _fmt(row["t_s"])]
@@ -83,10 +125,14 @@ def markdown(report: BenchReport) -> str:
         cells += [
             "" if rate is None else f"{rate:.3f}",
             "" if length is None else f"{length:.2f}",
-            f"{row['errors'].failed}/{row['errors'].total}" if row["errors"].failed else "",
+            f"{row['errors'].failed}/{row['errors'].total} failed" if row["errors"].failed else "",
         ]
+        if warned:
+            cells.append(_warning_cell(row))
         data.append(cells)
-    return _pipe_table(headers, data, ["left"] + ["right"] * (len(headers) - 1))
+    table = _pipe_table(headers, data, ["left"] + ["right"] * (len(headers) - 1))
+    notes = _notes(report)
+    return "\n\n".join([table, "\n".join(notes)]) if notes else table
 
 
 CSV_HEADERS = [
@@ -94,7 +140,9 @@ CSV_HEADERS = [
     "peak_ts_req_mean", "peak_ts_req_std", "ttfr_mean", "ttfr_std", "est_ppt_mean", "est_ppt_std",
     "e2e_ttft_mean", "e2e_ttft_std",
 ]  # fmt: skip
-EXTRA_CSV_HEADERS = ["acceptance_rate", "mean_acceptance_length", "failed_requests", "total_requests"]
+EXTRA_CSV_HEADERS = [
+    "acceptance_rate", "mean_acceptance_length", "failed_requests", "total_requests", "prompt_tokens_rel_diff",
+]  # fmt: skip
 
 
 def to_csv(report: BenchReport) -> str:
@@ -112,6 +160,8 @@ def to_csv(report: BenchReport) -> str:
         out["mean_acceptance_length"] = acceptance.mean_acceptance_length if acceptance else None
         out["failed_requests"] = row["errors"].failed
         out["total_requests"] = row["errors"].total
+        mismatch = row["prompt_tokens_mismatch"]
+        out["prompt_tokens_rel_diff"] = mismatch.relative_diff if mismatch else None
         writer.writerow(out)
     return buffer.getvalue()
 
