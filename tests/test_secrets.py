@@ -146,3 +146,12 @@ def test_config_values_arrive_literally_through_the_real_launch_path(
     assert victim.is_dir()
     assert not any((tmp_path / name).exists() for name in ("pwned", "pwned2", "pwned3"))
     assert got["hf"] == FAKE_HF and got["wandb"] is None
+
+
+def test_the_bench_takes_its_api_key_from_the_environment_never_argv() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "specsweep.cli", "bench", "--base-url", "http://127.0.0.1:9/v1", "--api-key", FAKE_OPENAI],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "export OPENAI_API_KEY=..." in result.stderr and FAKE_OPENAI not in result.stderr

@@ -282,6 +282,16 @@ def _extra_body(items: list[str]) -> dict:
     return body
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key comes from the environment: on the command line, `ps` would show it to every user of the host."""
+    if args.api_key is not None:
+        raise SystemExit(
+            "specsweep bench: --api-key would show the key to anyone running `ps`; export it instead "
+            f"(export {args.api_key_env}=...) or name the variable holding it with --api-key-env VAR"
+        )
+    return os.environ.get(args.api_key_env) or None
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import asyncio
 
@@ -291,11 +301,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from specsweep.bench.inputs import BenchAbort
     from specsweep.bench.tables import FORMATS
 
+    api_key = _api_key(args)
     if not args.tokenizer:
         raise SystemExit("specsweep bench: --tokenizer is required (a model dir or tokenizer.json); nothing is fetched")
     settings = BenchSettings(
         base_url=args.base_url,
-        api_key=args.api_key,
+        api_key=api_key,
         model=args.model,
         pp=args.pp,
         tg=args.tg,
@@ -381,7 +392,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="llama-benchy-compatible benchmark of any OpenAI-compatible server")
     p.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--api-key", default=None, help="sent as a Bearer token; never written to results")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the key sent as a Bearer token (default OPENAI_API_KEY; unset: "
+                        "no key); never written to results")  # fmt: skip
+    p.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help="served model name (default: the first of /models)")
     p.add_argument("--tokenizer", default=None, help="model dir or tokenizer.json used to cut exact-length prompts")
     # Sizes are checked here, before any request; depth + pp + tg against max_model_len once the server answers.
