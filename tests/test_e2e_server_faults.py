@@ -5,6 +5,8 @@ Uses the model, image and bf16 records the shared end-to-end sweep built (`swept
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import threading
 import time
@@ -101,3 +103,23 @@ def test_a_hanging_stream_hits_the_request_timeout_and_the_group_is_gone(swept: 
     assert "timeout" in record.error.lower() or "timed out" in record.error.lower(), record.error
     # A frozen server cannot act on SIGTERM: the group's SIGKILL after the grace period took it.
     assert cell_processes(tmp_path) == []
+
+
+def test_a_corrupt_cached_model_fails_the_cell_before_serving_naming_the_file_and_fix(swept: Path, tmp_path: Path) -> None:
+    model, quant, image = records(swept)
+    # A hard-linked copy of the cached model with one weights file truncated: the shared cache stays untouched.
+    copy = tmp_path / "model"
+    shutil.copytree(model.location, copy, copy_function=os.link)
+    weights = sorted(copy.glob("*.safetensors"))[0]
+    head = weights.read_bytes()[:1000]
+    weights.unlink()
+    weights.write_bytes(head)
+    broken = model.model_copy(update={"location": str(copy)})
+    (cell,) = expand(SHORT)
+    receipts = (tmp_path / "model.json", tmp_path / "quant.json", tmp_path / "image.json")
+    out = tmp_path / "cell"
+    record = run_cell(cell, out, broken, quant, image, out / "server.log", receipts=receipts)
+    assert record.status == "failed"
+    assert f"base model gemma3_270m at {copy} does not match its manifest: {weights.name}" in record.error
+    assert f"delete {receipts[0]} and rerun" in record.error
+    assert cell_processes(out) == [] and not (out / "server.log").exists()

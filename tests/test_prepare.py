@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from specsweep.envs import sha256_file
+from specsweep.cache_check import sha256_file
 
 pytestmark = pytest.mark.slow
 

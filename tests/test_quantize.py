@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from specsweep.envs import sha256_file
+from specsweep.cache_check import sha256_file
 
 pytestmark = pytest.mark.slow
 

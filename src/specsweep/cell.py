@@ -15,6 +15,7 @@ from typing import Callable
 
 from specsweep.atomic import write_json, write_text
 from specsweep.bench.engine import Bench, BenchSettings
+from specsweep.cache_check import CorruptEntry, require_receipt_intact
 from specsweep.config.compose import cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
@@ -64,6 +65,8 @@ def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
 
 
 def quant_kernel(server_log: Path) -> str | None:
+    if not server_log.is_file():  # the cell failed before its server started
+        return None
     found = re.search(r"Using (\w+) for (?:mixed-precision linear|\w+ linear)", server_log.read_text(errors="replace"))
     return found.group(1) if found else None
 
@@ -188,8 +191,24 @@ def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], fl
     return workloads, latency_ms
 
 
+def check_inputs(model: ModelRecord, quant: QuantRecord, image: ImageRecord, receipts: tuple[Path, Path, Path]) -> None:
+    """What the cell serves still matches its manifests (a truncated or edited cached file fails the cell, naming the
+    file and the fix, instead of being served and measured)."""
+    model_receipt, quant_receipt, image_receipt = receipts
+    require_receipt_intact(model.location, f"base model {model.name}", model_receipt, "prepare_model")
+    if quant.location != model.location:  # quant=none serves the base dir itself
+        require_receipt_intact(quant.location, f"checkpoint {quant.quant}", quant_receipt, "quantize")
+    require_receipt_intact(image.location, f"image {image.name}", image_receipt, "build_image")
+
+
 def run_cell(
-    cell: Cell, out_dir: Path, model: ModelRecord, quant: QuantRecord, image: ImageRecord, server_log: Path
+    cell: Cell,
+    out_dir: Path,
+    model: ModelRecord,
+    quant: QuantRecord,
+    image: ImageRecord,
+    server_log: Path,
+    receipts: tuple[Path, Path, Path] | None = None,
 ) -> CellRecord:
     """Run the cell and write its records. A cell that fails is recorded as failed, not raised: one bad cell
     must not stop the sweep's other cells, table or reports (the sweep's last step fails on it instead)."""
@@ -220,6 +239,8 @@ def run_cell(
     else:
         server: VllmServer | None = None
         try:
+            if receipts:
+                check_inputs(model, quant, image, receipts)
             server, launch = _start(cfg, launch, server_log, replan=lambda: plan_launch(
                 cfg, quant.location, image, cell.sweep, cell.id, out_dir))  # fmt: skip
             command = launch.command
@@ -232,7 +253,7 @@ def run_cell(
             )
         except Exception as err:  # noqa: BLE001 - any failure of this cell is recorded; Ctrl-C/SIGTERM are not
             traceback.print_exc()
-            message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed)) else repr(err)
+            message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed, CorruptEntry)) else repr(err)
             server_error, excerpt = failure_excerpt(server_log, FAILURE_LOG_LINES)
             if server_error:
                 message += f"; the server's error: {server_error}"

@@ -177,7 +177,8 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     model = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
     quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
     image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
-    record = run_cell(cell, Path(args.out_dir), model, quant, image, Path(args.server_log))
+    receipts = (Path(args.model_receipt), Path(args.quant_receipt), Path(args.image_receipt))
+    record = run_cell(cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts)
     print(f"[cell] {cell.id}: {record.status}", file=sys.stderr)
 
 

@@ -1,17 +1,16 @@
 """Content-addressed Python venvs built from pinned requirement files, shared through the cache.
 
 The key is a hash of the requirement file, the removals and the interpreter, so every clone, CI run
-and sweep that asks for the same environment reuses one build. A build happens in a temp dir that
-is renamed into place only when complete: a crash never leaves a venv that looks usable.
+and sweep that asks for the same environment reuses one build. A build happens in a staging dir that
+is renamed into place only when complete: a crash never leaves a venv that looks usable. Every reuse
+checks the installed files against pip's RECORDs first (cache_check), and rebuilds an env that fails.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -20,9 +19,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from specsweep.atomic import write_json
+from specsweep.cache_check import ENV_RECORD as RECORD
+from specsweep.cache_check import reusable, sha256_file
 from specsweep.paths import cache_dir
-
-RECORD = "specsweep-env.json"
+from specsweep.staging import staged_dir
 
 
 class EnvRecord(BaseModel):
@@ -46,14 +46,6 @@ class EnvRecord(BaseModel):
             if name.lower().replace("_", "-") == wanted:
                 return version
         return None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_sha256(root: Path) -> str:
@@ -114,33 +106,15 @@ def ensure_env(
         if not (path / "pyproject.toml").is_file():
             raise FileNotFoundError(f"local package {path} has no pyproject.toml; fix the image's local_packages")
     root = env_root(name, requirements, remove_packages, local_packages)
-    if (root / RECORD).is_file():
+    if reusable(root):
         return EnvRecord.model_validate_json((root / RECORD).read_text())
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.with_name(f"{root.name}.building-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     log = root.parent / f"{root.name}.build.log"
     log.write_text("")
     started = time.monotonic()
-    python = staging / "bin" / "python"
-    try:
-        _run([sys.executable, "-m", "venv", str(staging)], log, f"creating venv {name} at {staging}")
-        _run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
-        _run(
-            [str(python), "-m", "pip", "install", "-r", str(requirements)],
-            log,
-            f"installing {requirements.name} (minutes on first build; log: {log})",
-        )
-        if remove_packages:
-            _run([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
-        for path in local_packages:
-            _run([str(python), "-m", "pip", "install", "--no-deps", str(path)], log, f"installing {path.name}")
-        if check_import:
-            _run([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
-        freeze = subprocess.run(
-            [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
-        ).stdout.splitlines()
+    with staged_dir(root) as staging:
+        freeze = _install(staging, name, requirements, remove_packages, local_packages, check_import, log)
         record = EnvRecord(
             name=name,
             key=root.name.rsplit("-", 1)[1],
@@ -152,18 +126,38 @@ def ensure_env(
             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         write_json(staging / RECORD, record.model_dump())
-        try:
-            staging.rename(root)
-        except OSError:
-            # Another process finished the same build first; theirs is as good as ours.
-            if not (root / RECORD).is_file():
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"[env] {name} ready in {record.build_seconds:.0f} s at {root}", file=sys.stderr)
+    # What is at `root` now: ours, or an identical build another process published first.
     return EnvRecord.model_validate_json((root / RECORD).read_text())
+
+
+def _install(
+    where: Path,
+    name: str,
+    requirements: Path,
+    remove_packages: list[str],
+    local_packages: list[Path],
+    check_import: str,
+    log: Path,
+) -> list[str]:
+    """Build the venv at `where`; return its `pip freeze --all`."""
+    python = where / "bin" / "python"
+    _run([sys.executable, "-m", "venv", str(where)], log, f"creating venv {name} at {where}")
+    _run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
+    _run(
+        [str(python), "-m", "pip", "install", "-r", str(requirements)],
+        log,
+        f"installing {requirements.name} (minutes on first build; log: {log})",
+    )
+    if remove_packages:
+        _run([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
+    for path in local_packages:
+        _run([str(python), "-m", "pip", "install", "--no-deps", str(path)], log, f"installing {path.name}")
+    if check_import:
+        _run([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
+    return subprocess.run(
+        [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
 
 
 # One env prepares the base (GGUF -> HF), quantizes (llmcompressor, auto-round) and measures quality: its pins

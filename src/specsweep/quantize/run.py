@@ -3,8 +3,9 @@
 A registry keyed by quant `kind`: `none` serves the base as is, `hub` records a pinned pre-quantized repo,
 `llmcompressor` and `autoround` run `job.py` inside the quantizer env. The checkpoint is built in a staging
 dir and renamed into place with its `quant_manifest.json` (recipe as applied, calibration identity and
-hash, tool versions, wall time, peak RAM, sha256 of every weight file), so a crash never leaves a
-checkpoint that looks complete, and every clone, CI run and sweep reuses a finished one.
+hash, tool versions, wall time, peak RAM, sha256 of every file), so a crash never leaves a checkpoint
+that looks complete, and every clone, CI run and sweep reuses a finished one once its files still match
+the manifest (a corrupt one is rebuilt).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from specsweep.config.schema import (
     QuantCfg,
     TextFileCalibration,
 )
-from specsweep.envs import model_tools_env, sha256_file
+from specsweep.cache_check import QUANT_MANIFEST as MANIFEST
+from specsweep.cache_check import reusable, sha256_file
+from specsweep.envs import EnvRecord, model_tools_env
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import cache_dir
+from specsweep.staging import staged_dir
 
 JOB = Path(__file__).with_name("job.py")
-MANIFEST = "quant_manifest.json"
 
 
 class QuantRecord(BaseModel):
@@ -183,7 +186,7 @@ def _job_spec(quant: LlmCompressorQuant | AutoRoundQuant, base: ModelRecord, out
 def _local_quant(quant, model, base) -> QuantRecord:
     env = model_tools_env()
     out = cache_dir() / "quants" / f"{model.name}-{quant.name}-{_identity(quant, base, env)}"
-    if not (out / MANIFEST).is_file():
+    if not reusable(out):
         _build_checkpoint(quant, model, base, env, out)
     manifest = json.loads((out / MANIFEST).read_text())
     return QuantRecord(
@@ -192,53 +195,42 @@ def _local_quant(quant, model, base) -> QuantRecord:
 
 
 def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, env: EnvRecord, out: Path) -> None:
-    staging = out.with_name(out.name + ".quantizing")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(staging.with_name(staging.name + ".export"), ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    spec_file = staging.with_name(staging.name + ".spec.json")
-    write_json(spec_file, _job_spec(quant, base, staging))
     print(f"[quantize] {model.name} / {quant.name} ({quant.kind}, {quant_scheme(quant)}) in env {env.key}", file=sys.stderr, flush=True)
     started = time.monotonic()
-    try:
-        result = subprocess.run([str(env.python_bin), str(JOB), str(spec_file)], stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"quantizing {model.name} with {quant.name} failed (exit {result.returncode}); the job's output is "
-                "above in this log. Fix the recipe in conf/quant/ and rerun."
-            )
-        applied = json.loads((staging / "applied.json").read_text())
-        (staging / "applied.json").unlink()
-        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        manifest = {
-            "model": model.name,
-            "quant": quant.name,
-            "kind": quant.kind,
-            "scheme": quant_scheme(quant),
-            "recipe": quant.model_dump(mode="json"),
-            "applied": applied["applied"],
-            "calibration": applied["calibration"],
-            "versions": applied["versions"],
-            "quantize_env": env.key,
-            "wall_s": applied["wall_s"],
-            "job_wall_s": round(time.monotonic() - started, 1),
-            "peak_rss_mb": applied["peak_rss_mb"],
-            "base": {"location": base.location, "weights_sha256": base.weights_sha256},
-            "files_sha256": files,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        write_json(staging / MANIFEST, manifest)
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        spec_file.unlink(missing_ok=True)
-        shutil.rmtree(staging.with_name(staging.name + ".export"), ignore_errors=True)
-
-
-def verify_checkpoint(record: QuantRecord) -> list[str]:
-    """Files whose sha256 no longer matches the manifest (empty when the checkpoint is intact)."""
-    files = record.manifest.get("files_sha256", {})
-    return [name for name, digest in files.items() if sha256_file(Path(record.location) / name) != digest]
+    with staged_dir(out) as staging:
+        # Named after the staging dir, so a killed build's leftovers are removed with it (job.py puts an
+        # auto-round export at `<staging>.export`).
+        spec_file = staging.with_name(staging.name + ".spec.json")
+        export = staging.with_name(staging.name + ".export")
+        try:
+            write_json(spec_file, _job_spec(quant, base, staging))
+            result = subprocess.run([str(env.python_bin), str(JOB), str(spec_file)], stdin=subprocess.DEVNULL)
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"quantizing {model.name} with {quant.name} failed (exit {result.returncode}); the job's output "
+                    "is above in this log. Fix the recipe in conf/quant/ and rerun."
+                )
+            applied = json.loads((staging / "applied.json").read_text())
+            (staging / "applied.json").unlink()
+            files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+            manifest = {
+                "model": model.name,
+                "quant": quant.name,
+                "kind": quant.kind,
+                "scheme": quant_scheme(quant),
+                "recipe": quant.model_dump(mode="json"),
+                "applied": applied["applied"],
+                "calibration": applied["calibration"],
+                "versions": applied["versions"],
+                "quantize_env": env.key,
+                "wall_s": applied["wall_s"],
+                "job_wall_s": round(time.monotonic() - started, 1),
+                "peak_rss_mb": applied["peak_rss_mb"],
+                "base": {"location": base.location, "weights_sha256": base.weights_sha256},
+                "files_sha256": files,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            write_json(staging / MANIFEST, manifest)
+        finally:
+            spec_file.unlink(missing_ok=True)
+            shutil.rmtree(export, ignore_errors=True)

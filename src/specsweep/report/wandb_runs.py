@@ -13,11 +13,13 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import pandas as pd
 import yaml
@@ -106,6 +108,18 @@ def _has_credentials() -> bool:
         return True
 
 
+def _reachable(base_url: str, timeout_s: float) -> bool:
+    """Whether anything accepts a connection at the W&B server. Asked first because a failed online init can keep
+    its run id registered in a wandb service shared with other runs, which then refuses the offline fallback."""
+    url = urlsplit(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=min(timeout_s, 10)):
+            return True
+    except OSError:
+        return False
+
+
 def _remove_previous(root: Path, rid: str) -> None:
     """A replaced run leaves no older local copy for `wandb sync` to push twice."""
     for old in [*root.glob(f"wandb/offline-run-*-{rid}"), *root.glob(f"wandb/run-*-{rid}")]:
@@ -124,6 +138,12 @@ class _Session:
             self.warning = (
                 "W&B mode is online but no API key is configured (WANDB_API_KEY or `wandb login`); "
                 f"logging offline under {self.root / 'wandb'} instead: push later with `wandb sync`"
+            )
+            mode = "offline"
+        if mode == "online" and not _reachable(wandb.Settings().base_url, self.cfg.init_timeout_s):
+            self.warning = (
+                f"W&B server {wandb.Settings().base_url} is not reachable; logging offline under "
+                f"{self.root / 'wandb'} instead: push later with `wandb sync`"
             )
             mode = "offline"
         _remove_previous(self.root, kwargs["id"])

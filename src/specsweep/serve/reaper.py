@@ -1,4 +1,4 @@
-"""Find and stop what a killed run left behind.
+"""Find and stop what a killed run left behind: orphaned servers and jobs, and Snakemake's stale lock.
 
 Every job a workflow run starts (and so every vLLM server a cell job starts) carries two environment markers:
 the run's working directory and its owner, the Snakemake process as `pid:start-time`. A process whose owner no
@@ -87,3 +87,32 @@ def reap_orphans(workdir: Path, grace_s: float = 10) -> list[Orphan]:
         # A stopped (SIGSTOPped, hung) process never acts on SIGTERM; SIGKILL takes it regardless.
         _signal(orphan.pid, signal.SIGKILL)
     return orphans
+
+
+def _other_snakemakes(workdir: Path) -> list[int]:
+    """Live Snakemake processes working in `workdir`, other than this one and its ancestors."""
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if process.info["pid"] in mine or not any("snakemake" in part for part in process.info["cmdline"] or []):
+                continue
+            if Path(process.cwd()).resolve() == workdir:
+                found.append(process.info["pid"])
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def remove_stale_lock(workdir: Path) -> bool:
+    """Snakemake's lock outlives a SIGKILLed run, and the next run then stops with "Directory cannot be locked".
+    A lock no live Snakemake in this directory holds is stale: remove it (what `snakemake --unlock` does)."""
+    workdir = Path(workdir).resolve()
+    locks = [p for p in (workdir / ".snakemake" / "locks").glob("*.lock")]
+    if not locks or _other_snakemakes(workdir):
+        return False
+    for lock in locks:
+        lock.unlink(missing_ok=True)
+    print(f"specsweep: removed Snakemake's lock in {workdir} left by a run that was killed (no Snakemake runs here)",
+          file=sys.stderr)  # fmt: skip
+    return True
