@@ -72,7 +72,7 @@ class ProcessSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
             self.command_lines.update(listing.splitlines()[1:])
             for process in cell_processes(self.project):
                 try:

@@ -469,8 +469,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from specsweep.serve.reaper import watch_owner
+
     signal.signal(signal.SIGTERM, _on_sigterm)
     args = parser().parse_args(argv)
+    # A Snakemake job stops (through the SIGTERM handler above) when the run that started it is killed.
+    watch_owner()
     try:
         args.func(args)
     except ConfigError as err:

@@ -21,8 +21,7 @@ from specsweep.config.grid import Cell, expand, split_overrides
 from specsweep.config.secrets import require_forwarded
 from specsweep.images.cpu_host import read_cpu_facts
 from specsweep.quantize.run import calibration_path
-from specsweep.serve.reaper import run_markers
-from specsweep.serve.server import die_with_parent
+from specsweep.serve.reaper import OWNER_ENV, run_markers
 
 
 def _short_hash(text: str) -> str:
@@ -162,18 +161,17 @@ def host_cpu_key() -> str:
 def specsweep_job(args: list[str], log: str) -> None:
     """Run one `specsweep` subcommand as a Snakemake job: argv list, output to the job's log.
 
-    The job carries this run's markers (see specsweep.serve.reaper) and dies with it: if Snakemake is SIGKILLed,
-    the kernel sends the job SIGTERM, which stops its server.
+    The job carries its run's markers (set by the main Snakemake process, see specsweep.serve.reaper), so it stops
+    when that run is killed and a later run can find what it left.
     """
     argv = [sys.executable, "-m", "specsweep.cli", *map(str, args)]
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **run_markers(Path.cwd(), os.getpid())}
+    env = dict(os.environ) if OWNER_ENV in os.environ else {**os.environ, **run_markers(Path.cwd(), os.getpid())}
     with open(log, "wb") as handle:
         handle.write(f"$ {shlex.join(argv)}\n".encode())
         handle.flush()
         returncode = subprocess.run(
-            argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=die_with_parent,
-        ).returncode  # fmt: skip
+            argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        ).returncode
     if returncode != 0:
         raise RuntimeError(f"`specsweep {args[0]} {args[1]}` failed with exit code {returncode}; see {log}")

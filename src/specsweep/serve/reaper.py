@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,35 @@ def run_markers(workdir: Path, owner_pid: int) -> dict[str, str]:
     return {WORKDIR_ENV: str(Path(workdir).resolve()), OWNER_ENV: owner_token(owner_pid)}
 
 
+def mark_run(workdir: Path) -> None:
+    """Called in the main Snakemake process: every job it spawns (Snakemake runs each `run:` job in a child
+    `snakemake` process) inherits this run's markers, naming the main process as the owner."""
+    os.environ.update(run_markers(workdir, os.getpid()))
+
+
+def watch_owner(poll_s: float = 1.0) -> None:
+    """In a job: SIGTERM ourselves once the run that started us is gone (SIGKILLed Snakemake), so the job stops
+    its server the way it does on any SIGTERM instead of running on unowned. The kernel's parent-death signal
+    cannot do this: the job's parent is Snakemake's per-job child process, which outlives the main one."""
+    token = os.environ.get(OWNER_ENV)
+    if not token:
+        return
+
+    def watch() -> None:
+        while _alive(token):
+            time.sleep(poll_s)
+        print("specsweep: the Snakemake run that started this job is gone; stopping", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
 def _alive(token: str) -> bool:
+    """Whether the process named by `pid:start-time` still runs; a killed one not yet reaped (a zombie) is dead."""
     pid, _, started = token.partition(":")
     try:
-        return owner_token(int(pid)) == token
+        process = psutil.Process(int(pid))
+        return owner_token(process.pid) == token and process.status() != psutil.STATUS_ZOMBIE
     except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
