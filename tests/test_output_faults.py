@@ -48,7 +48,8 @@ def test_a_full_disk_fails_with_the_file_and_the_fix_and_keeps_the_old_table(tmp
 
 @pytest.fixture
 def read_only_dir(tmp_path: Path):
-    """A directory nothing can be written to: a read-only tmpfs as root, a mode-0555 directory otherwise."""
+    """A directory nothing can be written to: a read-only tmpfs where mounting is allowed (root with
+    CAP_SYS_ADMIN), a mode-0555 directory for other users; else sysfs, where no one may create files."""
     target = tmp_path / "ro"
     target.mkdir()
     if os.geteuid() != 0:
@@ -56,8 +57,10 @@ def read_only_dir(tmp_path: Path):
         yield target
         target.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True, text=True)
-    assert mounted.returncode == 0, f"as root this test mounts a read-only tmpfs: {mounted.stderr}"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)], capture_output=True)
+    if mounted.returncode != 0:
+        yield Path("/sys")
+        return
     try:
         yield target
     finally:
@@ -75,4 +78,4 @@ def test_an_unwritable_results_dir_fails_with_the_file_and_the_fix(tmp_path: Pat
     assert result.returncode == 1
     assert f"cannot write {out}:" in result.stderr and f"make {read_only_dir} writable" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert list(read_only_dir.iterdir()) == []
+    assert not [p for p in read_only_dir.iterdir() if p.name.startswith((".table.csv", "table.csv", "t.parquet"))]
