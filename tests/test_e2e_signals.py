@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import psutil
 import pytest
 
 from project import cell_processes, make_project, project_env, snakemake
 
 pytestmark = pytest.mark.slow
 
-ONE_CELL = ["quant=bf16", "drafter=none", "bench.runs=1"]
+# One cell with a one-request workload: these tests are about what happens around the server, not its figures.
+ONE_CELL = ["quant=bf16", "drafter=none", "bench.runs=1",
+            "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"]  # fmt: skip
 CELL = "results/embedded/gemma3_270m-bf16-none"
 
 
@@ -103,32 +104,18 @@ def test_sigterm_of_snakemake_finishes_the_running_cell_then_stops(project: Path
     assert not (project / "results/embedded/table.csv").exists()  # nothing after the running cell started
 
 
-def test_sigkill_of_snakemake_takes_its_job_and_server_down(project: Path) -> None:
+def test_sigkill_of_snakemake_takes_its_job_and_server_down_and_the_next_run_clears_the_lock(project: Path) -> None:
     (project / CELL / "bench.json").unlink(missing_ok=True)
     runner = start(project, snakemake_argv())
     wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
-    runner.kill()  # Snakemake alone: its cell job gets SIGTERM from the kernel and stops its server
-    finish(runner, 30)
+    runner.kill()  # the main Snakemake process alone: its cell job notices and stops its server
+    finish(runner, 60)
     wait_for(lambda: not cell_processes(project), 90, "the server to exit")
     assert not (project / CELL / "bench.json").exists()
-
-
-def test_after_sigkill_the_next_run_reaps_a_server_that_did_not_stop(project: Path) -> None:
-    (project / CELL / "bench.json").unlink(missing_ok=True)
-    runner = start(project, snakemake_argv())
-    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
-    stuck = cell_processes(project)
-    for process in stuck:
-        process.suspend()  # a hung server: it cannot act on the SIGTERM its dying parent sends
-    os.killpg(runner.pid, signal.SIGKILL)  # Snakemake and its job, as `kill -9` of the run's group
-    finish(runner, 30)
-    time.sleep(3)
-    assert [p for p in stuck if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "no leftover to reap"
     assert lock_files(project), "a SIGKILLed Snakemake leaves its lock"
-    # The next run (a real, locking one; its only target is already built) clears both before doing anything.
+    # The next run (a real, locking one; its only target is already built) removes the stale lock and goes on.
+    # (A server that ignores the SIGTERM is reaped by the next run too: tests/test_reaper.py.)
     receipt = next((project / "results/_images").glob("*.json")).relative_to(project)
     result = snakemake(project, "--config", f"overrides={' '.join(ONE_CELL)}", "--", str(receipt))
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "left by a run that was killed" in output and "removed Snakemake's lock" in output, output[-3000:]
-    assert cell_processes(project) == []
+    assert result.returncode == 0 and "removed Snakemake's lock" in output, output[-3000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 
 from chromium import assert_report_renders
-from project import E2E_OVERRIDES, snakemake_e2e
+from project import E2E_OVERRIDES, project_env, snakemake_e2e
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +82,7 @@ def test_rerun_of_the_sweep_adds_no_run_ids(swept: Path) -> None:
 
 
 def test_online_without_a_key_still_finishes_offline_with_a_warning(swept: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env = {k: v for k, v in project_env(swept).items() if k != "WANDB_API_KEY"}
     env.update(SPECSWEEP_ROOT=str(swept), HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9",
                WANDB_CONFIG_DIR=str(tmp_path / ".config/wandb"))  # fmt: skip
     result = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={E2E_OVERRIDES} report.wandb.mode=online"],

@@ -118,6 +118,18 @@ def test_specsweep_run_targets_only_the_chosen_cell(project: Path) -> None:
     assert "rule aggregate:" not in output
 
 
+def test_specsweep_run_passes_overrides_with_brackets_quotes_and_spaces_verbatim(project: Path) -> None:
+    workloads = "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"
+    result = subprocess.run(
+        [sys.executable, "-m", "specsweep.cli", "run", "quant=bf16", "drafter=none", workloads,
+         "model.served_name='a b'", "--snakemake-args=-n"],
+        cwd=project, env=project_env(project), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert planned_cells(output) == ["gemma3_270m-bf16-none"]  # was "No closing quotation" through --config
+
+
 def test_specsweep_config_prints_cell_and_argv() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "specsweep.cli", "config", "drafter=ngram", "k=7"],

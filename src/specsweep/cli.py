@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -70,14 +71,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     from specsweep.config.grid import expand
     from specsweep.paths import project_root
 
+    import tempfile
+
+    import yaml
+
     cells = expand(args.overrides, args.sweep)
     targets = [f"results/{cell.sweep}/{cell.id}/bench.json" for cell in cells]
-    config = [f"overrides={shlex.join(args.overrides)}"]
-    if args.sweep:
-        config.append(f"sweep={args.sweep}")
-    argv = [sys.executable, "-m", "snakemake", "--config", *config, *args.snakemake_args, "--", *targets]
-    print("[run] " + shlex.join(argv), file=sys.stderr)
-    raise SystemExit(run_forwarding_signals(argv, project_root()))
+    # A config file, not `--config overrides="..."`: Snakemake re-parses --config values, which mangles quotes and
+    # brackets in overrides (e.g. bench.workloads=[{...}]); a YAML list reaches the plan item by item.
+    config = {"overrides": list(args.overrides), **({"sweep": args.sweep} if args.sweep else {})}
+    (project_root() / ".snakemake").mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="specsweep-run-", dir=project_root() / ".snakemake") as handle:
+        yaml.safe_dump(config, handle)
+        handle.flush()
+        argv = [sys.executable, "-m", "snakemake", "--configfile", handle.name, *args.snakemake_args, "--", *targets]
+        print(f"[run] {shlex.join(argv)}  ({handle.name}: {json.dumps(config)})", file=sys.stderr)
+        raise SystemExit(run_forwarding_signals(argv, project_root()))
 
 
 def run_forwarding_signals(argv: list[str], cwd: Path) -> int:

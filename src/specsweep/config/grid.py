@@ -32,11 +32,16 @@ class Cell:
 
 
 def split_overrides(text: str | list[str] | None) -> list[str]:
+    """`--config overrides="a=1 b=2"` is shell-split; a YAML list (a config file, `specsweep run`) is taken
+    item by item, verbatim, so values with spaces, quotes or brackets need no quoting."""
     if text is None:
         return []
     if isinstance(text, list):
-        return [part for item in text for part in shlex.split(str(item))]
-    return shlex.split(text)
+        return [str(item) for item in text]
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise ConfigError(f"cannot split overrides {text!r}: {err}; quote values with spaces") from err
 
 
 def _key(override: str) -> str:
