@@ -85,7 +85,9 @@ def test_a_server_never_healthy_times_out_and_its_group_is_gone(swept: Path, tmp
     assert cell_processes(tmp_path) == []
 
 
-def test_a_hanging_stream_hits_the_request_timeout_and_the_group_is_gone(swept: Path, tmp_path: Path) -> None:
+def test_a_hanging_stream_hits_the_request_timeout_and_the_group_is_gone(
+    swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def freeze_when_streaming() -> None:
         log = tmp_path / "server.log"
         deadline = time.monotonic() + 600
@@ -98,6 +100,8 @@ def test_a_hanging_stream_hits_the_request_timeout_and_the_group_is_gone(swept: 
             time.sleep(0.1)
 
     threading.Thread(target=freeze_when_streaming, daemon=True).start()
+    # A frozen server never exits by itself: waiting the usual grace for it to do so only adds time here.
+    monkeypatch.setattr(cell_module, "SERVER_EXIT_GRACE_S", 2)
     record = run(swept, tmp_path, "bench.request_timeout_s=4", "serve.shutdown_timeout_s=3")
     assert record.status == "failed"
     assert "timeout" in record.error.lower() or "timed out" in record.error.lower(), record.error

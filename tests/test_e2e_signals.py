@@ -68,20 +68,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_project(tmp_path_factory.mktemp("signals"))
 
 
-def test_ctrl_c_of_snakemake_stops_the_server(project: Path) -> None:
-    runner = start(project, snakemake_argv())
-    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
-    os.killpg(runner.pid, signal.SIGINT)
-    finish(runner, 120)
-    wait_for(lambda: not cell_processes(project), 60, "the server to exit")
-    assert not (project / CELL / "bench.json").exists()
-    assert lock_files(project) == []
-
-
 def test_ctrl_c_of_specsweep_run_stops_the_server_and_releases_the_lock(project: Path) -> None:
     runner = start(project, [sys.executable, "-m", "specsweep.cli", "run", *ONE_CELL])
     wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
-    os.killpg(runner.pid, signal.SIGINT)  # the terminal's Ctrl-C: the wrapper's group
+    # The terminal's Ctrl-C reaches the wrapper's group; the wrapper hands SIGINT to Snakemake's process group
+    # once, which is what a terminal does to a plain `snakemake` (so this also covers Ctrl-C of Snakemake).
+    os.killpg(runner.pid, signal.SIGINT)
     output = finish(runner, 120)
     assert runner.returncode != 0
     wait_for(lambda: not cell_processes(project), 60, "the server to exit")
