@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from specsweep.config.compose import compose_cell
@@ -41,7 +42,7 @@ def test_spark_command_is_vllm_serve_in_docker_with_the_seed_flags() -> None:
         "--max-num-seqs": "4",
         "--max-num-batched-tokens": "16384",
         "--gpu-memory-utilization": "0.85",
-        "--kv-cache-dtype": "fp8",
+        "--kv-cache-dtype": "fp8_e4m3",
         "--load-format": "instanttensor",
         "--revision": "main",
     }.items():
@@ -73,3 +74,18 @@ def test_a_resolved_dtype_replaces_auto() -> None:
     assert "--dtype" not in server_command(cell, "/m", 1, image_root=Path("/e")).argv
     argv = server_command(cell, "/m", 1, image_root=Path("/e"), dtype="bfloat16").argv
     assert flag_value(argv, "--dtype") == "bfloat16"
+
+
+def test_spark_serves_chat_the_way_the_users_do() -> None:
+    cell = compose_cell(["sweep=spark", "quant=ebircak_nvfp4a16_gptq"]).cell
+    argv = server_command(cell, cell.quant.repo_id, 8000, container_name="c").argv
+    assert flag_value(argv, "--tool-call-parser") == "gemma4" and flag_value(argv, "--reasoning-parser") == "gemma4"
+    assert "--enable-auto-tool-choice" in argv
+    assert json.loads(flag_value(argv, "--default-chat-template-kwargs")) == {"enable_thinking": True}
+    assert flag_value(argv, "--quantization") == "compressed-tensors"
+    assert flag_value(argv, "--served-model-name") == "Gemma4-31b-it"
+
+
+def test_numbers_in_extra_args_become_argv_text() -> None:
+    cell = compose_cell(["serve.extra_args=[--max-num-seqs,4,--enable-x,true]"]).cell
+    assert cell.serve.extra_args == ["--max-num-seqs", "4", "--enable-x", "true"]

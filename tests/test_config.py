@@ -55,7 +55,7 @@ def test_spark_serve_carries_the_seed_flags() -> None:
     assert serve.max_num_seqs == 4
     assert serve.max_num_batched_tokens == 16384
     assert serve.gpu_memory_utilization == 0.85
-    assert serve.kv_cache_dtype == "fp8"
+    assert serve.kv_cache_dtype == "fp8_e4m3"
     assert serve.enable_prefix_caching and serve.enable_chunked_prefill
     assert serve.load_format == "instanttensor"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -157,6 +157,8 @@ class HubQuant(Strict):
     # The base model this checkpoint was made from: another model makes the cell meaningless.
     for_model: str
     scheme: str
+    # vLLM's --quantization, where the users pass it explicitly (None: vLLM reads it from the checkpoint).
+    vllm_quantization: str | None = None
 
 
 QuantCfg = Annotated[
@@ -226,6 +228,14 @@ class ServeCfg(Strict):
     enable_chunked_prefill: bool | None = None
     enforce_eager: bool = False
     load_format: str | None = None
+    # Chat serving as the users run it: tool calls and reasoning parsed by the model's own parsers, template
+    # arguments (e.g. {"enable_thinking": true}) applied to every chat request.
+    enable_auto_tool_choice: bool = False
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+    default_chat_template_kwargs: dict[str, str | int | float | bool] | None = None
+    trust_remote_code: bool = False
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
     seed: int = 0
     extra_args: list[str] = []
     # Plain settings only: a secret-looking key or token-shaped value is refused (specsweep.config.secrets).
@@ -236,6 +246,14 @@ class ServeCfg(Strict):
     forward_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
     startup_timeout_s: float = Field(default=600, gt=0)
     shutdown_timeout_s: float = Field(default=30, gt=0)
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _args_as_text(cls, value):
+        # `serve.extra_args=[--max-num-seqs,4]`: Hydra reads 4 as a number; argv items are text.
+        if isinstance(value, list):
+            return [str(item).lower() if isinstance(item, bool) else str(item) for item in value]
+        return value
 
 
 # ---------------------------------------------------------------- image

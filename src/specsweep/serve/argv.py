@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def server_flags(serve: ServeCfg) -> list[str]:
         "--gpu-memory-utilization": serve.gpu_memory_utilization,
         "--kv-cache-dtype": serve.kv_cache_dtype,
         "--load-format": serve.load_format,
+        "--tool-call-parser": serve.tool_call_parser,
+        "--reasoning-parser": serve.reasoning_parser,
+        "--tensor-parallel-size": serve.tensor_parallel_size,
     }
     for flag, value in valued.items():
         if value is not None:
@@ -47,6 +51,12 @@ def server_flags(serve: ServeCfg) -> list[str]:
             flags.append("--no-" + flag.removeprefix("--"))
     if serve.enforce_eager:
         flags.append("--enforce-eager")
+    if serve.enable_auto_tool_choice:
+        flags.append("--enable-auto-tool-choice")
+    if serve.trust_remote_code:
+        flags.append("--trust-remote-code")
+    if serve.default_chat_template_kwargs is not None:
+        flags += ["--default-chat-template-kwargs", json.dumps(serve.default_chat_template_kwargs)]
     flags += ["--seed", str(serve.seed)]
     return flags + list(serve.extra_args)
 
@@ -76,6 +86,8 @@ def vllm_args(cell: CellCfg, port: int, dtype: str | None = None) -> list[str]:
     revision = serving_revision(cell)
     if revision:
         args += ["--revision", revision]
+    if isinstance(cell.quant, HubQuant) and cell.quant.vllm_quantization:
+        args += ["--quantization", cell.quant.vllm_quantization]
     dtype = dtype or cell.model.dtype
     if dtype != "auto":
         args += ["--dtype", dtype]
