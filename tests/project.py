@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -57,6 +59,20 @@ def cell_processes(under: Path) -> list[psutil.Process]:
         if marker.startswith(str(under)):
             found.append(process)
     return found
+
+
+def when_measuring(cell_dir: Path, act: Callable[[psutil.Process], None], poll_s: float = 0.2,
+                   timeout_s: float = 1500) -> None:
+    """Apply `act` to every process of the cell's server once a measured request streams (the warmup is the
+    server log's first completion; uvicorn logs the second as its response starts)."""
+    deadline = time.monotonic() + timeout_s
+    log = cell_dir / "server.log"
+    while time.monotonic() < deadline:
+        if log.is_file() and log.read_text(errors="replace").count("POST /v1/completions") >= 2:
+            for process in cell_processes(cell_dir):
+                act(process)
+            return
+        time.sleep(poll_s)
 
 
 class ProcessSampler(threading.Thread):

@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
-from project import cell_processes, make_project, snakemake
+from project import make_project, snakemake, when_measuring
 from specsweep.records.types import FAILURE_RECORD
 
 pytestmark = pytest.mark.slow
@@ -40,25 +41,13 @@ params:
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     project = make_project(tmp_path_factory.mktemp("faulty"))
     (project / "conf/sweep/faulty.yaml").write_text(FAULTY_SWEEP)
-    killer = threading.Thread(target=kill_mid_workload, args=(project / "results/faulty" / KILLED,), daemon=True)
+    # SIGKILL the cell's vLLM while a measured request streams.
+    killer = threading.Thread(target=when_measuring, args=(project / "results/faulty" / KILLED, psutil.Process.kill),
+                              daemon=True)  # fmt: skip
     killer.start()
     result = snakemake(project, "--config", "sweep=faulty", f"overrides={OVERRIDES}", timeout=1800)
     killer.join(timeout=5)
     return project, result
-
-
-def kill_mid_workload(cell_dir: Path, timeout_s: float = 1500) -> None:
-    """SIGKILL the cell's vLLM once a measured request is streaming (the warmup is the first completion)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    log = cell_dir / "server.log"
-    while time.monotonic() < deadline:
-        if log.is_file() and log.read_text(errors="replace").count("POST /v1/completions") >= 2:
-            for process in cell_processes(cell_dir):
-                process.kill()
-            return
-        time.sleep(0.2)
 
 
 def test_the_run_exits_non_zero_naming_the_failed_cell(faulty) -> None:

@@ -12,10 +12,11 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import specsweep.cell as cell_module
-from project import cell_processes
+from project import cell_processes, when_measuring
 from specsweep.cell import run_cell
 from specsweep.config.grid import expand
 from specsweep.images.base import ImageRecord
@@ -88,18 +89,8 @@ def test_a_server_never_healthy_times_out_and_its_group_is_gone(swept: Path, tmp
 def test_a_hanging_stream_hits_the_request_timeout_and_the_group_is_gone(
     swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def freeze_when_streaming() -> None:
-        log = tmp_path / "server.log"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            # The warmup is the first completion; freeze during the first measured one.
-            if log.is_file() and log.read_text(errors="replace").count("POST /v1/completions") >= 2:
-                for process in cell_processes(tmp_path):
-                    process.suspend()
-                return
-            time.sleep(0.1)
-
-    threading.Thread(target=freeze_when_streaming, daemon=True).start()
+    # Freeze the server while a measured request streams.
+    threading.Thread(target=when_measuring, args=(tmp_path, psutil.Process.suspend, 0.1, 600), daemon=True).start()
     # A frozen server never exits by itself: waiting the usual grace for it to do so only adds time here.
     monkeypatch.setattr(cell_module, "SERVER_EXIT_GRACE_S", 2)
     record = run(swept, tmp_path, "bench.request_timeout_s=4", "serve.shutdown_timeout_s=3")

@@ -148,7 +148,8 @@ def _server(cfg: CellCfg, launch: Launch, server_log: Path) -> VllmServer:
 def _start(cfg: CellCfg, launch: Launch, server_log: Path, replan: Callable[[], Launch]) -> tuple[VllmServer, Launch]:
     """Start the server and wait until healthy. A free port can be taken by another process before vLLM binds
     it: then the cell retries on a new free port; a configured port is the user's to free."""
-    for attempt in range(1, PORT_ATTEMPTS + 1):
+    attempt = 1
+    while True:
         server = _server(cfg, launch, server_log)
         print(f"[cell] starting vLLM on port {launch.command.port} ({' '.join(launch.command.argv[:4])} ...)",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -166,11 +167,10 @@ def _start(cfg: CellCfg, launch: Launch, server_log: Path, replan: Callable[[], 
             if attempt == PORT_ATTEMPTS:
                 raise ServerError(f"{err}; gave up after {PORT_ATTEMPTS} free ports were taken before vLLM bound them") from err
             print(f"[cell] {err} (taken after it was chosen); retrying on another free port", file=sys.stderr)
-            launch = replan()
+            launch, attempt = replan(), attempt + 1
         except BaseException:
             server.stop()
             raise
-    raise AssertionError("unreachable")
 
 
 def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], float]:

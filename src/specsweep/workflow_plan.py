@@ -91,11 +91,10 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     cells = expand(split_overrides(overrides), sweep)
     if not cells:
         raise ConfigError("the sweep expands to no cells; check sweep.params and your overrides")
-    for name in sorted({n for cell in cells for n in cell.config.serve.forward_env}):
-        try:
-            require_forwarded([name], dict(os.environ))
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
+    try:
+        require_forwarded(sorted({n for cell in cells for n in cell.config.serve.forward_env}), dict(os.environ))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     plans: dict[str, CellPlan] = {}
     models: dict[str, Stage] = {}
     quants: dict[str, QuantStage] = {}

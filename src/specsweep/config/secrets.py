@@ -53,34 +53,33 @@ def _override_parts(override: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
+def _override_problem(override: str) -> str | None:
+    """Why an override would put a secret into config (described without its value), or None."""
+    key, value = _override_parts(override)
+    if "=" not in override or not value:
+        return None
+    if is_secret_key(key.rsplit(".", 1)[-1]):
+        return f"`{key}=...` puts a value under a secret-looking key"
+    if any(_is_secret_flag(flag) for flag in re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", value)):
+        return f"`{key}=...` passes a secret flag (e.g. --api-key) on the server's command line"
+    if any(is_secret_key(name) for name in re.findall(r"oc\.env:\s*([A-Za-z_]\w*)", value)):
+        return f"`{key}=...` copies a secret variable into config through ${{oc.env:...}}"
+    if looks_like_secret(value):
+        return f"`{key}=...` has a value shaped like an access token"
+    return None
+
+
 def redact_overrides(overrides: list[str]) -> list[str]:
-    """Overrides as they may be shown: the value of a secret-looking key or a token-shaped value is hidden."""
-    shown = []
-    for override in overrides:
-        key, value = _override_parts(override)
-        if "=" in override and (is_secret_key(key.rsplit(".", 1)[-1]) or looks_like_secret(value)):
-            shown.append(override.split("=", 1)[0] + "=" + REDACTED)
-        else:
-            shown.append(scrub(override))
-    return shown
+    """Overrides as they may be shown: the value of one that carries a secret is hidden."""
+    return [
+        override.split("=", 1)[0] + "=" + REDACTED if _override_problem(override) else scrub(override)
+        for override in overrides
+    ]
 
 
 def secret_override_problems(overrides: list[str]) -> list[str]:
     """Overrides that would put a secret value into config, each described without its value."""
-    problems = []
-    for override in overrides:
-        key, value = _override_parts(override)
-        if "=" not in override or not value:
-            continue
-        if is_secret_key(key.rsplit(".", 1)[-1]):
-            problems.append(f"`{key}=...` puts a value under a secret-looking key")
-        elif any(_is_secret_flag(flag) for flag in re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", value)):
-            problems.append(f"`{key}=...` passes a secret flag (e.g. --api-key) on the server's command line")
-        elif any(is_secret_key(name) for name in re.findall(r"oc\.env:\s*([A-Za-z_]\w*)", value)):
-            problems.append(f"`{key}=...` copies a secret variable into config through ${{oc.env:...}}")
-        elif looks_like_secret(value):
-            problems.append(f"`{key}=...` has a value shaped like an access token")
-    return problems
+    return [problem for override in overrides if (problem := _override_problem(override))]
 
 
 def secret_tree_problems(node: object, path: str = "") -> list[str]:

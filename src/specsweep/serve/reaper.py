@@ -57,10 +57,9 @@ def watch_owner(poll_s: float = 1.0) -> None:
 
 def _alive(token: str) -> bool:
     """Whether the process named by `pid:start-time` still runs; a killed one not yet reaped (a zombie) is dead."""
-    pid, _, started = token.partition(":")
     try:
-        process = psutil.Process(int(pid))
-        return owner_token(process.pid) == token and process.status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(int(token.split(":")[0]))
+        return f"{process.pid}:{process.create_time():.2f}" == token and process.status() != psutil.STATUS_ZOMBIE
     except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
