@@ -119,3 +119,18 @@ def snakemake(project: Path, *args: str, timeout: float = 1800) -> subprocess.Co
         text=True,
         timeout=timeout,
     )
+
+
+def server_command(cell, model_location: str, port: int, image_root: Path | None = None, container_name: str = "c",
+                   dtype: str | None = None, env: dict | None = None, labels: dict | None = None):  # fmt: skip
+    """The server command the cell's image kind makes, from a record of what the image would be (or `image_root`
+    for a venv built at a given place)."""
+    from specsweep.images.base import LaunchSpec, kind_of
+
+    kind = kind_of(cell.image)
+    record = kind.preview()
+    if image_root is not None:
+        record = record.model_copy(update={"location": str(image_root)})
+    spec = LaunchSpec(cell=cell, model_location=model_location, port=port, name=container_name, dtype=dtype,
+                      env=env or {}, labels=labels or {})  # fmt: skip
+    return kind.server_command(record, spec)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from specsweep.config.compose import compose_cell
-from specsweep.serve.argv import server_command
+from project import server_command
 
 
 def flag_value(argv: list[str], flag: str) -> str:
@@ -34,9 +34,10 @@ def test_no_drafter_passes_no_speculative_flag() -> None:
 def test_spark_command_is_vllm_serve_in_docker_with_the_seed_flags() -> None:
     cell = compose_cell(["sweep=spark", "drafter=gemma_mtp", "k=7"]).cell
     argv = server_command(cell, "google/gemma-4-31B-it", 8000, container_name="specsweep-x").argv
-    assert argv[:3] == ["docker", "run", "--rm"]
-    serve_at = argv.index("vllm-node")
-    assert argv[serve_at + 1 : serve_at + 4] == ["vllm", "serve", "google/gemma-4-31B-it"]
+    assert argv[:4] == ["docker", "run", "--name", "specsweep-x"] and "--rm" in argv
+    serve_at = argv.index("vllm")
+    assert argv[serve_at - 1].startswith("<id of the image built from spec ")
+    assert argv[serve_at : serve_at + 3] == ["vllm", "serve", "google/gemma-4-31B-it"]
     for flag, value in {
         "--max-model-len": "262144",
         "--max-num-seqs": "4",

@@ -17,7 +17,7 @@ from specsweep.config.compose import compose_cell
 from specsweep.config.grid import expand
 from specsweep.config.schema import CellCfg
 from specsweep.images import build_image
-from specsweep.serve.argv import server_command
+from project import server_command
 
 pytestmark = pytest.mark.slow
 

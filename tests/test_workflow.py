@@ -153,4 +153,5 @@ def test_specsweep_config_prints_the_spark_docker_argv() -> None:
     assert result.returncode == 0, result.stderr
     assert "# cell gemma4_31b_it-bf16-gemma_mtp-k7" in result.stdout
     assert """--speculative-config '{"method":"mtp","model":"google/gemma-4-31B-it-assistant","num_speculative_tokens":7}'""" in result.stdout
-    assert "docker run --rm" in result.stdout
+    assert "docker run --name specsweep-gemma4_31b_it-bf16-gemma_mtp-k7 --privileged" in result.stdout
+    assert "--gpus all --rm --network host --entrypoint=" in result.stdout

@@ -18,17 +18,20 @@ from specsweep.bench.engine import Bench, BenchSettings
 from specsweep.cache_check import CorruptEntry, require_receipt_intact
 from specsweep.config.compose import cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
-from specsweep.config.schema import CellCfg, DockerImage, ModelDrafter, SuffixDrafter
+from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
-from specsweep.images.base import ImageRecord
+from specsweep.images.base import ImageKind, ImageRecord, LaunchSpec, kind_of
+from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
 from specsweep.images.cpu_host import FALLBACK_ENV, ServingChoice, uses_wna16
+from specsweep.images.preflight import PreflightRecord
 from specsweep.images.preload import ld_preload
 from specsweep.models.prepare import ModelRecord
 from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
 from specsweep.records.types import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
-from specsweep.serve.argv import ServerCommand, server_command
+from specsweep.serve.argv import ServerCommand
 from specsweep.serve.logs import failure_excerpt
+from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV
 from specsweep.serve.server import PortInUse, ServerError, VllmServer, free_port
 from specsweep.serve.speculative import speculative_config_json
 
@@ -46,6 +49,10 @@ class CellFailed(RuntimeError):
     """The cell ran but produced no usable measurement (the server died, every request failed)."""
 
 
+class PreflightFailed(RuntimeError):
+    """The image cannot serve what the sweep's cells ask (checked once per image, before any server starts)."""
+
+
 def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
     """Why this platform cannot serve the cell, or None. Such cells are recorded as skipped, not failed."""
     scheme = cell.quant.scheme
@@ -59,8 +66,6 @@ def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
             f"drafter {drafter.name} needs hub weights ({drafter.model}); image {image.name} is offline "
             "and the embedded path never downloads weights"
         )
-    if isinstance(drafter, SuffixDrafter) and not image.has_package(drafter.requires_package):
-        return f"drafter {drafter.name} needs {drafter.requires_package} in image {image.name}; add it to the image"
     return None
 
 
@@ -110,29 +115,36 @@ async def run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[Workloa
 
 @dataclass(frozen=True)
 class Launch:
+    kind: ImageKind
+    spec: LaunchSpec
     command: ServerCommand
     # CPU images: the dtype and int4 kernel decided for this host; None where the GPU image's vLLM decides.
     serving: ServingChoice | None
-    container: str
 
 
 def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: str, cell_id: str, out_dir: Path) -> Launch:
     """The server command of a cell on this host: its dtype and int4 kernel as the image's probe decided."""
     require_forwarded(cfg.serve.forward_env, dict(os.environ))
+    kind = kind_of(cfg.image)
     serving = image.serving_by_dtype.get(cfg.model.dtype)
-    port = cfg.serve.port or free_port(cfg.serve.host)
-    container = f"specsweep-{sweep}-{cell_id}" if isinstance(cfg.image, DockerImage) else ""
-    command = server_command(
-        cfg, model_location, port, image_root=Path(image.location), container_name=container,
-        dtype=serving.dtype if serving else None,
-    )  # fmt: skip
-    command.env[CELL_MARKER_ENV] = str(out_dir.resolve())
+    env = {CELL_MARKER_ENV: str(out_dir.resolve())}
     if serving is not None and serving.fallback and uses_wna16(cfg.quant.scheme):
-        command.env[FALLBACK_ENV] = "1"
+        env[FALLBACK_ENV] = "1"
     if image.preload:
         # The server process only: specsweep and Snakemake keep the system allocator and OpenMP.
-        command.env["LD_PRELOAD"] = ld_preload(image.preload)
-    return Launch(command=command, serving=serving, container=container)
+        env["LD_PRELOAD"] = ld_preload(image.preload)
+    labels = {LABEL_CELL: str(out_dir.resolve()), LABEL_WORKDIR: os.environ.get(WORKDIR_ENV, str(Path.cwd().resolve())),
+              LABEL_OWNER: os.environ.get(OWNER_ENV, "")}  # fmt: skip
+    spec = LaunchSpec(
+        cell=cfg,
+        model_location=model_location,
+        port=cfg.serve.port or free_port(cfg.serve.host),
+        name=f"specsweep-{sweep}-{cell_id}",
+        dtype=serving.dtype if serving else None,
+        env=env,
+        labels=labels,
+    )
+    return Launch(kind=kind, spec=spec, command=kind.server_command(image, spec), serving=serving)
 
 
 def _server(cfg: CellCfg, launch: Launch, server_log: Path) -> VllmServer:
@@ -141,16 +153,19 @@ def _server(cfg: CellCfg, launch: Launch, server_log: Path) -> VllmServer:
         server_log,
         startup_timeout_s=cfg.serve.startup_timeout_s,
         shutdown_timeout_s=cfg.serve.shutdown_timeout_s,
-        stop_command=["docker", "stop", launch.container] if launch.container else None,
+        teardown=lambda: launch.kind.stop(launch.spec),
     )
 
 
-def _start(cfg: CellCfg, launch: Launch, server_log: Path, replan: Callable[[], Launch]) -> tuple[VllmServer, Launch]:
+def _start(
+    cfg: CellCfg, image: ImageRecord, launch: Launch, server_log: Path, replan: Callable[[], Launch]
+) -> tuple[VllmServer, Launch]:
     """Start the server and wait until healthy. A free port can be taken by another process before vLLM binds
     it: then the cell retries on a new free port; a configured port is the user's to free."""
     attempt = 1
     while True:
         server = _server(cfg, launch, server_log)
+        launch.kind.before_start(image, launch.spec)
         print(f"[cell] starting vLLM on port {launch.command.port} ({' '.join(launch.command.argv[:4])} ...)",
               file=sys.stderr, flush=True)  # fmt: skip
         try:
@@ -191,14 +206,16 @@ def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], fl
     return workloads, latency_ms
 
 
-def check_inputs(model: ModelRecord, quant: QuantRecord, image: ImageRecord, receipts: tuple[Path, Path, Path]) -> None:
+def check_inputs(
+    model: ModelRecord, quant: QuantRecord, image: ImageRecord, kind: ImageKind, receipts: tuple[Path, Path, Path]
+) -> None:
     """What the cell serves still matches its manifests (a truncated or edited cached file fails the cell, naming the
     file and the fix, instead of being served and measured)."""
     model_receipt, quant_receipt, image_receipt = receipts
     require_receipt_intact(model.location, f"base model {model.name}", model_receipt, "prepare_model")
     if quant.location != model.location:  # quant=none serves the base dir itself
         require_receipt_intact(quant.location, f"checkpoint {quant.quant}", quant_receipt, "quantize")
-    require_receipt_intact(image.location, f"image {image.name}", image_receipt, "build_image")
+    kind.check_intact(image, str(image_receipt))
 
 
 def run_cell(
@@ -209,6 +226,7 @@ def run_cell(
     image: ImageRecord,
     server_log: Path,
     receipts: tuple[Path, Path, Path] | None = None,
+    preflight: PreflightRecord | None = None,
 ) -> CellRecord:
     """Run the cell and write its records. A cell that fails is recorded as failed, not raised: one bad cell
     must not stop the sweep's other cells, table or reports (the sweep's last step fails on it instead)."""
@@ -239,9 +257,11 @@ def run_cell(
     else:
         server: VllmServer | None = None
         try:
+            if preflight is not None and not preflight.ok:
+                raise PreflightFailed(preflight.failure())
             if receipts:
-                check_inputs(model, quant, image, receipts)
-            server, launch = _start(cfg, launch, server_log, replan=lambda: plan_launch(
+                check_inputs(model, quant, image, launch.kind, receipts)
+            server, launch = _start(cfg, image, launch, server_log, replan=lambda: plan_launch(
                 cfg, quant.location, image, cell.sweep, cell.id, out_dir))  # fmt: skip
             command = launch.command
             try:
@@ -253,7 +273,7 @@ def run_cell(
             )
         except Exception as err:  # noqa: BLE001 - any failure of this cell is recorded; Ctrl-C/SIGTERM are not
             traceback.print_exc()
-            message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed, CorruptEntry)) else repr(err)
+            message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed, CorruptEntry, PreflightFailed)) else repr(err)
             server_error, excerpt = failure_excerpt(server_log, FAILURE_LOG_LINES)
             if server_error:
                 message += f"; the server's error: {server_error}"

@@ -21,11 +21,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from specsweep.config.compose import project_relative
     from specsweep.config.grid import check_k_has_a_drafter, readable_id
-    from specsweep.envs import env_root
+    from specsweep.images.base import LaunchSpec, kind_of
     from specsweep.models.prepare import model_location
-    from specsweep.serve.argv import server_command
     from specsweep.serve.speculative import speculative_config_json
 
     composed = compose_cell(args.overrides)
@@ -33,26 +31,20 @@ def cmd_config(args: argparse.Namespace) -> None:
     check_k_has_a_drafter(args.overrides, [cell])
     print(f"# cell {readable_id(composed)}  (config hash {config_hash(cell)[:12]})")
     print(cell_yaml(cell), end="")
-    image_root = None
-    if cell.image.kind == "venv":
-        image_root = env_root(
-            cell.image.name,
-            project_relative(cell.image.requirements),
-            cell.image.remove_packages,
-            [project_relative(path) for path in cell.image.local_packages],
-        )
+    kind = kind_of(cell.image)
+    image = kind.preview()
     port = cell.serve.port or 8000
     location = {"none": model_location(cell.model), "hub": getattr(cell.quant, "repo_id", "")}.get(cell.quant.kind)
     if location is None:
         location = f"<{cell.model.name}-{cell.quant.name} checkpoint>"
         print(f"\n# {location}: built by the quantize stage (`specsweep quant run`); its path is in results/_quants/")
-    dtype = None
-    if cell.image.kind == "venv":
-        from specsweep.images.cpu_host import read_cpu_facts, resolve_dtype
-
-        dtype, reason = resolve_dtype(cell.model.dtype, read_cpu_facts())
-        print(f"\n# serving dtype on this host: {dtype} ({reason}); the W4A16 kernel is chosen from build_image's probe")
-    command = server_command(cell, location, port, image_root, f"specsweep-{readable_id(composed)}", dtype=dtype)
+    serving = image.serving_by_dtype.get(cell.model.dtype)
+    if serving is not None:
+        print(f"\n# serving dtype on this host: {serving.dtype} ({serving.dtype_reason}); the W4A16 kernel is chosen "
+              "from build_image's probe")  # fmt: skip
+    spec = LaunchSpec(cell=cell, model_location=location, port=port, name=f"specsweep-{readable_id(composed)}",
+                      dtype=serving.dtype if serving else None, env={}, labels={})  # fmt: skip
+    command = kind.server_command(image, spec)
     print("\n# speculative config")
     print(speculative_config_json(cell.drafter, cell.k) or "(none: no --speculative-config flag)")
     print("\n# vLLM server argv" + ("" if cell.serve.port else " (port chosen free at run time; 8000 shown)"))
@@ -167,10 +159,25 @@ def cmd_image_build(args: argparse.Namespace) -> None:
     print(f"[image] {record.name}: vLLM {record.vllm_version} at {record.location}", file=sys.stderr)
 
 
+def cmd_image_preflight(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_json
+    from specsweep.images.base import ImageRecord, kind_of
+    from specsweep.images.preflight import Needs, run_preflight
+
+    kind = kind_of(compose_cell(args.overrides).cell.image)
+    record = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
+    print(f"[preflight] checking vLLM {record.vllm_version} in image {record.name} ({record.location[:19]})", file=sys.stderr)
+    result = run_preflight(kind, record, Needs.model_validate_json(args.needs))
+    write_json(Path(args.out), result.model_dump())
+    # A failed preflight is a record, not a job failure: every cell of the image then fails with its message.
+    print(f"[preflight] {record.name}: " + ("ok" if result.ok else result.failure()), file=sys.stderr)
+
+
 def cmd_cell_run(args: argparse.Namespace) -> None:
     from specsweep.cell import run_cell
     from specsweep.config.grid import Cell
     from specsweep.images.base import ImageRecord
+    from specsweep.images.preflight import PreflightRecord
     from specsweep.models.prepare import ModelRecord
     from specsweep.quantize.run import QuantRecord
 
@@ -186,8 +193,11 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     model = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
     quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
     image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
+    preflight = PreflightRecord.model_validate_json(Path(args.preflight_receipt).read_text())
     receipts = (Path(args.model_receipt), Path(args.quant_receipt), Path(args.image_receipt))
-    record = run_cell(cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts)
+    record = run_cell(
+        cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts, preflight=preflight
+    )
     print(f"[cell] {cell.id}: {record.status}", file=sys.stderr)
 
 
@@ -387,6 +397,11 @@ def parser() -> argparse.ArgumentParser:
     p = with_overrides(image.add_parser("build"))
     p.add_argument("--receipt", required=True, help="where to write the image manifest (JSON)")
     p.set_defaults(func=cmd_image_build)
+    p = with_overrides(image.add_parser("preflight", help="check inside the image that its vLLM has what the cells need"))
+    p.add_argument("--image-receipt", required=True)
+    p.add_argument("--needs", required=True, help="what the cells need (JSON, specsweep.images.preflight.Needs)")
+    p.add_argument("--out", required=True, help="where to write the preflight record (JSON)")
+    p.set_defaults(func=cmd_image_preflight)
 
     cell = sub.add_parser("cell", help="one sweep cell").add_subparsers(dest="action", required=True)
     p = with_overrides(cell.add_parser("run"))
@@ -395,6 +410,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-receipt", required=True)
     p.add_argument("--quant-receipt", required=True)
     p.add_argument("--image-receipt", required=True)
+    p.add_argument("--preflight-receipt", required=True)
     p.add_argument("--server-log", required=True)
     p.set_defaults(func=cmd_cell_run)
 

@@ -20,6 +20,7 @@ from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, proje
 from specsweep.config.grid import Cell, expand, split_overrides
 from specsweep.config.secrets import require_forwarded
 from specsweep.images.cpu_host import read_cpu_facts
+from specsweep.images.preflight import needs_of
 from specsweep.quantize.run import calibration_path
 from specsweep.serve.reaper import OWNER_ENV, run_markers
 
@@ -55,6 +56,7 @@ class CellPlan:
             "--model-receipt", input.model,
             "--quant-receipt", input.quant,
             "--image-receipt", input.image,
+            "--preflight-receipt", input.preflight,
             "--server-log", log.server,
             *self.cell.overrides,
         ]  # fmt: skip
@@ -72,12 +74,19 @@ class QuantStage(Stage):
 
 
 @dataclass(frozen=True)
+class ImageStage(Stage):
+    """An image: built once, then checked once against what all the sweep's cells on it need (the preflight)."""
+
+    needs_json: str = "{}"
+
+
+@dataclass(frozen=True)
 class SweepPlan:
     sweep: str
     cells: dict[str, CellPlan]
     models: dict[str, Stage]
     quants: dict[str, QuantStage]
-    images: dict[str, Stage]
+    images: dict[str, ImageStage]
     # The sweep's resolved report config (JSON), handed to report jobs as a tracked param.
     report_json: str = "{}"
 
@@ -99,6 +108,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     models: dict[str, Stage] = {}
     quants: dict[str, QuantStage] = {}
     images: dict[str, Stage] = {}
+    image_cells: dict[str, list] = {}
     for cell in cells:
         cfg = cell.config
         model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), cell.overrides)
@@ -107,6 +117,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         models.setdefault(model.key, model)
         quants.setdefault(quant.key, quant)
         images.setdefault(image.key, image)
+        image_cells.setdefault(image.key, []).append(cfg)
         plans[cell.id] = CellPlan(
             cell=cell,
             config_yaml=cell_yaml(cfg),
@@ -115,9 +126,13 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
             image_key=image.key,
             prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
         )
+    image_stages = {
+        key: ImageStage(**vars(stage), needs_json=needs_of(image_cells[key]).model_dump_json()) for key, stage in images.items()
+    }
     return SweepPlan(
-        sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=images, report_json=_report_json(overrides, cells)
-    )
+        sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages,
+        report_json=_report_json(overrides, cells),
+    )  # fmt: skip
 
 
 def _report_json(overrides: str | list[str] | None, cells: list[Cell]) -> str:

@@ -4,6 +4,7 @@ rule run_cell:
         model=lambda w: f"results/_models/{PLAN.cells[w.cell].model_key}.json",
         quant=lambda w: f"results/_quants/{PLAN.cells[w.cell].quant_key}.json",
         image=lambda w: f"results/_images/{PLAN.cells[w.cell].image_key}.json",
+        preflight=lambda w: f"results/_preflight/{PLAN.cells[w.cell].image_key}.json",
         prompts=lambda w: PLAN.cells[w.cell].prompt_files,
     output:
         bench="results/{sweep}/{cell}/bench.json",

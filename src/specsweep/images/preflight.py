@@ -1,0 +1,178 @@
+"""Preflight: once per image, before any cell, check inside the image that its vLLM can serve what the cells ask.
+
+An image older than what a cell needs (no Gemma 4 MTP before vLLM PR 41745, no `instanttensor` load format before
+mid-April 2026, a parser it does not register) would otherwise fail every such cell after minutes of server start.
+The probe runs the image's own Python (offline) and reads vLLM's own registries; the host compares them with the
+cells' needs and writes one record: what the image has, and each problem with the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Iterable
+
+from pydantic import BaseModel
+
+from specsweep.config.schema import CellCfg, ModelDrafter
+from specsweep.images.base import ImageKind, ImageRecord
+from specsweep.serve.speculative import speculative_config_json
+
+# Run inside the image (its Python, no specsweep): vLLM's own lists of what it supports.
+PROBE = r"""
+import importlib.util, json, typing, sys
+import vllm
+from vllm import _version
+found = {"version": vllm.__version__, "commit": getattr(_version, "__commit_id__", None)}
+try:
+    found["build_metadata"] = open("/workspace/build-metadata.yaml").read()
+except OSError:
+    found["build_metadata"] = None
+
+def literal_values(tp):
+    out = []
+    for arg in typing.get_args(tp):
+        out += literal_values(arg) if typing.get_args(arg) else [arg]
+    return out or list(typing.get_args(tp))
+
+from vllm.config import speculative
+found["methods"] = sorted({v for v in literal_values(speculative.SpeculativeMethod) if isinstance(v, str)})
+from vllm.config.cache import CacheDType
+found["kv_cache_dtypes"] = sorted(literal_values(CacheDType))
+from vllm.model_executor import model_loader
+found["load_formats"] = sorted(getattr(model_loader, "_LOAD_FORMAT_TO_MODEL_LOADER", {}))
+from vllm.model_executor.models import ModelRegistry
+found["architectures"] = sorted(ModelRegistry.get_supported_archs())
+try:
+    from vllm.tool_parsers import ToolParserManager
+except ImportError:
+    from vllm.entrypoints.openai.tool_parsers import ToolParserManager
+found["tool_parsers"] = sorted(ToolParserManager.list_registered())
+from vllm.reasoning import ReasoningParserManager
+found["reasoning_parsers"] = sorted(ReasoningParserManager.list_registered())
+found["packages"] = {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
+print(json.dumps(found))
+"""
+
+# Python packages a feature needs at run time besides vLLM itself (vLLM registers the name either way).
+PACKAGES_FOR = {
+    ("method", "suffix"): ("arctic_inference", "arctic-inference"),
+    ("load_format", "instanttensor"): ("instanttensor", "instanttensor"),
+    ("load_format", "fastsafetensors"): ("fastsafetensors", "fastsafetensors"),
+    ("load_format", "runai_streamer"): ("runai_model_streamer", "runai-model-streamer"),
+    ("load_format", "runai_streamer_sharded"): ("runai_model_streamer", "runai-model-streamer"),
+}
+
+
+class Needs(BaseModel):
+    """What the planned cells of one image ask of its vLLM."""
+
+    methods: list[str] = []
+    load_formats: list[str] = []
+    kv_cache_dtypes: list[str] = []
+    tool_parsers: list[str] = []
+    reasoning_parsers: list[str] = []
+    # Drafter architecture -> the vLLM PR that added it (None when not known).
+    architectures: dict[str, int | None] = {}
+
+
+def needs_of(cells: Iterable[CellCfg]) -> Needs:
+    methods, formats, dtypes, tools, reasoning, archs = set(), set(), set(), set(), set(), {}
+    for cell in cells:
+        spec = speculative_config_json(cell.drafter, cell.k)
+        if spec is not None:
+            methods.add(json.loads(spec)["method"])
+        serve = cell.serve
+        for value, into in ((serve.load_format, formats), (serve.kv_cache_dtype, dtypes), (serve.tool_call_parser, tools),
+                            (serve.reasoning_parser, reasoning)):  # fmt: skip
+            if value is not None and value != "auto":
+                into.add(value)
+        if isinstance(cell.drafter, ModelDrafter) and cell.drafter.vllm_architecture:
+            archs[cell.drafter.vllm_architecture] = cell.drafter.vllm_pr
+    return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
+                 tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())))  # fmt: skip
+
+
+class Problem(BaseModel):
+    need: str
+    message: str
+    fix: str
+
+
+class PreflightRecord(BaseModel):
+    image: str
+    image_location: str
+    vllm_version: str
+    vllm_commit: str | None
+    vllm_prs: list[int]
+    needs: Needs
+    problems: list[Problem]
+    checked_at: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def failure(self) -> str:
+        """One message for every cell of the image: each problem and its fix."""
+        listed = "; ".join(f"{p.message} (fix: {p.fix})" for p in self.problems)
+        return f"preflight of image {self.image} ({self.image_location[:19]}, vLLM {self.vllm_version}) failed: {listed}"
+
+
+def compare(needs: Needs, found: dict, kind: ImageKind) -> list[Problem]:
+    problems = []
+
+    def missing(need: str, message: str, fix: str) -> None:
+        problems.append(Problem(need=need, message=message, fix=fix))
+
+    for method in needs.methods:
+        if method not in found["methods"]:
+            missing(f"method:{method}", f"its vLLM has no speculative method {method!r}", kind.upgrade_fix(f"method {method}"))
+    for arch, pr in needs.architectures.items():
+        if arch not in found["architectures"]:
+            fix = kind.pr_fix(pr) if pr else kind.upgrade_fix(arch)
+            missing(f"architecture:{arch}", f"its vLLM cannot load drafter architecture {arch}", fix)
+    for fmt in needs.load_formats:
+        if fmt not in found["load_formats"]:
+            missing(f"load_format:{fmt}", f"its vLLM has no --load-format {fmt}", kind.upgrade_fix(f"--load-format {fmt}"))
+    for dtype in needs.kv_cache_dtypes:
+        if dtype not in found["kv_cache_dtypes"]:
+            missing(f"kv_cache_dtype:{dtype}", f"its vLLM has no --kv-cache-dtype {dtype}", kind.upgrade_fix(f"kv-cache dtype {dtype}"))
+    for parser in needs.tool_parsers:
+        if parser not in found["tool_parsers"]:
+            missing(f"tool_parser:{parser}", f"its vLLM registers no tool-call parser {parser!r}", kind.upgrade_fix(f"the {parser} tool parser"))
+    for parser in needs.reasoning_parsers:
+        if parser not in found["reasoning_parsers"]:
+            missing(f"reasoning_parser:{parser}", f"its vLLM registers no reasoning parser {parser!r}", kind.upgrade_fix(f"the {parser} reasoning parser"))
+    for (what, name), (module, distribution) in PACKAGES_FOR.items():
+        wanted = needs.methods if what == "method" else needs.load_formats
+        if name in wanted and not found["packages"].get(module):
+            missing(f"package:{distribution}", f"{what.replace('_', ' ')} {name} needs the {distribution} package, which "
+                    "the image lacks", f"add {distribution} to the image (image.requirements) or drop the {name} cells")  # fmt: skip
+    return problems
+
+
+def probe(kind: ImageKind, record: ImageRecord) -> dict:
+    program = PROBE.replace("PACKAGES", repr(sorted({module for module, _ in PACKAGES_FOR.values()})))
+    result = subprocess.run(kind.python(record), input=program, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"the preflight probe failed inside image {record.name}: {result.stderr.strip()[-1500:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs) -> PreflightRecord:
+    started = time.monotonic()
+    found = probe(kind, record)
+    return PreflightRecord(
+        image=record.name,
+        image_location=record.location,
+        vllm_version=found["version"],
+        vllm_commit=record.vllm_commit or found["commit"],
+        vllm_prs=record.vllm_prs,
+        needs=needs,
+        problems=compare(needs, found, kind),
+        checked_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        seconds=round(time.monotonic() - started, 1),
+    )
