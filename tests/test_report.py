@@ -247,3 +247,18 @@ def test_a_key_but_an_unreachable_server_logs_offline_with_one_warning(sweep_dir
     assert summary["state"] == "finished"
     assert fake_key not in result.stdout + result.stderr
     assert not [p for p in sweep_dir.rglob("*") if p.is_file() and fake_key.encode() in p.read_bytes()]
+
+
+def test_a_sweep_whose_every_cell_failed_still_gets_its_reports(tmp_path: Path) -> None:
+    sweep_dir = make_sweep_dir(tmp_path, skipped=False)
+    for cell in (p for p in sweep_dir.iterdir() if p.is_dir()):
+        record = json.loads((cell / "bench.json").read_text())
+        record.update(status="failed", error="vLLM exited with code 1 before becoming healthy", workloads=[])
+        (cell / "bench.json").write_text(json.dumps(record))
+    from specsweep.records.table import build_table
+
+    build_table(sorted(p for p in sweep_dir.iterdir() if p.is_dir())).to_csv(sweep_dir / "table.csv", index=False)
+    result = subprocess.run([sys.executable, "-m", "specsweep.cli", "report", "build", "--sweep-dir", str(sweep_dir)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vLLM exited with code 1 before becoming healthy" in (sweep_dir / "tables.md").read_text()

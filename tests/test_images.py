@@ -1,0 +1,139 @@
+"""Image kinds: one interface per kind, the launch-cluster.sh container flags, the Spark build spec, the preflight."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from project import server_command
+from specsweep.config.compose import compose_cell
+from specsweep.images.base import KINDS, kind_of
+from specsweep.images.container import container_path, run_flags
+from specsweep.images.engine import EngineError
+from specsweep.images.preflight import Needs, compare, needs_of
+from specsweep.images.spark_docker import build_argv, parse_build_metadata, spec_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARK = ["image=spark_vllm_docker", "serve=spark", "model=gemma4_31b_it", "bench=tasks"]
+
+
+def test_every_image_option_has_a_kind_and_nothing_outside_images_branches_on_it() -> None:
+    for option in ("vllm_cpu", "vllm_cpu_docker", "spark_vllm_docker"):
+        image = compose_cell([f"image={option}"]).cell.image
+        assert type(kind_of(image)) is KINDS[image.kind]
+    # The whole lifecycle is behind ImageKind: no module outside specsweep/images asks which kind it has.
+    pattern = re.compile(r"image\.kind\s*==|isinstance\([^)]*(VenvImage|CpuDockerImage|SparkDockerImage)")
+    offenders = [
+        str(path.relative_to(ROOT)) for path in (ROOT / "src/specsweep").rglob("*.py")
+        if "images" not in path.parts and pattern.search(path.read_text())
+    ]  # fmt: skip
+    assert offenders == []
+
+
+def test_spark_container_flags_are_launch_cluster_solo() -> None:
+    image = compose_cell(SPARK).cell.image
+    flags = run_flags(image.container)
+    home = Path.home()
+    # launch-cluster.sh --solo: docker run --privileged --ulimit nofile=1048576:1048576 --ipc=host ... --gpus all
+    # -d --rm --network host --name vllm_node --entrypoint= -e NCCL_IGNORE_CPU_AFFINITY=1
+    # -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True -v $HF_CACHE_DIR:/root/.cache/huggingface + cache mounts
+    assert flags[:6] == ["--privileged", "--ulimit", "nofile=1048576:1048576", "--ipc=host", "--gpus", "all"]
+    assert flags[6:10] == ["--rm", "--network", "host", "--entrypoint="]
+    pairs = {flags[i + 1] for i, flag in enumerate(flags) if flag in ("-e", "-v")}
+    assert {"NCCL_IGNORE_CPU_AFFINITY=1", "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True", "VLLM_HOST_IP=127.0.0.1"} <= pairs
+    for relative in (".cache/vllm", ".cache/flashinfer", ".triton", ".tilelang"):
+        assert f"{home / relative}:/root/{relative}" in pairs
+
+
+def test_cpu_container_flags_drop_the_gpu_parts() -> None:
+    flags = run_flags(compose_cell(["image=vllm_cpu_docker"]).cell.image.container)
+    assert "--gpus" not in flags and "--privileged" not in flags and "--ipc=host" not in flags
+    assert ["--rm", "--network", "host", "--entrypoint="] == flags[:4]
+
+
+def test_hf_home_paths_map_into_the_container_and_others_mount_read_only(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    snapshot = tmp_path / "hf/hub/models--google--gemma-4-31B-it/snapshots/abc"
+    assert container_path(str(snapshot)) == "/root/.cache/huggingface/hub/models--google--gemma-4-31B-it/snapshots/abc"
+    assert container_path("/data/models/m") == "/data/models/m"
+    cell = compose_cell(["image=vllm_cpu_docker"]).cell
+    argv = server_command(cell, "/data/models/m", 8000, labels={"specsweep.cell": "/r/c"}).argv
+    assert "/data/models/m:/data/models/m:ro" in argv and "specsweep.cell=/r/c" in argv
+    assert argv[argv.index("--model") + 1] == "/data/models/m"
+
+
+def test_forwarded_secrets_go_by_name_only() -> None:
+    cell = compose_cell(["image=vllm_cpu_docker", "serve.forward_env=[HF_TOKEN]"]).cell
+    command = server_command(cell, "/m", 8000)
+    at = command.argv.index("HF_TOKEN")
+    assert command.argv[at - 1] == "-e" and command.forward_env == ("HF_TOKEN",)
+    assert not any(part.startswith("HF_TOKEN=") for part in command.argv)
+
+
+def test_spark_build_command_carries_the_spec_flags() -> None:
+    image = compose_cell([*SPARK, "image.rebuild_vllm=true", "image.vllm_ref=v0.21.0", "image.apply_vllm_prs=[41745,42001]"]).cell.image
+    # build-and-copy.sh usage(): -t <tag>, --rebuild-vllm, --vllm-ref <ref>, --apply-vllm-pr <pr-num> (repeatable)
+    assert build_argv(image) == ["./build-and-copy.sh", "-t", "vllm-node", "--rebuild-vllm", "--vllm-ref", "v0.21.0",
+                                 "--apply-vllm-pr", "41745", "--apply-vllm-pr", "42001"]  # fmt: skip
+
+
+def test_the_spec_keys_the_build_and_the_tag_does_not() -> None:
+    base = compose_cell(SPARK).cell.image
+    assert spec_key(base) == spec_key(compose_cell([*SPARK, "image.tag=vllm-node-tf5"]).cell.image)
+    for change in ("image.rebuild_vllm=true", "image.apply_vllm_prs=[41745]", "image.vllm_ref=main",
+                   "image.build_ref=0000000000000000000000000000000000000000"):  # fmt: skip
+        assert spec_key(compose_cell([*SPARK, change]).cell.image) != spec_key(base), change
+
+
+def test_a_branch_as_build_ref_is_refused_with_the_fix() -> None:
+    kind = kind_of(compose_cell([*SPARK, "image.build_ref=main"]).cell.image)
+    with pytest.raises(EngineError, match="not a commit sha.*pin a commit"):
+        kind._built_id()
+
+
+def test_build_metadata_gives_commit_and_prs() -> None:
+    # The shape build-and-copy.sh's generate_build_metadata writes into /workspace/build-metadata.yaml.
+    text = """build_date: 2026-06-01T12:00:00Z
+build_script_commit: 9240d66aec7e9db659322f346b16fa512cf7f102
+vllm_version: 0.21.1.dev12+g1234abcd
+vllm_commit: 1234abcd5678ef901234abcd5678ef901234abcd
+flashinfer_commit: unknown
+gpu_arch: 12.1a
+base_image: nvidia/cuda:13.0.2-devel-ubuntu24.04
+build_args:
+  vllm_ref: main
+  transformers_5: true
+  exp_mxfp4: false
+  vllm_prs: "41745 https://github.com/vllm-project/vllm/pull/42180"
+  build_jobs: 16
+"""
+    metadata, commit, prs = parse_build_metadata(text)
+    assert commit == "1234abcd5678ef901234abcd5678ef901234abcd" and prs == [41745, 42180]
+    assert metadata["build_args"]["vllm_ref"] == "main"
+    assert parse_build_metadata("vllm_commit: unknown\n")[1:] == (None, [])
+    assert parse_build_metadata("")[1:] == (None, [])
+
+
+def test_needs_of_the_users_spark_cells() -> None:
+    cells = [compose_cell([*SPARK, "drafter=gemma_mtp", f"k={k}"]).cell for k in (1, 7)]
+    cells.append(compose_cell([*SPARK, "drafter=dflash", "k=8"]).cell)
+    needs = needs_of(cells)
+    assert needs.methods == ["dflash", "mtp"]
+    assert needs.architectures == {"Gemma4MTPModel": 41745}
+    assert needs.load_formats == ["instanttensor"] and needs.kv_cache_dtypes == ["fp8_e4m3"]
+    assert needs.tool_parsers == ["gemma4"] and needs.reasoning_parsers == ["gemma4"]
+
+
+def test_an_image_older_than_gemma4_mtp_gets_the_pr_as_the_fix() -> None:
+    needs = Needs(methods=["mtp"], architectures={"Gemma4MTPModel": 41745}, load_formats=["instanttensor"])
+    found = {"methods": ["mtp", "ngram"], "architectures": ["Gemma3ForCausalLM"], "load_formats": ["auto"],
+             "kv_cache_dtypes": [], "tool_parsers": [], "reasoning_parsers": [], "packages": {"instanttensor": True}}  # fmt: skip
+    spark = kind_of(compose_cell(SPARK).cell.image)
+    problems = {p.need: p for p in compare(needs, found, spark)}
+    assert set(problems) == {"architecture:Gemma4MTPModel", "load_format:instanttensor"}
+    assert problems["architecture:Gemma4MTPModel"].fix.startswith("add image.apply_vllm_prs=[41745]")
+    assert "image.rebuild_vllm=true" in problems["load_format:instanttensor"].fix
+    cpu = kind_of(compose_cell(["image=vllm_cpu"]).cell.image)
+    assert "image.requirements" in compare(needs, found, cpu)[0].fix
