@@ -16,7 +16,7 @@ import pytest
 from specsweep.config.compose import compose_cell
 from specsweep.config.grid import expand
 from specsweep.config.schema import CellCfg
-from specsweep.images import build_image
+from specsweep.images.base import build_image
 from project import server_command
 
 pytestmark = pytest.mark.slow
@@ -42,8 +42,11 @@ def users_commands() -> list[list[str]]:
 def serve_args(cell: CellCfg) -> list[str]:
     """The model and flags our Docker argv hands to `vllm serve`."""
     model = cell.quant.repo_id if cell.quant.kind == "hub" else cell.model.source.repo_id
-    argv = server_command(cell, model, cell.serve.port or 8000, container_name="c").argv
-    start = argv.index(cell.image.tag) + 1 + len(cell.image.serve_command)
+    command = server_command(cell, model, cell.serve.port or 8000, container_name="c")
+    argv = command.argv
+    # The container is run by image id (the preview's placeholder here), then `vllm serve MODEL ...`.
+    image_at = next(i for i, part in enumerate(argv) if part.startswith("<id of the image built from spec"))
+    start = image_at + 1 + len(cell.image.serve_command)
     return argv[start:]
 
 

@@ -152,7 +152,7 @@ def cmd_quant_quality(args: argparse.Namespace) -> None:
 
 def cmd_image_build(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
-    from specsweep.images import build_image
+    from specsweep.images.base import build_image
 
     record = build_image(compose_cell(args.overrides).cell.image)
     write_json(Path(args.receipt), record.model_dump())

@@ -1,5 +1,1 @@
-"""Serving images: build or record the environment vLLM runs in, keyed by image kind."""
-
-from specsweep.images.base import ImageRecord, build_image
-
-__all__ = ["ImageRecord", "build_image"]
+"""Serving images: build or record the environment vLLM runs in, keyed by image kind (specsweep.images.base)."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
+from specsweep.atomic import write_json
 from specsweep.config.schema import CellCfg, ImageCfg
 from specsweep.images.cpu_host import CpuFacts, ServingChoice
 from specsweep.images.preload import PreloadRecord
+from specsweep.paths import cache_dir
 from specsweep.serve.argv import ServerCommand
 
 
@@ -62,8 +67,26 @@ class ImageKind(ABC):
         """What build() would record, as far as it is known without building (for `specsweep config`)."""
 
     @abstractmethod
-    def python(self, record: ImageRecord) -> list[str]:
-        """argv that runs the image's Python on a program read from stdin (`... python -`), offline."""
+    def python_at(self, location: str) -> list[str]:
+        """argv that runs the Python of the image at `location` on a program read from stdin (`... python -`),
+        offline."""
+
+    def probe(self, location: str, program: str, what: str) -> dict:
+        """Run `program` in the image; its last output line, as JSON. Cached per image, program and host CPU: an
+        image (a content-addressed venv, a container image id) never changes, so neither does the answer, and a
+        container start costs half a minute on engines without overlay storage."""
+        from specsweep.images.cpu_host import read_cpu_facts
+
+        identity = json.dumps([location, program, read_cpu_facts().model_dump_json()])
+        cached = cache_dir() / "probes" / f"{hashlib.sha256(identity.encode()).hexdigest()[:20]}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        result = subprocess.run(self.python_at(location), input=program, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"{what} failed inside image {location[:19]}: {result.stderr.strip()[-1500:]}")
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+        write_json(cached, found)
+        return found
 
     @abstractmethod
     def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:

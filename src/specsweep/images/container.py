@@ -164,10 +164,7 @@ class ContainerKind(ImageKind):
     def entry(self, model_path: str) -> list[str]:
         raise NotImplementedError
 
-    def python(self, record: ImageRecord) -> list[str]:
-        return self.python_in(record.location)
-
-    def python_in(self, image_id: str) -> list[str]:
+    def python_at(self, image_id: str) -> list[str]:
         return ["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", self.python_path, image_id, "-"]
 
     def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:

@@ -206,10 +206,7 @@ class CpuDockerKind(ContainerKind):
         image = self.cfg
         tag, found_id, seconds = build(image)
         program = RECORD_PROBE.replace("LIBRARIES", repr(list(image.preload))).replace("VENV", VENV)
-        probe = subprocess.run(self.python_in(found_id), input=program, capture_output=True, text=True)
-        if probe.returncode != 0:
-            raise EngineError(f"probing vLLM in {tag} failed: {probe.stderr.strip()[-800:]}")
-        facts = json.loads(probe.stdout.strip().splitlines()[-1])
+        facts = self.probe(found_id, program, f"probing vLLM in {tag}")
         missing = [library for library in image.preload if library not in facts["preload"]]
         if missing:
             raise EngineError(f"{', '.join(missing)} not found in image {tag}; fix image.preload (or set it to [])")

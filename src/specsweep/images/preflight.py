@@ -9,7 +9,6 @@ cells' needs and writes one record: what the image has, and each problem with th
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from typing import Iterable
 
@@ -156,10 +155,7 @@ def compare(needs: Needs, found: dict, kind: ImageKind) -> list[Problem]:
 
 def probe(kind: ImageKind, record: ImageRecord) -> dict:
     program = PROBE.replace("PACKAGES", repr(sorted({module for module, _ in PACKAGES_FOR.values()})))
-    result = subprocess.run(kind.python(record), input=program, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise RuntimeError(f"the preflight probe failed inside image {record.name}: {result.stderr.strip()[-1500:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return kind.probe(record.location, program, f"the preflight probe of image {record.name}")
 
 
 def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs) -> PreflightRecord:

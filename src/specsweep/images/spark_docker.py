@@ -66,13 +66,17 @@ def parse_build_metadata(text: str) -> tuple[dict, str | None, list[int]]:
     return metadata, commit, prs
 
 
-# Run inside the image: vLLM's version and what is installed (uv-built images may have no pip).
+# Run inside the image: vLLM's version, what is installed (uv-built images may have no pip), the build metadata.
 VERSION_PROBE = """
 import importlib.metadata as md, json, sys
 import vllm
-print(json.dumps({"version": vllm.__version__, "python": sys.version.split()[0],
+try:
+    metadata = open("BUILD_METADATA").read()
+except OSError:  # an image build-and-copy.sh did not build (e.g. pulled)
+    metadata = ""
+print(json.dumps({"version": vllm.__version__, "python": sys.version.split()[0], "build_metadata": metadata,
                   "freeze": sorted(d.metadata["Name"] + "==" + d.version for d in md.distributions())}))
-"""
+""".replace("BUILD_METADATA", BUILD_METADATA)
 
 
 @image_kind("spark_docker")
@@ -118,13 +122,8 @@ class SparkDockerKind(ContainerKind):
         require_engine()
         image = self.cfg
         built, seconds = self._built_id()
-        metadata_text = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", built, BUILD_METADATA,
-                               check=False).stdout  # fmt: skip
-        metadata, commit, prs = parse_build_metadata(metadata_text)
-        probe = subprocess.run(self.python_in(built), input=VERSION_PROBE, capture_output=True, text=True)
-        if probe.returncode != 0:
-            raise EngineError(f"probing vLLM in image {image.tag} ({built}) failed: {probe.stderr.strip()[-800:]}")
-        facts = json.loads(probe.stdout.strip().splitlines()[-1])
+        facts = self.probe(built, VERSION_PROBE, f"probing vLLM in image {image.tag}")
+        metadata, commit, prs = parse_build_metadata(facts["build_metadata"])
         return ImageRecord(
             name=image.name,
             kind=self.kind,

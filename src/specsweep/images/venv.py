@@ -46,8 +46,8 @@ class VenvKind(ImageKind):
                         [project_relative(path) for path in image.local_packages])  # fmt: skip
         return preview_record(image.name, self.kind, str(root), image.offline, preview_serving(image.wna16_kernel))
 
-    def python(self, record: ImageRecord) -> list[str]:
-        return [str(Path(record.location) / "bin" / "python"), "-"]
+    def python_at(self, location: str) -> list[str]:
+        return [str(Path(location) / "bin" / "python"), "-"]
 
     def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:
         cell = launch.cell
