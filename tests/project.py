@@ -17,7 +17,7 @@ import psutil
 from specsweep.cell import CELL_MARKER_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["Snakefile", "conf", "workflow", "profiles", "data", "spark"]
+COPIED = ["Snakefile", "conf", "workflow", "profiles", "data", "spark", "spark-cluster", "slurm"]
 # The end-to-end sweep the tests share: README command 1's sweep with one run per workload instead of two
 # (test-sized: every property is still checked, in about half the measuring time). Every Snakemake call on that
 # project passes it, or the changed config would rerun the cells. The servers get HF_TOKEN (forwarded by name).

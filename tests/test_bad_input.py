@@ -59,6 +59,6 @@ def test_snakemake_stops_before_any_job(tmp_path: Path, config: list[str], messa
     result = snakemake(project, "--config", *config, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert f"specsweep: config error: " in output and message in output, output[-2000:]
+    assert "specsweep: config error: " in output and message in output, output[-2000:]
     assert "Traceback" not in output
     assert not (project / "results").exists()

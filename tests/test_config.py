@@ -10,14 +10,15 @@ from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, confi
 from specsweep.paths import conf_dir
 
 GROUPS = ["model", "quant", "drafter", "serve", "image", "bench", "sweep", "quality"]
-# Options that only make sense with another choice (a hub quant is a checkpoint of one model).
 # Options that only make sense with another choice (a hub quant is a checkpoint of one model, a draft model
-# drafts for one model).
+# drafts for one model and DFlash at one k, two Sparks need their addresses).
 COMPANIONS = {
     (group, option): ["model=gemma4_31b_it"]
     for group, option in [("quant", "intel_int4_autoround"), ("quant", "ebircak_nvfp4a16_gptq"),
-                          ("drafter", "gemma_mtp"), ("drafter", "dflash"), ("drafter", "eagle3"),
-                          ("drafter", "draft_model")]
+                          ("drafter", "gemma_mtp"), ("drafter", "eagle3"), ("drafter", "draft_model")]
+} | {
+    ("drafter", "dflash"): ["model=gemma4_31b_it", "k=15"],
+    ("sweep", "spark_cluster"): ["image.container.cluster.nodes=[192.0.2.10,192.0.2.11]"],
 }  # fmt: skip
 
 
@@ -108,9 +109,12 @@ def test_prompt_files_of_every_bench_exist(root: Path) -> None:
             assert (root / workload.prompt_file).is_file(), workload.prompt_file
 
 
-def test_spark_sweep_runs_the_seed_task_workloads_with_long_context() -> None:
+def test_spark_sweep_runs_the_seed_task_workloads_with_long_context(root: Path) -> None:
     bench = compose_cell(["sweep=spark"]).cell.bench
     names = [w.name for w in bench.workloads]
-    assert names == ["qa", "code", "json", "math", "longcode", "longctx"]
-    assert all(w.concurrency == [1, 4] for w in bench.workloads)
+    assert names == ["qa", "code", "json", "math", "longcode", "longctx", "longctx_32k"]
+    assert bench.endpoint == "chat"
+    assert all(w.concurrency == [1, 4] for w in bench.workloads[:-1])
+    # >= 30k tokens: about 3.7 characters per Gemma token in this text (33.5k tokens measured with Gemma 3's).
+    assert len((root / bench.workloads[-1].prompt_file).read_text()) > 30_000 * 3.7
     assert compose_cell(["bench=tasks_cpu"]).cell.bench.workloads[-1].prompt_file.endswith("longctx_cpu.txt")

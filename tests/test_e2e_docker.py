@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from project import make_project, project_env
+from project import cell_processes, make_project, project_env
 from specsweep.config.compose import compose_cell
 from specsweep.images.container import LABEL_WORKDIR
 from specsweep.images.cpu_docker import base_key
@@ -25,7 +25,9 @@ from specsweep.images.cpu_docker import base_key
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("docker_engine")]
 
 PROBE = "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"
-ONE_CELL = ["image=vllm_cpu_docker", "quant=bf16", "drafter=none", "bench.runs=1", PROBE]
+# Plus two llama-benchy rows (pp/tg at depth 0 and 128), cut with the served model's tokenizer.
+SYNTHETIC = "+bench.synthetic={pp:[64],tg:[8],depth:[0,128]}"
+ONE_CELL = ["image=vllm_cpu_docker", "quant=bf16", "drafter=none", "bench.runs=1", PROBE, SYNTHETIC]
 CELL = "results/embedded/gemma3_270m-bf16-none"
 CONTAINER = "specsweep-embedded-gemma3_270m-bf16-none"
 
@@ -34,8 +36,11 @@ def docker(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
 
 
-def containers_of(project: Path) -> list[str]:
-    listed = docker("ps", "-a", "--filter", f"label={LABEL_WORKDIR}={project.resolve()}", "--format", "{{.Names}}")
+def containers_of(project: Path, status: str | None = None) -> list[str]:
+    """Containers labelled with this project (any state, or only those in `status`)."""
+    status_filter = ["--filter", f"status={status}"] if status else []
+    listed = docker("ps", "-a", "--filter", f"label={LABEL_WORKDIR}={project.resolve()}", *status_filter, "--format",
+                    "{{.Names}}")  # fmt: skip
     return listed.stdout.split()
 
 
@@ -71,6 +76,14 @@ def test_a_cell_serves_and_benches_in_the_container_and_records_the_image_id(ser
     bench = json.loads((project / CELL / "bench.json").read_text())
     assert bench["status"] == "ok", bench.get("error")
     assert bench["workloads"][0]["row"]["tg_throughput"]["mean"] > 0
+    rows = {w["workload"]: w["row"] for w in bench["workloads"]}
+    assert list(rows) == ["probe", "pp64_tg8_d0", "pp64_tg8_d128"]
+    for name, depth in (("pp64_tg8_d0", 0), ("pp64_tg8_d128", 128)):
+        row = rows[name]
+        assert row["context_size"] == depth and row["errors"]["failed"] == 0
+        # exactly tg tokens (min_tokens / ignore_eos) and the prompt within 1 % of pp + depth (template tokens aside)
+        assert all(r["completion_tokens"] == 8 for w in bench["workloads"] if w["workload"] == name for r in w["requests"])
+        assert row["pp_throughput"]["mean"] > 0
     manifest = json.loads((project / CELL / "manifest.json").read_text())
     tag_id = docker("image", "inspect", "--format", "{{.Id}}", manifest["image_details"]["tag"]).stdout.strip()
     assert manifest["image_location"] == tag_id and tag_id.startswith("sha256:")
@@ -91,8 +104,8 @@ def test_a_stale_container_of_the_same_name_is_removed_and_nothing_is_left(serve
     assert f"removing stale container {CONTAINER}" in job_log
 
 
-def test_ctrl_c_leaves_no_container(project: Path, served: tuple[Path, str]) -> None:
-    overrides = [*ONE_CELL[:-1], "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:2000}]",
+def test_ctrl_c_stops_the_container_and_the_run_and_releases_the_lock(project: Path, served: tuple[Path, str]) -> None:
+    overrides = [*ONE_CELL[:-2], "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:2000}]",
                  "serve.max_model_len=4096"]  # fmt: skip
     runner = subprocess.Popen(
         [sys.executable, "-m", "specsweep.cli", "run", *overrides], cwd=project, env=project_env(project),
@@ -100,21 +113,30 @@ def test_ctrl_c_leaves_no_container(project: Path, served: tuple[Path, str]) -> 
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        log = project / CELL / "server.log"
-        log.unlink()  # the served cell's: this run writes its own
         deadline = time.monotonic() + 900
-        while not (log.is_file() and "POST /v1/completions" in log.read_text(errors="replace")):
-            assert runner.poll() is None, "the run ended before the container served"
-            assert time.monotonic() < deadline, "timed out waiting for the container to serve"
+        # The container runs and vLLM is starting in it: what a Ctrl-C must take down.
+        while not (containers_of(project, "running") == [CONTAINER] and cell_processes(project)):
+            assert runner.poll() is None, "the run ended before the container ran"
+            assert time.monotonic() < deadline, "timed out waiting for the container to run"
             time.sleep(0.5)
-        assert containers_of(project) == [CONTAINER]
+        # The terminal's Ctrl-C reaches the wrapper's group; the wrapper hands SIGINT to Snakemake's process group
+        # once, which is what a terminal does to a plain `snakemake` (so this also covers Ctrl-C of Snakemake).
         os.killpg(runner.pid, signal.SIGINT)
-        runner.communicate(timeout=180)
+        output, _ = runner.communicate(timeout=180)
     finally:
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
     assert runner.returncode != 0
+    assert "Terminating processes on user request" in output, output[-3000:]
     assert containers_of(project) == []
+    assert cell_processes(project) == []
+    assert list((project / ".snakemake/locks").glob("*")) == []
+    # A real (locking) run in the same directory works: nothing to do but the image receipt it has.
+    receipt = next((project / "results/_images").glob("*.json")).relative_to(project)
+    again = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={' '.join(ONE_CELL[:-2])}", "--",
+                            str(receipt)], cwd=project, env=project_env(project), capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0 and "cannot be locked" not in again.stdout + again.stderr
 
 
 def test_a_preflight_failure_fails_the_cells_with_the_fix_before_any_server(project: Path, served: tuple[Path, str]) -> None:
@@ -130,3 +152,29 @@ def test_a_preflight_failure_fails_the_cells_with_the_fix_before_any_server(proj
     job_log = (project / "results/_logs/run_cell/embedded/gemma3_270m-bf16-suffix-k2.log").read_text()
     assert "starting vLLM" not in job_log
     assert containers_of(project) == []
+
+
+def test_the_spark_spec_reuses_the_id_it_built_and_rebuilds_when_that_image_is_gone(served: tuple[Path, str], tmp_path: Path,
+                                                                                    monkeypatch) -> None:  # fmt: skip
+    from specsweep.images.base import kind_of
+    from specsweep.images.engine import EngineError
+    from specsweep.images.spark_docker import spec_key
+
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    image = compose_cell(["image=spark_vllm_docker"]).cell.image
+    kind = kind_of(image)
+    receipt = tmp_path / "cache/images" / f"{image.name}-{spec_key(image)}.json"
+    receipt.parent.mkdir(parents=True)
+    # An id this spec built earlier (any image the engine has stands in for it): reused, nothing is built.
+    base = f"specsweep/debian-base:{base_key(compose_cell(['image=vllm_cpu_docker']).cell.image)}"
+    built = docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
+    receipt.write_text(json.dumps({"image_id": built}))
+    assert kind._built_id() == (built, 0.0)
+    # The engine no longer has it (pruned): the spec is built again, starting with the checkout's update (whose
+    # origin here is a directory that does not exist, so it fails at once, on any machine).
+    receipt.write_text(json.dumps({"image_id": "sha256:" + "0" * 64}))
+    checkout = tmp_path / "cache/build/eugr__spark-vllm-docker"
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run(["git", "-C", str(checkout), "remote", "add", "origin", str(tmp_path / "absent")], check=True)
+    with pytest.raises(EngineError, match=r"`git -C .* fetch --quiet origin` failed"):
+        kind._built_id()

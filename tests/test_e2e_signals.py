@@ -1,4 +1,7 @@
-"""Signals during a cell, with real vLLM: nothing keeps running, no lock stays behind, leftovers are reaped."""
+"""Signals during a cell, with real vLLM: nothing keeps running, no lock stays behind, leftovers are reaped.
+
+Ctrl-C of `specsweep run` is tested on the container path (tests/test_e2e_docker.py), where it must also stop and
+remove the container: the same signal handling, with more to tear down."""
 
 from __future__ import annotations
 
@@ -66,23 +69,6 @@ def lock_files(project: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_project(tmp_path_factory.mktemp("signals"))
-
-
-def test_ctrl_c_of_specsweep_run_stops_the_server_and_releases_the_lock(project: Path) -> None:
-    runner = start(project, [sys.executable, "-m", "specsweep.cli", "run", *ONE_CELL])
-    wait_for(lambda: serving(project), 600, "vLLM to serve", runner)
-    # The terminal's Ctrl-C reaches the wrapper's group; the wrapper hands SIGINT to Snakemake's process group
-    # once, which is what a terminal does to a plain `snakemake` (so this also covers Ctrl-C of Snakemake).
-    os.killpg(runner.pid, signal.SIGINT)
-    output = finish(runner, 120)
-    assert runner.returncode != 0
-    wait_for(lambda: not cell_processes(project), 60, "the server to exit")
-    assert "Terminating processes on user request" in output, output[-3000:]
-    assert lock_files(project) == []
-    # A real (locking) run in the same directory works: nothing to do but build the image receipt it has.
-    receipt = next((project / "results/_images").glob("*.json")).relative_to(project)
-    again = snakemake(project, "--config", f"overrides={' '.join(ONE_CELL)}", "--", str(receipt))
-    assert again.returncode == 0 and "cannot be locked" not in again.stdout + again.stderr
 
 
 def test_sigterm_of_snakemake_finishes_the_running_cell_then_stops(project: Path) -> None:

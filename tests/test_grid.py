@@ -71,9 +71,12 @@ def test_spark_sweep() -> None:
     cells = expand([], "spark")
     assert ids(cells) == [
         f"gemma4_31b_it-{quant}-{drafter}"
-        for quant in ("bf16", "ebircak_nvfp4a16_gptq", "intel_int4_autoround")
-        for drafter in ("gemma_mtp-k1", "gemma_mtp-k3", "gemma_mtp-k5", "gemma_mtp-k7", "none")
+        for quant in ("ebircak_nvfp4a16_gptq", "int4_autoround", "intel_int4_autoround", "nvfp4a16_gptq")
+        for drafter in ("dflash-k15", *(f"gemma_mtp-k{k}" for k in (1, 2, 3, 5, 7)), "none")
     ]
+    # Intel's AutoRound checkpoint is served with the users' first command line; the others with their second.
+    assert {c.config.serve.name for c in cells if c.config.quant.name == "intel_int4_autoround"} == {"spark_autoround"}
+    assert {c.config.serve.name for c in cells if c.config.quant.name != "intel_int4_autoround"} == {"spark"}
 
 
 @pytest.mark.parametrize("bad", [["drafter=ngram,gemma_mpt"], ["k=0,2"], ["k=1,,2"]])

@@ -118,7 +118,7 @@ build_args:
 
 def test_needs_of_the_users_spark_cells() -> None:
     cells = [compose_cell([*SPARK, "drafter=gemma_mtp", f"k={k}"]).cell for k in (1, 7)]
-    cells.append(compose_cell([*SPARK, "drafter=dflash", "k=8"]).cell)
+    cells.append(compose_cell([*SPARK, "drafter=dflash", "k=15"]).cell)
     needs = needs_of(cells)
     assert needs.methods == ["dflash", "mtp"]
     assert needs.architectures == {"Gemma4MTPModel": 41745}
@@ -137,3 +137,27 @@ def test_an_image_older_than_gemma4_mtp_gets_the_pr_as_the_fix() -> None:
     assert "image.rebuild_vllm=true" in problems["load_format:instanttensor"].fix
     cpu = kind_of(compose_cell(["image=vllm_cpu"]).cell.image)
     assert "image.requirements" in compare(needs, found, cpu)[0].fix
+
+
+def test_dflash_runs_at_the_k_of_its_trained_block_only() -> None:
+    with pytest.raises(Exception, match=r"drafts k in \[15\] only .* set k=15"):
+        compose_cell([*SPARK, "drafter=dflash", "k=8"])
+
+
+def test_a_prepared_drafter_and_model_are_served_from_their_snapshots(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cell = compose_cell([*SPARK, "quant=ebircak_nvfp4a16_gptq", "drafter=gemma_mtp", "k=3"]).cell
+    snapshots = tmp_path / "hf/hub"
+    model = str(snapshots / "models--ebircak--gemma-4-31B-it-4bit-NVFP4A16-GPTQ/snapshots/c0ffee")
+    drafter = str(snapshots / "models--google--gemma-4-31B-it-assistant/snapshots/beef")
+    from specsweep.images.base import LaunchSpec
+
+    kind = kind_of(cell.image)
+    spec = LaunchSpec(cell=cell, model_location=model, port=8000, name="c", dtype=None, env={}, labels={},
+                      drafter_location=drafter)  # fmt: skip
+    argv = kind.server_command(kind.preview(), spec).argv
+    served = argv.index("serve") + 1
+    assert argv[served] == "/root/.cache/huggingface/hub/models--ebircak--gemma-4-31B-it-4bit-NVFP4A16-GPTQ/snapshots/c0ffee"
+    assert "--revision" not in argv  # the snapshot is the pinned commit
+    assert '"model":"/root/.cache/huggingface/hub/models--google--gemma-4-31B-it-assistant/snapshots/beef"' in argv[
+        argv.index("--speculative-config") + 1]

@@ -7,6 +7,7 @@ choices and malformed JSON fail there exactly as they would on the Spark.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -55,8 +56,9 @@ def parse():
     python = Path(build_image(compose_cell([]).cell.image).location) / "bin" / "python"
 
     def run(argvs: list[list[str]]) -> list[dict]:
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
         result = subprocess.run([str(python), str(PROBE)], input=json.dumps(argvs), capture_output=True, text=True,
-                                timeout=600)  # fmt: skip
+                                timeout=600, env=env)  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout)
 
@@ -88,9 +90,45 @@ def test_the_users_first_command_is_one_override_away(parse) -> None:
     assert differing(ours["args"], theirs["args"]) == PINNED | {"served_model_name"}
 
 
-def test_vllm_accepts_every_spark_argv_and_rejects_a_bad_one(parse) -> None:
-    cells = expand([], "spark") + expand(["serve=spark_autoround"], "spark")
-    bad = compose_cell(["sweep=spark", "serve.extra_args=[--max-num-seqz,4]"]).cell
-    results = parse([serve_args(cell.config) for cell in cells] + [serve_args(bad)])
+NODES = "image.container.cluster.nodes=[192.0.2.10,192.0.2.11]"
+
+
+def cluster_args(cell: CellCfg) -> list[list[str]]:
+    """`vllm serve` arguments of the head and of the worker of a two-Spark cell."""
+    from specsweep.images.base import LaunchSpec, kind_of
+
+    kind = kind_of(cell.image)
+    spec = LaunchSpec(cell=cell, model_location=cell.quant.repo_id if cell.quant.kind == "hub" else "/snap/base",
+                      port=8000, name="c", dtype=None, env={}, labels={})  # fmt: skip
+    head = kind.server_command(kind.preview(), spec).argv
+    worker = shlex.split(kind.worker_commands(kind.preview(), spec)[0][-1])
+    return [argv[argv.index("serve") + 1 :] for argv in (head, worker)]
+
+
+def test_vllm_accepts_every_spark_argv_and_rejects_bad_ones(parse) -> None:
+    cells = expand([], "spark")
+    cluster = expand([NODES], "spark_cluster")
+    bad = [
+        compose_cell(["sweep=spark", "serve.extra_args=[--max-num-seqz,4]"]).cell,
+        compose_cell(["sweep=spark", "serve.tool_call_parser=gemma5"]).cell,
+        compose_cell(["sweep=spark", "serve.reasoning_parser=gemma5"]).cell,
+        compose_cell(["sweep=spark", "serve.kv_cache_dtype=fp9"]).cell,
+    ]
+    cluster_argvs = [argv for cell in cluster for argv in cluster_args(cell.config)]
+    results = parse([serve_args(cell.config) for cell in cells] + cluster_argvs + [serve_args(cell) for cell in bad])
     assert [cell.id for cell, result in zip(cells, results) if not result["ok"]] == []
-    assert results[-1]["ok"] is False
+    assert len(cluster_argvs) == 2 * 28 and all(result["ok"] for result in results[len(cells) : len(cells) + 56])
+    head, worker = results[len(cells)]["args"], results[len(cells) + 1]["args"]
+    assert (head["nnodes"], head["node_rank"], head["headless"], head["tensor_parallel_size"]) == (2, 0, False, 2)
+    assert (worker["node_rank"], worker["headless"], worker["master_addr"]) == (1, True, "192.0.2.10")
+    failures = [result["error"] for result in results[-len(bad):]]
+    assert failures[0] == "argparse exit 2"
+    assert "invalid tool call parser: gemma5" in failures[1] and "invalid reasoning parser: gemma5" in failures[2]
+    assert failures[3] == "argparse exit 2"
+
+
+def test_an_unknown_speculative_method_is_refused(parse) -> None:
+    args = serve_args(compose_cell(["sweep=spark", "drafter=gemma_mtp", "k=3", "quant=ebircak_nvfp4a16_gptq"]).cell)
+    at = args.index("--speculative-config") + 1
+    args[at] = args[at].replace('"method":"mtp"', '"method":"gemma5_mtp"')
+    assert "unknown speculative method 'gemma5_mtp'" in parse([args])[0]["error"]

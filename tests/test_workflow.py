@@ -49,7 +49,9 @@ def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "Using profiles spark" in output
-    assert "gemma4_31b_it-bf16-gemma_mtp-k7" in planned_cells(output)
+    cells = planned_cells(output)
+    assert len(cells) == 4 * 7 and "gemma4_31b_it-ebircak_nvfp4a16_gptq-gemma_mtp-k7" in cells
+    assert "gemma4_31b_it-intel_int4_autoround-dflash-k15" in cells
     assert "results/spark/table.csv" in output
 
 
@@ -155,3 +157,30 @@ def test_specsweep_config_prints_the_spark_docker_argv() -> None:
     assert """--speculative-config '{"method":"mtp","model":"google/gemma-4-31B-it-assistant","num_speculative_tokens":7}'""" in result.stdout
     assert "docker run --name specsweep-gemma4_31b_it-bf16-gemma_mtp-k7 --privileged" in result.stdout
     assert "--gpus all --rm --network host --entrypoint=" in result.stdout
+
+
+def test_spark_cluster_profile_plans_the_users_sweep_on_two_nodes(project: Path) -> None:
+    # The README's command, with documentation-range addresses for the two nodes.
+    result = snakemake(project, "--profile", "spark-cluster", "-n", "--config",
+                       "overrides=image.container.cluster.nodes=[192.0.2.10,192.0.2.11]")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Using profiles spark-cluster" in output
+    cells = planned_cells(output)
+    assert len(cells) == 28 and "gemma4_31b_it-nvfp4a16_gptq-dflash-k15" in cells
+    assert "results/spark_cluster/table.csv" in output
+    # Without the nodes the plan stops before any job, saying what to set.
+    bare = snakemake(project, "--profile", "spark-cluster", "-n")
+    assert bare.returncode != 0 and "list them in image.container.cluster.nodes" in bare.stdout + bare.stderr
+
+
+def test_slurm_profile_plans_gpu_jobs_through_the_slurm_executor(project: Path) -> None:
+    result = snakemake(project, "--profile", "slurm", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Using profiles slurm" in output
+    assert len(planned_cells(output)) == 28
+    # Every GPU job asks Slurm for one GPU, and none is held back by the one-server-per-machine limit.
+    gpu_jobs = re.findall(r"resources: .*model_server=0, gpu=1, cpus_per_gpu=\d+", output)
+    assert len(gpu_jobs) == 28 + 4 + 4  # cells, quantize and quality of the 4 quants
+    assert "rule prepare_drafter:" in output and "rule preflight_image:" in output

@@ -25,6 +25,7 @@ from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
 from specsweep.images.cpu_host import FALLBACK_ENV, ServingChoice, uses_wna16
 from specsweep.images.preflight import PreflightRecord
 from specsweep.images.preload import ld_preload
+from specsweep.models.hub import HubSnapshot, snapshot_problems
 from specsweep.models.prepare import ModelRecord
 from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
@@ -76,40 +77,59 @@ def quant_kernel(server_log: Path) -> str | None:
     return found.group(1) if found else None
 
 
-async def run_workloads(server: VllmServer, cell: CellCfg) -> tuple[list[WorkloadRecord], float]:
+def _record(name: str, concurrency: int, prompt_file: str, prompt_text: str, max_tokens: int, row, requests) -> WorkloadRecord:
+    return WorkloadRecord(
+        workload=name,
+        concurrency=concurrency,
+        prompt_file=prompt_file,
+        prompt_sha256=hashlib.sha256(prompt_text.encode()).hexdigest(),
+        max_tokens=max_tokens,
+        row=row,
+        requests=[RequestRecord.from_timing(index // concurrency, timing) for index, timing in enumerate(requests)],
+    )
+
+
+async def run_workloads(server: VllmServer, cell: CellCfg, tokenizer_dir: str | None = None) -> tuple[list[WorkloadRecord], float]:
+    """The task workloads, then llama-benchy's pp/tg/depth rows (cut with the served model's tokenizer)."""
+    synthetic = cell.bench.synthetic
+    prompts = None
+    if synthetic is not None:
+        from specsweep.bench.corpus import PromptSource, load_tokenizer
+
+        # Seeded by the cell's seed: the same cell cuts the same prompts in every run.
+        prompts = PromptSource(load_tokenizer(tokenizer_dir or ""), project_relative(synthetic.text), seed=cell.serve.seed)
+    concurrency = {c for w in cell.bench.workloads for c in w.concurrency} | set(synthetic.concurrency if synthetic else [])
     settings = BenchSettings(
         base_url=f"{server.base_url}/v1",
         model=server.command.served_name,
         runs=cell.bench.runs,
-        concurrency=sorted({c for w in cell.bench.workloads for c in w.concurrency}),
+        concurrency=sorted(concurrency),
         latency_mode=cell.bench.latency_mode,
         endpoint=cell.bench.endpoint,
         exact_tg=False,
         request_timeout_s=cell.bench.request_timeout_s,
     )
-    bench = Bench(settings)
+    bench = Bench(settings, prompts)
     records = []
     async with bench.session() as session:
         await bench.start(session)
         for workload in cell.bench.workloads:
-            prompt_path = project_relative(workload.prompt_file)
-            prompt = prompt_path.read_text()
+            prompt = project_relative(workload.prompt_file).read_text()
             for concurrency in workload.concurrency:
                 row, requests = await bench.task(session, workload.name, prompt, workload.max_tokens, concurrency)
-                records.append(
-                    WorkloadRecord(
-                        workload=workload.name,
-                        concurrency=concurrency,
-                        prompt_file=workload.prompt_file,
-                        prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
-                        max_tokens=workload.max_tokens,
-                        row=row,
-                        requests=[
-                            RequestRecord.from_timing(index // concurrency, timing)
-                            for index, timing in enumerate(requests)
-                        ],
-                    )
-                )
+                records.append(_record(workload.name, concurrency, workload.prompt_file, prompt, workload.max_tokens,
+                                       row, requests))  # fmt: skip
+        if synthetic is not None:
+            text = project_relative(synthetic.text).read_text()
+            # llama-benchy's rows generate exactly tg tokens (task workloads stop where the model stops).
+            bench.settings = bench.settings.model_copy(update={"exact_tg": True})
+            for depth in synthetic.depth:
+                for pp in synthetic.pp:
+                    for tg in synthetic.tg:
+                        for concurrency in synthetic.concurrency:
+                            row, requests = await bench.synthetic(session, depth, pp, tg, concurrency)
+                            records.append(_record(f"pp{pp}_tg{tg}_d{depth}", concurrency, synthetic.text, text, tg,
+                                                   row, requests))  # fmt: skip
     return records, bench.latency_s * 1000
 
 
@@ -122,7 +142,10 @@ class Launch:
     serving: ServingChoice | None
 
 
-def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: str, cell_id: str, out_dir: Path) -> Launch:
+def plan_launch(
+    cfg: CellCfg, model_location: str, image: ImageRecord, sweep: str, cell_id: str, out_dir: Path,
+    drafter_location: str | None = None,
+) -> Launch:  # fmt: skip
     """The server command of a cell on this host: its dtype and int4 kernel as the image's probe decided."""
     require_forwarded(cfg.serve.forward_env, dict(os.environ))
     kind = kind_of(cfg.image)
@@ -143,6 +166,7 @@ def plan_launch(cfg: CellCfg, model_location: str, image: ImageRecord, sweep: st
         dtype=serving.dtype if serving else None,
         env=env,
         labels=labels,
+        drafter_location=drafter_location,
     )
     return Launch(kind=kind, spec=spec, command=kind.server_command(image, spec), serving=serving)
 
@@ -188,9 +212,9 @@ def _start(
             raise
 
 
-def _measure(server: VllmServer, cfg: CellCfg) -> tuple[list[WorkloadRecord], float]:
+def _measure(server: VllmServer, cfg: CellCfg, tokenizer_dir: str) -> tuple[list[WorkloadRecord], float]:
     try:
-        workloads, latency_ms = asyncio.run(run_workloads(server, cfg))
+        workloads, latency_ms = asyncio.run(run_workloads(server, cfg, tokenizer_dir))
     except Exception as err:
         # A dying engine fails the request in flight before the API server exits: give it a moment to, so the
         # record names the cause (the server) rather than the symptom (the request).
@@ -212,10 +236,20 @@ def check_inputs(
     """What the cell serves still matches its manifests (a truncated or edited cached file fails the cell, naming the
     file and the fix, instead of being served and measured)."""
     model_receipt, quant_receipt, image_receipt = receipts
-    require_receipt_intact(model.location, f"base model {model.name}", model_receipt, "prepare_model")
+    _require_weights(model.location, model.details.get("hub"), f"base model {model.name}", model_receipt, "prepare_model")
     if quant.location != model.location:  # quant=none serves the base dir itself
-        require_receipt_intact(quant.location, f"checkpoint {quant.quant}", quant_receipt, "quantize")
+        _require_weights(quant.location, quant.manifest.get("hub"), f"checkpoint {quant.quant}", quant_receipt, "quantize")
     kind.check_intact(image, str(image_receipt))
+
+
+def _require_weights(location: str, hub: dict | None, what: str, receipt: Path, step: str) -> None:
+    """A hub snapshot against the files its receipt recorded; anything specsweep built against its own manifest."""
+    if hub is None:
+        require_receipt_intact(location, what, receipt, step)
+    elif problems := snapshot_problems(HubSnapshot.model_validate(hub)):
+        raise CorruptEntry(f"{what} at {location} is not the snapshot its receipt recorded: {problems[0]}"
+                           f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; delete {receipt} and "
+                           f"rerun (the {step} step downloads and checks it again)")  # fmt: skip
 
 
 def run_cell(
@@ -227,13 +261,15 @@ def run_cell(
     server_log: Path,
     receipts: tuple[Path, Path, Path] | None = None,
     preflight: PreflightRecord | None = None,
+    drafter: ModelRecord | None = None,
 ) -> CellRecord:
     """Run the cell and write its records. A cell that fails is recorded as failed, not raised: one bad cell
     must not stop the sweep's other cells, table or reports (the sweep's last step fails on it instead)."""
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cfg = cell.config
     (out_dir / FAILURE_RECORD).unlink(missing_ok=True)
-    launch = plan_launch(cfg, quant.location, image, cell.sweep, cell.id, out_dir)
+    drafter_location = drafter.location if drafter else None
+    launch = plan_launch(cfg, quant.location, image, cell.sweep, cell.id, out_dir, drafter_location)
     command, serving = launch.command, launch.serving
     record = CellRecord(
         sweep=cell.sweep,
@@ -265,10 +301,10 @@ def run_cell(
             if receipts:
                 check_inputs(model, quant, image, launch.kind, receipts)
             server, launch = _start(cfg, image, launch, server_log, replan=lambda: plan_launch(
-                cfg, quant.location, image, cell.sweep, cell.id, out_dir))  # fmt: skip
+                cfg, quant.location, image, cell.sweep, cell.id, out_dir, drafter_location))  # fmt: skip
             command = launch.command
             try:
-                workloads, latency_ms = _measure(server, cfg)
+                workloads, latency_ms = _measure(server, cfg, quant.location)
             finally:
                 server.stop()
             record = record.model_copy(
@@ -304,7 +340,8 @@ def run_cell(
         **mf.model_fields(model),
         **mf.quant_fields(quant),
         drafter_model=getattr(cfg.drafter, "model", None),
-        drafter_revision=getattr(cfg.drafter, "revision", None),
+        # The commit the prepared drafter snapshot was pinned to (else the configured revision, if any).
+        drafter_revision=drafter.revision if drafter else getattr(cfg.drafter, "revision", None),
         server_argv=command.argv,
         server_env=mf.redact_env(command.env),
         server_env_forwarded=list(command.forward_env),

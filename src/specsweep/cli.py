@@ -114,6 +114,19 @@ def cmd_model_prepare(args: argparse.Namespace) -> None:
     print(f"[model] {record.name} ready at {record.location}", file=sys.stderr)
 
 
+def cmd_drafter_prepare(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_json
+    from specsweep.config.schema import ModelDrafter
+    from specsweep.models.prepare import hub_record
+
+    drafter = compose_cell(args.overrides).cell.drafter
+    if not isinstance(drafter, ModelDrafter):
+        raise SystemExit(f"specsweep drafter prepare: drafter {drafter.name} has no weights to prepare")
+    record = hub_record(drafter.name, drafter.model, drafter.revision or "main")
+    write_json(Path(args.receipt), record.model_dump())
+    print(f"[drafter] {record.name} ready at {record.location} (commit {record.revision})", file=sys.stderr)
+
+
 def cmd_quant_run(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
     from specsweep.models.prepare import ModelRecord
@@ -194,10 +207,12 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
     image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
     preflight = PreflightRecord.model_validate_json(Path(args.preflight_receipt).read_text())
+    drafter = ModelRecord.model_validate_json(Path(args.drafter_receipt).read_text()) if args.drafter_receipt else None
     receipts = (Path(args.model_receipt), Path(args.quant_receipt), Path(args.image_receipt))
     record = run_cell(
-        cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts, preflight=preflight
-    )
+        cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts, preflight=preflight,
+        drafter=drafter,
+    )  # fmt: skip
     print(f"[cell] {cell.id}: {record.status}", file=sys.stderr)
 
 
@@ -393,6 +408,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-receipt", required=True)
     p.set_defaults(func=cmd_quant_quality)
 
+    drafter = sub.add_parser("drafter", help="drafter weights").add_subparsers(dest="action", required=True)
+    p = with_overrides(drafter.add_parser("prepare", help="download, pin and check a hub drafter's weights"))
+    p.add_argument("--receipt", required=True, help="where to write the drafter's record (JSON)")
+    p.set_defaults(func=cmd_drafter_prepare)
+
     image = sub.add_parser("image", help="serving images").add_subparsers(dest="action", required=True)
     p = with_overrides(image.add_parser("build"))
     p.add_argument("--receipt", required=True, help="where to write the image manifest (JSON)")
@@ -411,6 +431,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-receipt", required=True)
     p.add_argument("--image-receipt", required=True)
     p.add_argument("--preflight-receipt", required=True)
+    p.add_argument("--drafter-receipt", default=None, help="the prepared hub drafter (hosts that download weights)")
     p.add_argument("--server-log", required=True)
     p.set_defaults(func=cmd_cell_run)
 

@@ -6,6 +6,7 @@ the resolved config of each job: editing one drafter's YAML changes only that dr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, project_relative
+from specsweep.config.compose import ConfigError, cell_yaml, compose_raw, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
+from specsweep.config.schema import ModelDrafter, ReportCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.images.cpu_host import read_cpu_facts
 from specsweep.images.preflight import needs_of
@@ -46,6 +48,8 @@ class CellPlan:
     quant_key: str
     image_key: str
     prompt_files: tuple[str, ...]
+    # Hub drafter weights prepared before the cell (hosts that download); None: no drafter weights to fetch.
+    drafter_key: str | None = None
 
     def job_args(self, input, output, log) -> list[str]:
         """`specsweep cell run` arguments for this cell's Snakemake job."""
@@ -57,6 +61,7 @@ class CellPlan:
             "--quant-receipt", input.quant,
             "--image-receipt", input.image,
             "--preflight-receipt", input.preflight,
+            *(["--drafter-receipt", input.drafter] if self.drafter_key else []),
             "--server-log", log.server,
             *self.cell.overrides,
         ]  # fmt: skip
@@ -87,6 +92,7 @@ class SweepPlan:
     models: dict[str, Stage]
     quants: dict[str, QuantStage]
     images: dict[str, ImageStage]
+    drafters: dict[str, Stage] = dataclasses.field(default_factory=dict)
     # The sweep's resolved report config (JSON), handed to report jobs as a tracked param.
     report_json: str = "{}"
 
@@ -109,6 +115,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     quants: dict[str, QuantStage] = {}
     images: dict[str, Stage] = {}
     image_cells: dict[str, list] = {}
+    drafters: dict[str, Stage] = {}
     for cell in cells:
         cfg = cell.config
         model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), cell.overrides)
@@ -118,6 +125,10 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         quants.setdefault(quant.key, quant)
         images.setdefault(image.key, image)
         image_cells.setdefault(image.key, []).append(cfg)
+        drafter = None
+        if isinstance(cfg.drafter, ModelDrafter) and not cfg.image.offline:
+            drafter = _stage(cfg.drafter.name, cfg.drafter.model_dump(mode="json"), cell.overrides)
+            drafters.setdefault(drafter.key, drafter)
         plans[cell.id] = CellPlan(
             cell=cell,
             config_yaml=cell_yaml(cfg),
@@ -125,12 +136,13 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
             quant_key=quant.key,
             image_key=image.key,
             prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
+            drafter_key=drafter.key if drafter else None,
         )
     image_stages = {
         key: ImageStage(**vars(stage), needs_json=needs_of(image_cells[key]).model_dump_json()) for key, stage in images.items()
     }
     return SweepPlan(
-        sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages,
+        sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages, drafters=drafters,
         report_json=_report_json(overrides, cells),
     )  # fmt: skip
 
@@ -138,7 +150,9 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
 def _report_json(overrides: str | list[str] | None, cells: list[Cell]) -> str:
     sweep = next(o for o in cells[0].overrides if o.startswith("sweep="))
     report_overrides = [o for o in split_overrides(overrides) if o.split("=", 1)[0].lstrip("+~").split(".")[0] == "report"]
-    return compose_cell([sweep, *report_overrides]).report.model_dump_json()
+    # The report settings only: the sweep alone may not be a valid cell (sweep=spark_cluster needs its nodes).
+    raw, _ = compose_raw([sweep, *report_overrides])
+    return ReportCfg.model_validate(raw["report"]).model_dump_json()
 
 
 def _quant_stage(cell: Cell, model: Stage) -> QuantStage:

@@ -5,6 +5,7 @@ rule run_cell:
         quant=lambda w: f"results/_quants/{PLAN.cells[w.cell].quant_key}.json",
         image=lambda w: f"results/_images/{PLAN.cells[w.cell].image_key}.json",
         preflight=lambda w: f"results/_preflight/{PLAN.cells[w.cell].image_key}.json",
+        drafter=lambda w: [f"results/_drafters/{key}.json"] if (key := PLAN.cells[w.cell].drafter_key) else [],
         prompts=lambda w: PLAN.cells[w.cell].prompt_files,
     output:
         bench="results/{sweep}/{cell}/bench.json",

@@ -8,3 +8,16 @@ rule prepare_model:
         job="results/_logs/prepare_model/{key}.log",
     run:
         specsweep_job(["model", "prepare", "--receipt", output.receipt, *PLAN.models[wildcards.key].overrides], log.job)
+
+
+rule prepare_drafter:
+    """Hub drafter weights (MTP assistant, DFlash, EAGLE-3) downloaded into HF_HOME, pinned to a commit and checked,
+    before any cell serves them; cells pass vLLM the local snapshot."""
+    output:
+        receipt="results/_drafters/{key}.json",
+    params:
+        config=lambda w: PLAN.drafters[w.key].config_yaml,
+    log:
+        job="results/_logs/prepare_drafter/{key}.log",
+    run:
+        specsweep_job(["drafter", "prepare", "--receipt", output.receipt, *PLAN.drafters[wildcards.key].overrides], log.job)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from pydantic import ValidationError
 
 from specsweep.config.compose import Composed, ConfigError, compose_cell, compose_raw, config_hash
-from specsweep.config.schema import CellCfg, QualityCfg
+from specsweep.config.schema import CellCfg, QualityCfg, SweepCfg
 from specsweep.config.secrets import redact_overrides, refusal, scrub, secret_override_problems
 
 
@@ -48,6 +49,14 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def sweep_grids(sweep_override: str) -> list[dict[str, str]]:
+    raw, _ = compose_raw([sweep_override])
+    try:
+        return SweepCfg.model_validate(raw["sweep"]).grids
+    except ValidationError as err:
+        raise ConfigError(f"invalid sweep in {sweep_override}: {err}") from err
+
+
 def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cell]:
     """All cells of a sweep, narrowed or changed by the user's Hydra overrides.
 
@@ -59,7 +68,9 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
     chosen = [o.split("=", 1)[1] for o in user_overrides if _key(o) == "sweep"]
     sweep_choice = chosen[-1] if chosen else sweep_name or compose_raw([])[1]["sweep"]
     sweep_override = f"sweep={sweep_choice}"
-    grids = compose_cell([sweep_override]).sweep.grids
+    # The sweep's axes only: its cells are validated below, with the user's overrides (which may supply what the
+    # sweep alone lacks, e.g. the cluster nodes of sweep=spark_cluster).
+    grids = sweep_grids(sweep_override)
 
     user_keys = {_key(o) for o in user_overrides}
     combinations = []

@@ -197,6 +197,8 @@ class ModelDrafter(Strict):
     # pull request that added it (named in the fix when the image lacks it).
     vllm_architecture: str | None = None
     vllm_pr: int | None = None
+    # The draft lengths these weights serve (None: any k). A block-diffusion drafter drafts one block: k is fixed.
+    k_values: list[int] | None = None
 
 
 class SuffixDrafter(Strict):
@@ -294,6 +296,19 @@ class VenvImage(Strict):
     unservable_reasons: dict[str, str] = {}
 
 
+class ClusterCfg(Strict):
+    """Several Sparks serving one model: launch-cluster.sh's default multi-node mode (no Ray). The head node runs
+    specsweep; every other node gets the same container over ssh, as a headless vLLM of the same group."""
+
+    # This node's address on the cluster network first (the head, node rank 0), then the other nodes.
+    nodes: list[str] = []
+    # Cluster-network interfaces (launch-cluster.sh --eth-if / --ib-if): NCCL, Gloo and UCX bind to them.
+    eth_if: str = ""
+    ib_if: str = ""
+    master_port: int = 29501
+    ssh_user: str | None = None
+
+
 class ContainerRun(Strict):
     """How a container of the image runs vLLM: eugr/spark-vllm-docker's `launch-cluster.sh --solo` `docker run`,
     field by field (specsweep.images.container quotes the lines). CPU images turn the GPU parts off."""
@@ -314,6 +329,8 @@ class ContainerRun(Strict):
     # Seconds `docker stop` waits before SIGKILL.
     stop_timeout_s: int = Field(default=30, ge=1)
     extra_args: list[str] = []
+    # Two or more nodes: the multi-node mode (serve.tensor_parallel_size x pipeline stages = number of nodes).
+    cluster: ClusterCfg = ClusterCfg()
 
 
 class DebianBase(Strict):
@@ -382,6 +399,18 @@ class WorkloadCfg(Strict):
     concurrency: list[Annotated[int, Field(ge=1)]] = Field(default=[1], min_length=1)
 
 
+class SyntheticCfg(Strict):
+    """llama-benchy's rows: prompts of exactly pp tokens after depth tokens of context, tg tokens generated
+    (`specsweep bench` runs the same engine against any server)."""
+
+    pp: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    tg: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    depth: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    concurrency: list[Annotated[int, Field(ge=1)]] = Field(default=[1], min_length=1)
+    # The text prompts are cut from, with the served model's own tokenizer.
+    text: str = "data/text/alice.txt"
+
+
 class BenchCfg(Strict):
     name: str
     # Raw-text completions suit base models (the embedded one); chat suits instruction-tuned ones.
@@ -390,6 +419,8 @@ class BenchCfg(Strict):
     latency_mode: Literal["api", "generation", "none"] = "api"
     request_timeout_s: float = Field(default=300, gt=0)
     workloads: list[WorkloadCfg] = Field(min_length=1)
+    # llama-benchy rows, after the task workloads (None: none).
+    synthetic: SyntheticCfg | None = None
 
 
 # ---------------------------------------------------------------- sweep
@@ -459,6 +490,24 @@ class CellCfg(Strict):
             raise ValueError(
                 f"drafter {self.drafter.name} ({self.drafter.model}) drafts for model {self.drafter.for_model}, not "
                 f"{self.model.name}; pick model={self.drafter.for_model}, or a model-free drafter (ngram, suffix, none)"
+            )
+        if isinstance(self.drafter, ModelDrafter) and self.drafter.k_values and self.k not in self.drafter.k_values:
+            raise ValueError(
+                f"drafter {self.drafter.name} drafts k in {self.drafter.k_values} only (its trained block), not k={self.k}; "
+                f"set k={self.drafter.k_values[0]}"
+            )
+        cluster = getattr(self.image, "container", None)
+        nodes = len(cluster.cluster.nodes) if cluster else 0
+        tp = self.serve.tensor_parallel_size or 1
+        if nodes >= 2 and tp != nodes:
+            raise ValueError(
+                f"image.container.cluster.nodes lists {nodes} nodes but serve.tensor_parallel_size is {tp}: one GPU per "
+                f"Spark, so set serve.tensor_parallel_size={nodes} (launch-cluster.sh needs TP x PP x DP nodes)"
+            )
+        if nodes < 2 and tp > 1 and cluster is not None and cluster.gpus:
+            raise ValueError(
+                f"serve.tensor_parallel_size={tp} needs {tp} Sparks: list them in image.container.cluster.nodes "
+                "(this node's cluster IP first), e.g. with --profile spark-cluster"
             )
         return self
 

@@ -62,11 +62,12 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         text=quality.text,
         text_sha256=sha256_file(text),
     )
-    if not Path(quant.location).is_dir():
+    if quant.kind == "hub":
         return QualityRecord(
             **common,
             status="not_measured",
-            reason=f"{quant.location} is a hub checkpoint; endpoint-based PPL/KLD (prompt logprobs) is not built yet",
+            reason=f"{quant.manifest.get('repo_id', quant.location)} is a hub checkpoint; endpoint-based PPL/KLD "
+            "(prompt logprobs) is not built yet",
         )
     env = model_tools_env()
     identity = {

@@ -125,6 +125,12 @@ class LaunchSpec:
     env: dict[str, str]
     # Labels on what the launch leaves running (containers), so a later run finds and removes leftovers.
     labels: dict[str, str]
+    # The drafter's prepared local snapshot (hub drafters on hosts that download); None: its hub id, or no drafter.
+    drafter_location: str | None = None
+
+    @property
+    def model_is_local(self) -> bool:
+        return self.model_location.startswith("/")
 
 
 KINDS: dict[str, type[ImageKind]] = {}

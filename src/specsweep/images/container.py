@@ -19,7 +19,9 @@ Different on purpose:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -52,8 +54,22 @@ def container_path(host_path: str) -> str:
         return host_path
 
 
-def run_flags(run: ContainerRun) -> list[str]:
-    """The `docker run` flags of launch-cluster.sh's solo mode, from the image's container config."""
+def cluster_env(run: ContainerRun, node_ip: str) -> dict[str, str]:
+    """launch-cluster.sh's get_env_flags: the node's address, and the cluster-network interfaces when known
+    (solo mode leaves the interfaces empty; specsweep then omits them)."""
+    env = {"VLLM_HOST_IP": node_ip}
+    cluster = run.cluster
+    if cluster.eth_if:
+        for key in ("MN_IF_NAME", "UCX_NET_DEVICES", "NCCL_SOCKET_IFNAME", "OMPI_MCA_btl_tcp_if_include",
+                    "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):  # fmt: skip
+            env[key] = cluster.eth_if
+    if cluster.ib_if:
+        env.update(NCCL_IB_HCA=cluster.ib_if, NCCL_IB_DISABLE="0")
+    return env
+
+
+def run_flags(run: ContainerRun, node_ip: str = "127.0.0.1") -> list[str]:
+    """The `docker run` flags of launch-cluster.sh, from the image's container config, for the node at `node_ip`."""
     flags: list[str] = []
     if run.privileged:
         # docker_caps_args="--privileged"
@@ -69,8 +85,8 @@ def run_flags(run: ContainerRun) -> list[str]:
     # local docker_network_args="--network host"; docker_entrypoint_args="--entrypoint="
     flags += ["--rm", "--network", "host", "--entrypoint="]
     # DOCKER_ARGS="-e NCCL_IGNORE_CPU_AFFINITY=1"; DOCKER_ARGS="$DOCKER_ARGS -e PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
-    # solo: LOCAL_IP="127.0.0.1" and get_env_flags adds -e VLLM_HOST_IP=$node_ip
-    for key, value in sorted({"VLLM_HOST_IP": "127.0.0.1", **run.env}.items()):
+    # solo: LOCAL_IP="127.0.0.1"; get_env_flags adds -e VLLM_HOST_IP=$node_ip (and the interfaces)
+    for key, value in sorted({**cluster_env(run, node_ip), **run.env}.items()):
         flags += ["-e", f"{key}={value}"]
     if run.mount_hf_home:
         # DOCKER_ARGS="$DOCKER_ARGS -v $HF_CACHE_DIR:/root/.cache/huggingface"
@@ -93,9 +109,11 @@ def container_command(
     host: str,
     port: int,
     served_name: str,
+    node_ip: str = "127.0.0.1",
+    detach: bool = False,
 ) -> ServerCommand:
     """`docker run` of one server: argv only; forwarded secrets go by name (`-e NAME`), so `ps` never shows them."""
-    argv = ["docker", "run", "--name", name, *run_flags(run)]
+    argv = ["docker", "run", *(["-d"] if detach else []), "--name", name, *run_flags(run, node_ip)]
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
     for key, value in sorted(env.items()):
@@ -168,24 +186,55 @@ class ContainerKind(ImageKind):
         return ["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", self.python_path, image_id, "-"]
 
     def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:
-        cell = launch.cell
-        read_only = [launch.model_location] if Path(launch.model_location).is_absolute() else []
+        nodes = self.cfg.container.cluster.nodes
+        return self._node_command(record, launch, 0) if len(nodes) > 1 else self._node_command(record, launch, None)
+
+    def _node_command(self, record: ImageRecord, launch: LaunchSpec, rank: int | None) -> ServerCommand:
+        """The solo server (rank None), or one node of the multi-node group: launch-cluster.sh's no-Ray mode gives the
+        head `--nnodes N --node-rank 0 --master-addr $HEAD_IP --master-port $MASTER_PORT` and each worker the same with
+        its rank and `--headless`."""
+        cell, run = launch.cell, self.cfg.container
+        read_only = [launch.model_location] if launch.model_is_local else []
         if cell.model.chat_template:
             read_only.append(str(project_relative(cell.model.chat_template)))
-        model_path = container_path(launch.model_location) if read_only else launch.model_location
+        drafter = launch.drafter_location
+        if drafter:
+            read_only.append(drafter)
+        model_path = container_path(launch.model_location) if launch.model_is_local else launch.model_location
+        args = [*self.entry(model_path), *vllm_args(cell, launch.port, launch.dtype, launch.model_is_local,
+                                                    container_path(drafter) if drafter else None)]  # fmt: skip
+        node_ip = "127.0.0.1"
+        if rank is not None:
+            nodes = run.cluster.nodes
+            node_ip = nodes[rank]
+            args += ["--nnodes", str(len(nodes)), "--node-rank", str(rank), "--master-addr", nodes[0],
+                     "--master-port", str(run.cluster.master_port), *(["--headless"] if rank else [])]  # fmt: skip
         return container_command(
-            self.cfg.container,
+            run,
             record.location,
             launch.name,
             launch.labels,
             {**cell.serve.env, **launch.env},
             tuple(cell.serve.forward_env),
             read_only,
-            [*self.entry(model_path), *vllm_args(cell, launch.port, launch.dtype)],
+            args,
             cell.serve.host,
             launch.port,
             cell.model.served_name,
+            node_ip=node_ip,
+            detach=bool(rank),
         )
+
+    def worker_commands(self, record: ImageRecord, launch: LaunchSpec) -> list[list[str]]:
+        """`docker run -d` of every worker node, over ssh (launch-cluster.sh: `ssh "$worker" "$docker_run_cmd"`).
+        ssh hands the remote shell one string: every part is quoted, so JSON flags arrive intact. Forwarded secrets
+        stay names (`-e NAME`): the worker's own environment supplies them."""
+        nodes = self.cfg.container.cluster.nodes
+        return [self._ssh(node, self._node_command(record, launch, rank).argv) for rank, node in enumerate(nodes) if rank]
+
+    def _ssh(self, node: str, argv: list[str]) -> list[str]:
+        user = self.cfg.container.cluster.ssh_user
+        return ["ssh", "-o", "BatchMode=yes", f"{user}@{node}" if user else node, shlex.join(argv)]
 
     def before_start(self, record: ImageRecord, launch: LaunchSpec) -> None:
         # launch-cluster.sh runs `mkdir -p` on the cache dirs before `docker run` (docker would make them root-owned)
@@ -193,9 +242,25 @@ class ContainerKind(ImageKind):
         for host in [*(Path.home() / relative for relative in run.cache_mounts), *([host_hf_home()] if run.mount_hf_home else [])]:
             host.mkdir(parents=True, exist_ok=True)
         remove_stale(launch.name, launch.labels.get(LABEL_OWNER, ""), owner_alive)
+        for node, start in zip(self.cfg.container.cluster.nodes[1:], self.worker_commands(record, launch)):
+            self._on_worker(node, ["docker", "rm", "-f", launch.name])
+            print(f"[container] starting the worker on {node}", file=sys.stderr, flush=True)
+            result = subprocess.run(start, capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise EngineError(
+                    f"starting the worker container on {node} failed: {result.stderr.strip()[-500:]}; check passwordless "
+                    f"ssh to it and that it has image {record.location} (build-and-copy.sh --no-build -t TAG --copy-to {node})"
+                )
 
     def stop(self, launch: LaunchSpec) -> None:
         stop(launch.name, self.cfg.container.stop_timeout_s)
+        for node in self.cfg.container.cluster.nodes[1:]:
+            # launch-cluster.sh's cleanup(): ssh "$worker" "docker stop $CONTAINER_NAME"
+            self._on_worker(node, ["docker", "stop", "-t", str(self.cfg.container.stop_timeout_s), launch.name])
+            self._on_worker(node, ["docker", "rm", "-f", launch.name])
+
+    def _on_worker(self, node: str, argv: list[str]) -> None:
+        subprocess.run(self._ssh(node, argv), capture_output=True, text=True, timeout=120, check=False)
 
     def check_intact(self, record: ImageRecord, receipt: str) -> None:
         if docker("image", "inspect", record.location, check=False).returncode != 0:

@@ -110,7 +110,12 @@ class SparkDockerKind(ContainerKind):
         checkout.parent.mkdir(parents=True, exist_ok=True)
         for step in [*checkout_steps(image, checkout), build_argv(image)]:
             print(f"[image] {' '.join(step)}", file=sys.stderr, flush=True)
-            subprocess.run(step, check=True, cwd=checkout if step[0].startswith("./") else None)
+            code = subprocess.run(step, cwd=checkout if step[0].startswith("./") else None).returncode
+            if code != 0:
+                raise EngineError(
+                    f"`{' '.join(step)}` failed (exit {code}; its output is above); for a checkout problem delete "
+                    f"{checkout} and rerun, for a build problem see build-and-copy.sh's log or change the image spec"
+                )
         built = docker("image", "inspect", "--format", "{{.Id}}", image.tag).stdout.strip()
         write_json(receipt, {"image_id": built, "tag": image.tag, "spec": json.loads(image.model_dump_json())})
         return built, round(time.monotonic() - started, 1)

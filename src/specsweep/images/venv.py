@@ -52,7 +52,7 @@ class VenvKind(ImageKind):
     def server_command(self, record: ImageRecord, launch: LaunchSpec) -> ServerCommand:
         cell = launch.cell
         argv = [str(Path(record.location) / "bin" / "python"), "-m", self.cfg.module, "--model", launch.model_location,
-                *vllm_args(cell, launch.port, launch.dtype)]  # fmt: skip
+                *vllm_args(cell, launch.port, launch.dtype, launch.model_is_local, launch.drafter_location)]  # fmt: skip
         return ServerCommand(argv=argv, env={**cell.serve.env, **launch.env}, host=cell.serve.host, port=launch.port,
                              served_name=cell.model.served_name, forward_env=tuple(cell.serve.forward_env))  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Base model preparation: a packaged GGUF becomes a cached HF dir; a hub model is recorded by id + revision.
+"""Base model preparation: a packaged GGUF becomes a cached HF dir; a hub model is downloaded, pinned and checked.
 
 The weight package and the HF dir are cache entries: built in a staging dir, renamed into place when complete, and
 checked against their recorded sha256 on every reuse (a corrupt one is rebuilt).
@@ -21,6 +21,7 @@ from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
 from specsweep.cache_check import MODEL_RECORD as RECORD
 from specsweep.cache_check import PACKAGES_MARKER, reusable, sha256_file, write_files_manifest
 from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env
+from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
 from specsweep.staging import staged_dir
 
@@ -29,7 +30,7 @@ CONVERTER = Path(__file__).with_name("gguf_to_hf.py")
 
 class ModelRecord(BaseModel):
     name: str
-    # What vLLM is given: a local dir, or a hub repo id the server fetches itself.
+    # What vLLM is given: a local dir (a converted package, or a hub snapshot under HF_HOME).
     location: str
     revision: str | None = None
     source_sha256: str | None = None
@@ -53,7 +54,8 @@ def conversion_dtype(model: ModelCfg) -> str:
 
 
 def model_location(model: ModelCfg) -> str:
-    """Where the prepared model is (or will be): deterministic, so argv can be shown before preparing."""
+    """Where the prepared model is (or will be): deterministic, so argv can be shown before preparing (a hub model's
+    snapshot dir is known only once its revision is resolved: its repo id stands for it)."""
     if isinstance(model.source, HubSource):
         return model.source.repo_id
     return str(cache_dir() / "models" / f"{model.name}-{_model_key(model)}")
@@ -61,8 +63,20 @@ def model_location(model: ModelCfg) -> str:
 
 def prepare_model(model: ModelCfg) -> ModelRecord:
     if isinstance(model.source, HubSource):
-        return ModelRecord(name=model.name, location=model.source.repo_id, revision=model.source.revision)
+        return hub_record(model.name, model.source.repo_id, model.source.revision)
     return _prepare_packaged_gguf(model, model.source)
+
+
+def hub_record(name: str, repo_id: str, revision: str) -> ModelRecord:
+    """A hub repo downloaded into HF_HOME before any server starts, pinned to the commit its revision names now."""
+    snapshot = fetch_snapshot(repo_id, revision)
+    return ModelRecord(
+        name=name,
+        location=snapshot.local_dir,
+        revision=snapshot.commit,
+        weights_sha256={f.path: f.sha256 for f in snapshot.files if f.path.endswith((".safetensors", ".bin", ".pt"))},
+        details={"hub": snapshot.model_dump()},
+    )
 
 
 def _install_package(env_python: Path, source: PackagedGgufSource) -> Path:

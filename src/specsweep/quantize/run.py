@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from specsweep.atomic import write_json
 from specsweep.config.compose import project_relative
+from specsweep.models.hub import fetch_snapshot
 from specsweep.config.schema import (
     GROUPED_SCHEMES,
     AutoRoundQuant,
@@ -49,7 +50,7 @@ class QuantRecord(BaseModel):
     quant: str
     kind: str
     scheme: str
-    # What vLLM is given: a local checkpoint dir, or a hub repo id (+ revision) it fetches itself.
+    # What vLLM is given: a local checkpoint dir (quantized here, or a hub snapshot pinned to `revision`, a commit).
     location: str
     revision: str | None = None
     # The quant is the base itself (no quantization): quality compares it with itself.
@@ -159,14 +160,17 @@ def _no_quant(quant, model, base) -> QuantRecord:
 
 @quantizer("hub")
 def _hub_quant(quant, model, base) -> QuantRecord:
+    """A published checkpoint: downloaded into HF_HOME and pinned to a commit before any cell serves it."""
+    snapshot = fetch_snapshot(quant.repo_id, quant.revision)
     return QuantRecord(
         model=model.name,
         quant=quant.name,
         kind=quant.kind,
         scheme=quant.scheme,
-        location=quant.repo_id,
-        revision=quant.revision,
-        manifest={"repo_id": quant.repo_id, "revision": quant.revision, "for_model": quant.for_model},
+        location=snapshot.local_dir,
+        revision=snapshot.commit,
+        manifest={"repo_id": quant.repo_id, "revision": quant.revision, "for_model": quant.for_model,
+                  "hub": snapshot.model_dump()},  # fmt: skip
     )
 
 

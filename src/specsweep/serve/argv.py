@@ -69,10 +69,14 @@ def serving_revision(cell: CellCfg) -> str | None:
     return None
 
 
-def vllm_args(cell: CellCfg, port: int, dtype: str | None = None) -> list[str]:
+def vllm_args(
+    cell: CellCfg, port: int, dtype: str | None = None, model_is_local: bool = False, drafter_location: str | None = None
+) -> list[str]:
     """Arguments after the model; identical for `vllm serve MODEL` and the api_server module.
 
-    `dtype` is the serving dtype resolved for this host (CPU images); None passes the model's own setting.
+    `dtype` is the serving dtype resolved for this host (CPU images); None passes the model's own setting. A local
+    model (a prepared hub snapshot) is already pinned to its commit: no `--revision`. `drafter_location` is the
+    drafter's local snapshot, served instead of its hub id.
     """
     args = [
         "--served-model-name",
@@ -82,7 +86,7 @@ def vllm_args(cell: CellCfg, port: int, dtype: str | None = None) -> list[str]:
         "--port",
         str(port),
     ]
-    revision = serving_revision(cell)
+    revision = None if model_is_local else serving_revision(cell)
     if revision:
         args += ["--revision", revision]
     if isinstance(cell.quant, HubQuant) and cell.quant.vllm_quantization:
@@ -93,7 +97,7 @@ def vllm_args(cell: CellCfg, port: int, dtype: str | None = None) -> list[str]:
     if cell.model.chat_template:
         args += ["--chat-template", str(project_relative(cell.model.chat_template))]
     args += server_flags(cell.serve)
-    spec = speculative_config_json(cell.drafter, cell.k)
+    spec = speculative_config_json(cell.drafter, cell.k, drafter_location)
     if spec is not None:
         args += ["--speculative-config", spec]
     return args

@@ -47,9 +47,10 @@ def _ngram(drafter: NgramDrafter, k: int) -> dict[str, Any]:
 
 
 @renderer("mtp", "dflash", "eagle3", "draft_model")
-def _model(drafter: ModelDrafter, k: int) -> dict[str, Any]:
-    config: dict[str, Any] = {"method": drafter.kind, "model": drafter.model, "num_speculative_tokens": k}
-    if drafter.revision:
+def _model(drafter: ModelDrafter, k: int, location: str | None = None) -> dict[str, Any]:
+    """`location`: the drafter's local snapshot (prepared and pinned to a commit), served instead of the hub id."""
+    config: dict[str, Any] = {"method": drafter.kind, "model": location or drafter.model, "num_speculative_tokens": k}
+    if drafter.revision and location is None:
         config["revision"] = drafter.revision
     config.update(drafter.speculative_extra)
     return config
@@ -66,11 +67,13 @@ def _suffix(drafter: SuffixDrafter, k: int) -> dict[str, Any]:
     }
 
 
-def speculative_config(drafter: DrafterCfg, k: int) -> dict[str, Any] | None:
+def speculative_config(drafter: DrafterCfg, k: int, drafter_location: str | None = None) -> dict[str, Any] | None:
+    if drafter_location is not None:
+        return _model(drafter, k, drafter_location)
     return RENDERERS[drafter.kind](drafter, k)
 
 
-def speculative_config_json(drafter: DrafterCfg, k: int) -> str | None:
+def speculative_config_json(drafter: DrafterCfg, k: int, drafter_location: str | None = None) -> str | None:
     """Compact JSON, key order as written above (vLLM parses it with json.loads)."""
-    config = speculative_config(drafter, k)
+    config = speculative_config(drafter, k, drafter_location)
     return None if config is None else json.dumps(config, separators=(",", ":"))

@@ -3,7 +3,11 @@ vLLM), e.g. `<env>/bin/python vllm_cli_probe.py < argvs.json`: a JSON list of ar
 (the model first) in, a JSON list of {"ok", "error", "args"} out.
 
 The same code path `vllm serve` runs before it starts anything: `make_arg_parser` and
-`validate_parsed_serve_args` (unknown flags, bad choices, malformed --speculative-config JSON, flag conflicts).
+`validate_parsed_serve_args` (unknown flags, bad choices, malformed --speculative-config JSON, flag conflicts), then
+the engine arguments built from them (`AsyncEngineArgs.from_cli_args`, whose checks run without the model), the
+speculative method against vLLM's `SpeculativeMethod`, and the tool-call and reasoning parser names against vLLM's
+registries (what the API server checks at start). Building the engine config itself needs each model's config.json,
+so it is not done here. Run without HF_HUB_OFFLINE: with it, from_cli_args looks hub ids up in the local cache.
 """
 
 from __future__ import annotations
@@ -22,6 +26,31 @@ def _plain(value):
     return repr(value)
 
 
+def _check_engine_args(namespace) -> None:
+    import typing
+
+    from vllm.config.speculative import SpeculativeMethod
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.reasoning import ReasoningParserManager
+    from vllm.tool_parsers import ToolParserManager
+
+    AsyncEngineArgs.from_cli_args(namespace)
+
+    def literal_values(tp):
+        out = []
+        for arg in typing.get_args(tp):
+            out += literal_values(arg) if typing.get_args(arg) else [arg]
+        return out
+
+    spec = namespace.speculative_config or {}
+    if "method" in spec and spec["method"] not in literal_values(SpeculativeMethod):
+        raise ValueError(f"unknown speculative method {spec['method']!r}")
+    if namespace.tool_call_parser and namespace.tool_call_parser not in ToolParserManager.list_registered():
+        raise KeyError(f"invalid tool call parser: {namespace.tool_call_parser}")
+    if namespace.reasoning_parser and namespace.reasoning_parser not in ReasoningParserManager.list_registered():
+        raise KeyError(f"invalid reasoning parser: {namespace.reasoning_parser}")
+
+
 def parse(argv: list[str]) -> dict:
     from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -30,6 +59,7 @@ def parse(argv: list[str]) -> dict:
     try:
         namespace = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", model, *flags])
         validate_parsed_serve_args(namespace)
+        _check_engine_args(namespace)
     except SystemExit as exit_:  # argparse reports to stderr and exits
         return {"ok": False, "error": f"argparse exit {exit_.code}", "args": None}
     except Exception as err:  # noqa: BLE001 - reported back to the caller
