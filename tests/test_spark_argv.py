@@ -53,16 +53,22 @@ def serve_args(cell: CellCfg) -> list[str]:
 
 @pytest.fixture(scope="module")
 def parse():
+    """vLLM's parser in one probe process for the whole module (importing vLLM is most of a parse's cost)."""
     python = Path(build_image(compose_cell([]).cell.image).location) / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    probe = subprocess.Popen([str(python), str(PROBE), "--lines"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
 
     def run(argvs: list[list[str]]) -> list[dict]:
-        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-        result = subprocess.run([str(python), str(PROBE)], input=json.dumps(argvs), capture_output=True, text=True,
-                                timeout=600, env=env)  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        return json.loads(result.stdout)
+        probe.stdin.write(json.dumps(argvs) + "\n")
+        probe.stdin.flush()
+        line = probe.stdout.readline()
+        assert line, probe.stderr.read()[-3000:]
+        return json.loads(line)
 
-    return run
+    yield run
+    probe.stdin.close()
+    probe.wait(timeout=60)
 
 
 def differing(ours: dict, theirs: dict) -> set[str]:

@@ -1,6 +1,6 @@
 """Parse `vllm serve` argument lists with vLLM's own CLI code. Run with the serving env's python (it imports only
 vLLM), e.g. `<env>/bin/python vllm_cli_probe.py < argvs.json`: a JSON list of argument lists after `vllm serve`
-(the model first) in, a JSON list of {"ok", "error", "args"} out.
+(the model first) in, a JSON list of {"ok", "error", "args"} out; with `--lines`, one such exchange per line.
 
 The same code path `vllm serve` runs before it starts anything: `make_arg_parser` and
 `validate_parsed_serve_args` (unknown flags, bad choices, malformed --speculative-config JSON, flag conflicts), then
@@ -68,4 +68,10 @@ def parse(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    json.dump([parse(argv) for argv in json.load(sys.stdin)], sys.stdout)
+    if sys.argv[1:] == ["--lines"]:
+        # One JSON list of argument lists per input line, one answer per output line: vLLM is imported once for many
+        # batches (the import is most of the cost).
+        for line in sys.stdin:
+            print(json.dumps([parse(argv) for argv in json.loads(line)]), flush=True)
+    else:
+        json.dump([parse(argv) for argv in json.load(sys.stdin)], sys.stdout)
