@@ -76,9 +76,12 @@ def env_root(name: str, requirements: Path, remove_packages: list[str], local_pa
     return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages, local_packages)}"
 
 
-def _run(argv: list[str], log: Path, what: str) -> None:
-    print(f"[env] {what}", file=sys.stderr, flush=True)
+def run_logged(argv: list[str], log: Path, what: str, tag: str = "env") -> None:
+    """One build step: its command and output appended to `log`; a failure raises with the log's tail."""
+    print(f"[{tag}] {what}", file=sys.stderr, flush=True)
     with log.open("ab") as handle:
+        handle.write(f"$ {' '.join(argv)}\n".encode())
+        handle.flush()
         result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
@@ -142,19 +145,19 @@ def _install(
 ) -> list[str]:
     """Build the venv at `where`; return its `pip freeze --all`."""
     python = where / "bin" / "python"
-    _run([sys.executable, "-m", "venv", str(where)], log, f"creating venv {name} at {where}")
-    _run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
-    _run(
+    run_logged([sys.executable, "-m", "venv", str(where)], log, f"creating venv {name} at {where}")
+    run_logged([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
+    run_logged(
         [str(python), "-m", "pip", "install", "-r", str(requirements)],
         log,
         f"installing {requirements.name} (minutes on first build; log: {log})",
     )
     if remove_packages:
-        _run([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
+        run_logged([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
     for path in local_packages:
-        _run([str(python), "-m", "pip", "install", "--no-deps", str(path)], log, f"installing {path.name}")
+        run_logged([str(python), "-m", "pip", "install", "--no-deps", str(path)], log, f"installing {path.name}")
     if check_import:
-        _run([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
+        run_logged([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
     return subprocess.run(
         [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
     ).stdout.splitlines()

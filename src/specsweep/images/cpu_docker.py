@@ -24,7 +24,7 @@ from pathlib import Path
 from specsweep.cache_check import sha256_file
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import CpuDockerImage
-from specsweep.envs import tree_sha256
+from specsweep.envs import run_logged, tree_sha256
 from specsweep.images.base import ImageRecord, image_kind, preview_record
 from specsweep.images.container import ContainerKind
 from specsweep.images.cpu_host import choose_serving, read_cpu_facts
@@ -61,15 +61,8 @@ def image_id(ref: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _step(what: str, argv: list[str], log: Path, **kwargs) -> None:
-    print(f"[image] {what}", file=sys.stderr, flush=True)
-    with log.open("ab") as handle:
-        handle.write(f"$ {' '.join(argv)}\n".encode())
-        handle.flush()
-        result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-        raise EngineError(f"{what} failed (exit {result.returncode}); see {log}:\n{tail}")
+def _step(what: str, argv: list[str], log: Path) -> None:
+    run_logged(argv, log, what, tag="image")
 
 
 def ensure_base(image: CpuDockerImage, log: Path) -> str:

@@ -126,25 +126,20 @@ def compare(needs: Needs, found: dict, kind: ImageKind) -> list[Problem]:
     def missing(need: str, message: str, fix: str) -> None:
         problems.append(Problem(need=need, message=message, fix=fix))
 
-    for method in needs.methods:
-        if method not in found["methods"]:
-            missing(f"method:{method}", f"its vLLM has no speculative method {method!r}", kind.upgrade_fix(f"method {method}"))
+    for need, registered, message, wanted in (
+        ("method", "methods", "has no speculative method {!r}", "method {}"),
+        ("load_format", "load_formats", "has no --load-format {}", "--load-format {}"),
+        ("kv_cache_dtype", "kv_cache_dtypes", "has no --kv-cache-dtype {}", "kv-cache dtype {}"),
+        ("tool_parser", "tool_parsers", "registers no tool-call parser {!r}", "the {} tool parser"),
+        ("reasoning_parser", "reasoning_parsers", "registers no reasoning parser {!r}", "the {} reasoning parser"),
+    ):
+        for name in getattr(needs, registered):
+            if name not in found[registered]:
+                missing(f"{need}:{name}", "its vLLM " + message.format(name), kind.upgrade_fix(wanted.format(name)))
     for arch, pr in needs.architectures.items():
         if arch not in found["architectures"]:
             fix = kind.pr_fix(pr) if pr else kind.upgrade_fix(arch)
             missing(f"architecture:{arch}", f"its vLLM cannot load drafter architecture {arch}", fix)
-    for fmt in needs.load_formats:
-        if fmt not in found["load_formats"]:
-            missing(f"load_format:{fmt}", f"its vLLM has no --load-format {fmt}", kind.upgrade_fix(f"--load-format {fmt}"))
-    for dtype in needs.kv_cache_dtypes:
-        if dtype not in found["kv_cache_dtypes"]:
-            missing(f"kv_cache_dtype:{dtype}", f"its vLLM has no --kv-cache-dtype {dtype}", kind.upgrade_fix(f"kv-cache dtype {dtype}"))
-    for parser in needs.tool_parsers:
-        if parser not in found["tool_parsers"]:
-            missing(f"tool_parser:{parser}", f"its vLLM registers no tool-call parser {parser!r}", kind.upgrade_fix(f"the {parser} tool parser"))
-    for parser in needs.reasoning_parsers:
-        if parser not in found["reasoning_parsers"]:
-            missing(f"reasoning_parser:{parser}", f"its vLLM registers no reasoning parser {parser!r}", kind.upgrade_fix(f"the {parser} reasoning parser"))
     for (what, name), (module, distribution) in PACKAGES_FOR.items():
         wanted = needs.methods if what == "method" else needs.load_formats
         if name in wanted and not found["packages"].get(module):
