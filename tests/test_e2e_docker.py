@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("docker_engine")]
 PROBE = "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"
 # Plus two llama-benchy rows (pp/tg at depth 0 and 128), cut with the served model's tokenizer.
 SYNTHETIC = "+bench.synthetic={pp:[64],tg:[8],depth:[0,128]}"
-ONE_CELL = ["image=vllm_cpu_docker", "quant=bf16", "drafter=none", "bench.runs=1", PROBE, SYNTHETIC]
+# The evals run against the container's server too (sized down: 8 greedy tokens, 8 lm-eval questions).
+EVALS = ["eval.lossless.max_tokens=8", "eval.lm_eval.limit=8"]
+ONE_CELL = ["image=vllm_cpu_docker", "quant=bf16", "drafter=none", "bench.runs=1", *EVALS, PROBE, SYNTHETIC]
 CELL = "results/embedded/gemma3_270m-bf16-none"
 CONTAINER = "specsweep-embedded-gemma3_270m-bf16-none"
 
@@ -76,6 +78,11 @@ def test_a_cell_serves_and_benches_in_the_container_and_records_the_image_id(ser
     assert bench["workloads"][0]["row"]["tg_throughput"]["mean"] > 0
     rows = {w["workload"]: w["row"] for w in bench["workloads"]}
     assert list(rows) == ["probe", "pp64_tg8_d0", "pp64_tg8_d128"]
+    # The evals reach the container's server from the host as the workloads do.
+    evals = bench["evals"]
+    assert evals["errors"] == [] and [len(o["token_ids"]) for o in evals["greedy"]["outputs"]] == [8, 8, 8, 8]
+    assert evals["endpoint_quality"]["n_tokens"] == 4 * 511 and (project / CELL / "prompt_logprobs.json").is_file()
+    assert evals["lm_eval"]["status"] == "ok" and {s["n_samples"] for s in evals["lm_eval"]["scores"]} == {8}
     for name, depth in (("pp64_tg8_d0", 0), ("pp64_tg8_d128", 128)):
         row = rows[name]
         assert row["context_size"] == depth and row["errors"]["failed"] == 0
@@ -139,7 +146,7 @@ def test_ctrl_c_stops_the_container_and_the_run_and_releases_the_lock(project: P
 
 def test_a_preflight_failure_fails_the_cells_with_the_fix_before_any_server(project: Path, served: tuple[Path, str]) -> None:
     # Suffix decoding is a method vLLM 0.32 knows, but it needs arctic-inference, which this image lacks.
-    result = run(project, ["image=vllm_cpu_docker", "quant=bf16", "drafter=suffix", "k=2", "bench.runs=1", PROBE])
+    result = run(project, ["image=vllm_cpu_docker", "quant=bf16", "drafter=suffix", "k=2", "eval=none", "bench.runs=1", PROBE])
     assert result.returncode == 0, result.stderr[-3000:]  # the cell is recorded as failed; the sweep's status step fails
     cell = project / "results/embedded/gemma3_270m-bf16-suffix-k2"
     record = json.loads((cell / "bench.json").read_text())

@@ -26,7 +26,7 @@ from specsweep.records.types import CellRecord
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["quant=bf16", "drafter=none", "bench.runs=1",
+SHORT = ["quant=bf16", "drafter=none", "eval=none", "bench.runs=1",
          "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"]  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from project import cell_processes, make_project, project_env, snakemake
 pytestmark = pytest.mark.slow
 
 # One cell with a one-request workload: these tests are about what happens around the server, not its figures.
-ONE_CELL = ["quant=bf16", "drafter=none", "bench.runs=1",
+ONE_CELL = ["quant=bf16", "drafter=none", "eval=none", "bench.runs=1",
             "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"]  # fmt: skip
 CELL = "results/embedded/gemma3_270m-bf16-none"
 

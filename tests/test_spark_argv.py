@@ -123,7 +123,7 @@ def test_vllm_accepts_every_spark_argv_and_rejects_bad_ones(parse) -> None:
     cluster_argvs = [argv for cell in cluster for argv in cluster_args(cell.config)]
     results = parse([serve_args(cell.config) for cell in cells] + cluster_argvs + [serve_args(cell) for cell in bad])
     assert [cell.id for cell, result in zip(cells, results) if not result["ok"]] == []
-    assert len(cluster_argvs) == 2 * 28 and all(result["ok"] for result in results[len(cells) : len(cells) + 56])
+    assert len(cluster_argvs) == 2 * 29 and all(result["ok"] for result in results[len(cells) : len(cells) + 58])
     head, worker = results[len(cells)]["args"], results[len(cells) + 1]["args"]
     assert (head["nnodes"], head["node_rank"], head["headless"], head["tensor_parallel_size"]) == (2, 0, False, 2)
     assert (worker["node_rank"], worker["headless"], worker["master_addr"]) == (1, True, "192.0.2.10")

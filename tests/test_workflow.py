@@ -52,7 +52,7 @@ def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
     output = result.stdout + result.stderr
     assert "Using profiles spark" in output
     cells = planned_cells(output)
-    assert len(cells) == 4 * 7 and "gemma4_31b_it-ebircak_nvfp4a16_gptq-gemma_mtp-k7" in cells
+    assert len(cells) == 1 + 4 * 7 and "gemma4_31b_it-bf16-none" in cells and "gemma4_31b_it-ebircak_nvfp4a16_gptq-gemma_mtp-k7" in cells
     assert "gemma4_31b_it-intel_int4_autoround-dflash-k15" in cells
     assert "results/spark/table.csv" in output
 
@@ -169,7 +169,7 @@ def test_spark_cluster_profile_plans_the_users_sweep_on_two_nodes(project: Path)
     output = result.stdout + result.stderr
     assert "Using profiles spark-cluster" in output
     cells = planned_cells(output)
-    assert len(cells) == 28 and "gemma4_31b_it-nvfp4a16_gptq-dflash-k15" in cells
+    assert len(cells) == 29 and "gemma4_31b_it-nvfp4a16_gptq-dflash-k15" in cells
     assert "results/spark_cluster/table.csv" in output
     # Without the nodes the plan stops before any job, saying what to set.
     with pytest.raises(ConfigError, match="list them in image.container.cluster.nodes"):
@@ -181,8 +181,8 @@ def test_slurm_profile_plans_gpu_jobs_through_the_slurm_executor(project: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Using profiles slurm" in output
-    assert len(planned_cells(output)) == 28
+    assert len(planned_cells(output)) == 29
     # Every GPU job asks Slurm for one GPU, and none is held back by the one-server-per-machine limit.
     gpu_jobs = re.findall(r"resources: .*model_server=0, gpu=1, cpus_per_gpu=\d+", output)
-    assert len(gpu_jobs) == 28 + 4 + 4  # cells, quantize and quality of the 4 quants
+    assert len(gpu_jobs) == 29 + 5 + 5  # cells, quantize and quality of the 5 quants (the base included)
     assert "rule prepare_drafter:" in output and "rule preflight_image:" in output

@@ -20,6 +20,7 @@ from specsweep.config.compose import cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
+from specsweep.evals.in_cell import run_evals
 from specsweep.images.base import ImageKind, ImageRecord, LaunchSpec, kind_of
 from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
 from specsweep.images.cpu_host import FALLBACK_ENV, ServingChoice, uses_wna16
@@ -262,6 +263,7 @@ def run_cell(
     receipts: tuple[Path, Path, Path] | None = None,
     preflight: PreflightRecord | None = None,
     drafter: ModelRecord | None = None,
+    lm_eval_selected: bool = False,
 ) -> CellRecord:
     """Run the cell and write its records. A cell that fails is recorded as failed, not raised: one bad cell
     must not stop the sweep's other cells, table or reports (the sweep's last step fails on it instead)."""
@@ -286,6 +288,7 @@ def run_cell(
         vllm_commit=image.vllm_commit,
         vllm_prs=image.vllm_prs,
         wna16_kernel_selected=serving.wna16_kernel if serving and uses_wna16(cfg.quant.scheme) else None,
+        lm_eval_selected=lm_eval_selected,
     )
 
     reason = unsupported_reason(cfg, image)
@@ -305,11 +308,17 @@ def run_cell(
             command = launch.command
             try:
                 workloads, latency_ms = _measure(server, cfg, quant.location)
+                evals = run_evals(cfg, server.base_url, command.served_name, quant.location, out_dir, lm_eval_selected,
+                                  image.offline)  # fmt: skip
             finally:
                 server.stop()
-            record = record.model_copy(
-                update={"workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms}
-            )
+            record = record.model_copy(update={
+                "workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms, "evals": evals,
+            })  # fmt: skip
+            if evals.errors:
+                # Figures whose quality checks broke are not results: the sweep fails naming this cell, and the
+                # next run reruns it.
+                raise CellFailed(f"{len(evals.errors)} eval(s) failed: {'; '.join(evals.errors)}")
         except Exception as err:  # noqa: BLE001 - any failure of this cell is recorded; Ctrl-C/SIGTERM are not
             traceback.print_exc()
             message = str(err).split("\n", 1)[0] if isinstance(err, (ServerError, CellFailed, CorruptEntry, PreflightFailed)) else repr(err)

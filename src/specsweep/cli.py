@@ -211,23 +211,32 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     receipts = (Path(args.model_receipt), Path(args.quant_receipt), Path(args.image_receipt))
     record = run_cell(
         cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts, preflight=preflight,
-        drafter=drafter,
+        drafter=drafter, lm_eval_selected=args.lm_eval,
     )  # fmt: skip
     print(f"[cell] {cell.id}: {record.status}", file=sys.stderr)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_text
+    from specsweep.evals.quality import QualityRecord
+    from specsweep.records.evals_table import evals_table
     from specsweep.records.table import build_table, quality_table, write_table
 
     cell_dirs = [Path(path).parent for path in args.bench_files]
     quality = quality_table([Path(path) for path in args.quality])
-    table = build_table(cell_dirs, quality)
+    evals = evals_table(cell_dirs, [QualityRecord.model_validate_json(Path(p).read_text()) for p in args.quality])
+    table = build_table(cell_dirs, quality, evals)
     write_table(table, Path(args.csv), Path(args.parquet))
     if args.quality_csv:
-        from specsweep.atomic import write_text
-
         write_text(Path(args.quality_csv), quality.to_csv(index=False))
+    if args.evals_csv:
+        write_text(Path(args.evals_csv), evals.to_csv(index=False))
     print(f"[aggregate] {len(table)} rows from {len(cell_dirs)} cells -> {args.csv}", file=sys.stderr)
+    for row in evals.itertuples():
+        if isinstance(row.lossless_match_pct, float) and row.lossless_match_pct < 100:
+            print(f"[aggregate] NOT LOSSLESS: {row.cell_id}: {row.lossless_detail}", file=sys.stderr)
+        if isinstance(row.served_checkpoint_check, str) and not row.served_checkpoint_check.startswith(("ok", "not checked")):
+            print(f"[aggregate] SERVED CHECKPOINT MISMATCH: {row.cell_id}: {row.served_checkpoint_check}", file=sys.stderr)
 
 
 def _report_cfg(args: argparse.Namespace):
@@ -432,6 +441,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-receipt", required=True)
     p.add_argument("--preflight-receipt", required=True)
     p.add_argument("--drafter-receipt", default=None, help="the prepared hub drafter (hosts that download weights)")
+    p.add_argument("--lm-eval", action="store_true", help="run eval.lm_eval against the cell's server (the plan picks cells)")
     p.add_argument("--server-log", required=True)
     p.set_defaults(func=cmd_cell_run)
 
@@ -475,6 +485,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet", required=True)
     p.add_argument("--quality", action="append", default=[], help="a quant's quality record (repeat per quant)")
     p.add_argument("--quality-csv", default=None, help="also write the quality table here")
+    p.add_argument("--evals-csv", default=None, help="also write the evals table (one row per cell) here")
     p.add_argument("bench_files", nargs="+")
     p.set_defaults(func=cmd_aggregate)
 

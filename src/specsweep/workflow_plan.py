@@ -50,6 +50,8 @@ class CellPlan:
     prompt_files: tuple[str, ...]
     # Hub drafter weights prepared before the cell (hosts that download); None: no drafter weights to fetch.
     drafter_key: str | None = None
+    # The plan picked this cell for lm-eval (eval.lm_eval.cells): a tracked param, so a change reruns the cell.
+    lm_eval: bool = False
 
     def job_args(self, input, output, log) -> list[str]:
         """`specsweep cell run` arguments for this cell's Snakemake job."""
@@ -62,6 +64,7 @@ class CellPlan:
             "--image-receipt", input.image,
             "--preflight-receipt", input.preflight,
             *(["--drafter-receipt", input.drafter] if self.drafter_key else []),
+            *(["--lm-eval"] if self.lm_eval else []),
             "--server-log", log.server,
             *self.cell.overrides,
         ]  # fmt: skip
@@ -138,6 +141,8 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
             prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
             drafter_key=drafter.key if drafter else None,
         )
+    picked = lm_eval_cells(cells)
+    plans = {cell_id: dataclasses.replace(plan, lm_eval=cell_id in picked) for cell_id, plan in plans.items()}
     image_stages = {
         key: ImageStage(**vars(stage), needs_json=needs_of(image_cells[key]).model_dump_json()) for key, stage in images.items()
     }
@@ -145,6 +150,21 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages, drafters=drafters,
         report_json=_report_json(overrides, cells),
     )  # fmt: skip
+
+
+def lm_eval_cells(cells: list[Cell]) -> set[str]:
+    """The cells lm-eval runs on (eval.lm_eval.cells). baselines: each (model, quant)'s no-drafter cell (a quant's
+    score, and its recovery against the base's); baselines_plus_one adds the first drafter cell of a quant that has
+    a baseline, as a cross-check (a drafter must not change the score); all: every cell."""
+    configured = [cell for cell in cells if cell.config.eval.lm_eval is not None]
+    baselines = {(c.config.model.name, c.config.quant.name): c.id for c in configured if c.config.drafter.kind == "none"}
+    picked = set(baselines.values()) | {c.id for c in configured if c.config.eval.lm_eval.cells == "all"}
+    cross_check = next((c for c in configured if c.config.eval.lm_eval.cells == "baselines_plus_one"
+                        and c.config.drafter.kind != "none"
+                        and (c.config.model.name, c.config.quant.name) in baselines), None)  # fmt: skip
+    if cross_check is not None:
+        picked.add(cross_check.id)
+    return picked
 
 
 def _report_json(overrides: str | list[str] | None, cells: list[Cell]) -> str:

@@ -1,5 +1,5 @@
 rule aggregate:
-    """One tidy table, a row per cell x workload."""
+    """One tidy table, a row per cell x workload; the quality table (per quant) and the evals table (per cell)."""
     input:
         bench=lambda w: [f"results/{w.sweep}/{cell_id}/bench.json" for cell_id in PLAN.cells],
         quality=[f"results/_quality/{key}.json" for key in PLAN.quants],
@@ -7,6 +7,7 @@ rule aggregate:
         csv="results/{sweep}/table.csv",
         parquet="results/{sweep}/table.parquet",
         quality="results/{sweep}/quality.csv",
+        evals="results/{sweep}/evals.csv",
     log:
         job="results/_logs/aggregate/{sweep}.log",
     run:
@@ -16,6 +17,7 @@ rule aggregate:
                 "--csv", output.csv,
                 "--parquet", output.parquet,
                 "--quality-csv", output.quality,
+                "--evals-csv", output.evals,
                 *[arg for record in input.quality for arg in ("--quality", record)],
                 *input.bench,
             ],

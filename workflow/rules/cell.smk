@@ -1,5 +1,6 @@
 rule run_cell:
-    """One server lifetime: start vLLM, run every workload, diff spec-decode counters, stop vLLM."""
+    """One server lifetime: start vLLM, run every workload, diff spec-decode counters, run the evals (greedy
+    outputs, prompt logprobs, lm-eval where picked) against the same server, stop vLLM."""
     input:
         model=lambda w: f"results/_models/{PLAN.cells[w.cell].model_key}.json",
         quant=lambda w: f"results/_quants/{PLAN.cells[w.cell].quant_key}.json",
@@ -13,6 +14,7 @@ rule run_cell:
         config="results/{sweep}/{cell}/config.yaml",
     params:
         config=lambda w: PLAN.cells[w.cell].config_yaml,
+        lm_eval=lambda w: PLAN.cells[w.cell].lm_eval,
     log:
         job="results/_logs/run_cell/{sweep}/{cell}.log",
         server="results/{sweep}/{cell}/server.log",

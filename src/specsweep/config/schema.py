@@ -423,6 +423,51 @@ class BenchCfg(Strict):
     synthetic: SyntheticCfg | None = None
 
 
+# ---------------------------------------------------------------- eval (inside each cell's server lifetime)
+
+
+class LosslessCfg(Strict):
+    """Greedy outputs of a fixed prompt set at concurrency 1: a drafter cell must reproduce its quant's no-drafter
+    cell token for token (under load, batch shapes can change floating-point results, so never compared there)."""
+
+    prompts: str = "data/eval/lossless_prompts.jsonl"
+    max_tokens: int = Field(default=64, ge=1)
+
+
+class EndpointQualityCfg(Strict):
+    """Prompt logprobs (top-k) of held-out windows on each quant's no-drafter cell: PPL, top-k KLD, top-1
+    agreement vs the base's no-drafter cell. The windows are the quality group's, so the in-process figures of
+    a local quant are directly comparable."""
+
+    text: str
+    window: int = Field(ge=16)
+    num_windows: int = Field(ge=1)
+    top_k: int = Field(default=20, ge=1)
+
+
+class LmEvalCfg(Strict):
+    """lm-evaluation-harness against the cell's running server (its own venv)."""
+
+    tasks: list[str] = Field(min_length=1)
+    # A directory of task YAMLs of the project's own (relative to the project root); None: lm-eval's built-in tasks.
+    include_path: str | None = None
+    num_fewshot: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    model: Literal["local-completions", "local-chat-completions"] = "local-completions"
+    batch_size: int = Field(default=8, ge=1)
+    # baselines_plus_one: each quant's no-drafter cell plus one drafter cell (the drafter must not change scores).
+    cells: Literal["baselines_plus_one", "baselines", "all"] = "baselines_plus_one"
+    timeout_s: float = Field(default=3600, gt=0)
+
+
+class EvalCfg(Strict):
+    name: str
+    # None switches a part off.
+    lossless: LosslessCfg | None = LosslessCfg()
+    endpoint_quality: EndpointQualityCfg | None = None
+    lm_eval: LmEvalCfg | None = None
+
+
 # ---------------------------------------------------------------- sweep
 
 
@@ -472,6 +517,7 @@ class CellCfg(Strict):
     serve: ServeCfg
     image: ImageCfg
     bench: BenchCfg
+    eval: EvalCfg
 
     @model_validator(mode="after")
     def _quant_fits_model(self) -> "CellCfg":
@@ -522,3 +568,5 @@ class QualityCfg(Strict):
     text: str
     window: int = Field(ge=16)
     num_windows: int = Field(ge=1)
+    # Top-k kept per position: the served endpoint returns at most vLLM's --max-logprobs (20 by default).
+    top_k: int = Field(default=20, ge=1)

@@ -1,9 +1,10 @@
-"""Quality per quant, once per quant (not per cell): perplexity, KL divergence vs the base, recovery %.
+"""Quality per quant, once per quant (not per cell), in-process: perplexity, KL divergence vs the base, recovery %.
 
-Local checkpoints (the embedded path, and any quant this project builds) are measured in-process on full
-next-token distributions by `quality_job.py` in the quantizer env. Hub checkpoints of large models would be
-measured through a served endpoint (prompt logprobs, top-k KLD); that path is not built yet, so their record
-says `not_measured` with the reason instead of inventing a number.
+Local checkpoints (the embedded path, and any quant this project builds) are measured here on full next-token
+distributions by `quality_job.py` in the quantizer env; each side's top-k per position is kept, so the served
+endpoint's figures (specsweep.evals.endpoint, any checkpoint vLLM can serve, hub quants of a 31B model included)
+can be checked against these. Hub checkpoints are measured only through the endpoint: their record here says
+`not_measured` and why.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from specsweep.cache_check import require_receipt_intact, sha256_file
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import QualityCfg
 from specsweep.envs import model_tools_env
+from specsweep.evals.distributions import ScoredWindows, compare
+from specsweep.evals.windows import heldout_windows, windows_sha256
 from specsweep.models.prepare import ModelRecord
 from specsweep.paths import cache_dir
 from specsweep.quantize.run import QuantRecord
@@ -43,10 +46,16 @@ class QualityRecord(BaseModel):
     # 100 * ppl_base / ppl: 100 means no loss; below 100 the quant predicts the held-out text worse.
     ppl_recovery_pct: float | None = None
     top1_agreement: float | None = None
+    # The same comparison as the served endpoint's (specsweep.evals.distributions.compare on the top-k kept here).
+    kld_topk: float | None = None
+    top_k: int | None = None
     n_tokens: int | None = None
     window: int | None = None
     text: str
     text_sha256: str
+    windows_sha256: str | None = None
+    # The quant's in-process scored windows: what the served quant's prompt logprobs are checked against.
+    scored: str | None = None
     wall_s: float | None = None
 
 
@@ -66,22 +75,25 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         return QualityRecord(
             **common,
             status="not_measured",
-            reason=f"{quant.manifest.get('repo_id', quant.location)} is a hub checkpoint; endpoint-based PPL/KLD "
-            "(prompt logprobs) is not built yet",
+            reason=f"{quant.manifest.get('repo_id', quant.location)} is a hub checkpoint: measured through its served "
+            "endpoint only (eval.endpoint_quality, the evals table)",
         )
+    windows = heldout_windows(base.location, text, quality.window, quality.num_windows)
+    digest = windows_sha256(windows)
     env = model_tools_env()
     identity = {
         "quant": quant.location,
         "files": quant.manifest.get("files_sha256") or base.weights_sha256,
         "base": base.weights_sha256,
         "quality": quality.model_dump(mode="json"),
-        "text": common["text_sha256"],
+        "windows": digest,
         "job": sha256_file(JOB),
         "env": env.requirements_sha256,
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cached = cache_dir() / "quality" / f"{quant.model}-{quant.quant}-{key}.json"
-    if not cached.is_file():
+    scored = {side: cached.with_suffix(f".{side}.scored.json") for side in ("base", "quant")}
+    if not (cached.is_file() and all(path.is_file() for path in scored.values())):
         # The figure is cached under the manifests' digests: measure only files that still match them.
         require_receipt_intact(base.location, f"base model {base.name}", "its receipt under results/_models/", "model")
         if quant.location != base.location:
@@ -91,15 +103,17 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         cached.parent.mkdir(parents=True, exist_ok=True)
         spec = cached.with_suffix(".spec.json")
         raw = cached.with_suffix(".raw.json")
+        staged = {side: path.with_suffix(".part") for side, path in scored.items()}
         write_json(
             spec,
             {
                 "base_dir": base.location,
                 "quant_dir": quant.location,
-                "text": str(text),
-                "window": quality.window,
-                "num_windows": quality.num_windows,
+                "windows": windows,
+                "windows_sha256": digest,
+                "top_k": quality.top_k,
                 "out": str(raw),
+                **{f"scored_{side}": str(path) for side, path in staged.items()},
             },
         )
         print(f"[quality] {quant.model} / {quant.quant}: PPL and KLD on {quality.num_windows} x {quality.window} tokens", file=sys.stderr, flush=True)
@@ -107,11 +121,14 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
             result = subprocess.run([str(env.python_bin), str(JOB), str(spec)], stdin=subprocess.DEVNULL)
             if result.returncode != 0:
                 raise RuntimeError(f"quality evaluation of {quant.quant} failed (exit {result.returncode}); see the output above")
+            for side, path in staged.items():
+                path.replace(scored[side])
             write_json(cached, json.loads(raw.read_text()))
         finally:
-            spec.unlink(missing_ok=True)
-            raw.unlink(missing_ok=True)
+            for path in (spec, raw, *staged.values()):
+                path.unlink(missing_ok=True)
     measured = json.loads(cached.read_text())
+    topk = compare(*(ScoredWindows.model_validate_json(scored[side].read_text()) for side in ("base", "quant")))
     return QualityRecord(
         **common,
         status="ok",
@@ -122,7 +139,11 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         # Ratio first: identical perplexities give exactly 100, not 99.99999999999999.
         ppl_recovery_pct=100 * (measured["ppl_base"] / measured["ppl"]),
         top1_agreement=measured["top1_agreement"],
+        kld_topk=topk.kld_topk,
+        top_k=topk.top_k,
         n_tokens=measured["n_tokens"],
         window=measured["window"],
+        windows_sha256=digest,
+        scored=str(scored["quant"]),
         wall_s=measured["wall_s"],
     )

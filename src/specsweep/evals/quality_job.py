@@ -1,13 +1,13 @@
 """Perplexity and KL divergence of a quant against its base, full next-token distributions in-process.
 
 Runs inside the quantizer env (it has torch, transformers and compressed-tensors to decompress the quant);
-standalone on purpose, like specsweep.quantize.job. Both models see the same token windows of a held-out
-text; per predicted position it takes KL(P_base || P_quant) over the whole vocabulary and averages.
+standalone on purpose, like specsweep.quantize.job. Both models see the same token windows (ids cut by
+specsweep.evals.windows); per predicted position it takes KL(P_base || P_quant) over the whole vocabulary and
+averages, and keeps each side's top-k for the comparisons specsweep.evals.distributions makes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import resource
@@ -20,25 +20,11 @@ def log(message: str) -> None:
     print(f"[quality] {message}", file=sys.stderr, flush=True)
 
 
-def token_windows(tokenizer, text: str, window: int, count: int) -> tuple[list[list[int]], int]:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    body = window - 1
-    available = len(ids) // body
-    if available < count:
-        raise SystemExit(
-            f"held-out text has {len(ids)} tokens: {available} windows of {window}, but num_windows is {count}; "
-            "lower quality.num_windows or quality.window, or use a longer text"
-        )
-    step = available / count
-    starts = [int(i * step) * body for i in range(count)]
-    return [[tokenizer.bos_token_id, *ids[start : start + body]] for start in starts], len(ids)
-
-
-def load(path: str, quantized: bool):
+def load(path: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    if not quantized:
+    if "quantization_config" not in json.loads((Path(path) / "config.json").read_text()):
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     from transformers import CompressedTensorsConfig
 
@@ -49,52 +35,64 @@ def load(path: str, quantized: bool):
     return model.float().eval()
 
 
+def scored(log_probs, targets, top_k: int) -> list[list]:
+    """One specsweep.evals.distributions.Position per predicted token."""
+    top_values, top_ids = log_probs.topk(top_k, dim=-1)
+    target_lp = log_probs.gather(1, targets[:, None])[:, 0]
+    return [
+        {"target": t, "target_logprob": lp, "top": [list(pair) for pair in zip(ids, values)]}
+        for t, lp, ids, values in zip(targets.tolist(), target_lp.tolist(), top_ids.tolist(), top_values.tolist())
+    ]
+
+
 def main() -> None:
     import torch
-    from transformers import AutoTokenizer
 
     spec = json.loads(Path(sys.argv[1]).read_text())
     torch.manual_seed(0)
     started = time.monotonic()
-    text = Path(spec["text"]).read_text()
-    tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    windows, text_tokens = token_windows(tokenizer, text, spec["window"], spec["num_windows"])
-    same_weights = spec["quant_dir"] == spec["base_dir"]
-    base = load(spec["base_dir"], quantized=False)
-    quant = base if same_weights else load(spec["quant_dir"], quantized=True)
+    windows = spec["windows"]
+    base = load(spec["base_dir"])
+    # One model object when base and quant are the same files (memory); the figures still come from two forward
+    # passes and the general formulas below, never from a shortcut.
+    quant = base if spec["quant_dir"] == spec["base_dir"] else load(spec["quant_dir"])
 
     nll_base = nll_quant = kld = 0.0
     top1_agree = predicted = 0
+    scored_base, scored_quant = [], []
     with torch.inference_mode():
         for index, window in enumerate(windows):
             ids = torch.tensor([window])
             targets = ids[0, 1:]
             base_lp = torch.log_softmax(base(ids).logits[0, :-1].float(), dim=-1)
-            quant_lp = base_lp if same_weights else torch.log_softmax(quant(ids).logits[0, :-1].float(), dim=-1)
+            quant_lp = torch.log_softmax(quant(ids).logits[0, :-1].float(), dim=-1)
             nll_base -= base_lp.gather(1, targets[:, None]).sum().item()
             nll_quant -= quant_lp.gather(1, targets[:, None]).sum().item()
-            if not same_weights:
-                kld += (base_lp.exp() * (base_lp - quant_lp)).sum().item()
+            kld += (base_lp.exp() * (base_lp - quant_lp)).sum().item()
             top1_agree += (base_lp.argmax(-1) == quant_lp.argmax(-1)).sum().item()
             predicted += len(targets)
+            scored_base.append(scored(base_lp, targets, spec["top_k"]))
+            scored_quant.append(scored(quant_lp, targets, spec["top_k"]))
             log(f"window {index + 1}/{len(windows)}")
 
     result = {
         "method": "in_process_full_distribution",
         "n_windows": len(windows),
-        "window": spec["window"],
+        "window": len(windows[0]),
         "n_tokens": predicted,
-        "text_tokens": text_tokens,
-        "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "ppl_base": math.exp(nll_base / predicted),
         "ppl": math.exp(nll_quant / predicted),
-        # Identical weights give identical distributions: KL is exactly 0, not a float-noise estimate.
-        "kld": 0.0 if same_weights else kld / predicted,
+        "kld": kld / predicted,
         "top1_agreement": top1_agree / predicted,
         "wall_s": round(time.monotonic() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     Path(spec["out"]).write_text(json.dumps(result, indent=2, sort_keys=True))
+    for name, windows_scored in (("base", scored_base), ("quant", scored_quant)):
+        Path(spec[f"scored_{name}"]).write_text(json.dumps({
+            "source": "in_process", "windows_sha256": spec["windows_sha256"], "top_k": spec["top_k"],
+            "windows": windows_scored,
+        }))  # fmt: skip
     log(f"ppl {result['ppl']:.3f} (base {result['ppl_base']:.3f}), kld {result['kld']:.5f}, {result['wall_s']} s")
 
 

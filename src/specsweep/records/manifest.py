@@ -44,6 +44,7 @@ class Manifest(BaseModel):
     model_source_sha256: str | None
     model_weights_sha256: dict[str, str]
     quant_name: str
+    quant_kind: str | None = None
     quant_scheme: str
     # What vLLM served: the quantized checkpoint (or the base for no quantization), and its files' sha256.
     quant_location: str
@@ -114,6 +115,8 @@ def quant_fields(quant: QuantRecord) -> dict:
     recipe = quant.manifest.get("recipe")
     return {
         "quant_name": quant.quant,
+        # "none" marks the base itself: the reference of every quant's quality figures.
+        "quant_kind": quant.kind,
         "quant_scheme": quant.scheme,
         "quant_location": quant.location,
         "quant_revision": quant.revision,

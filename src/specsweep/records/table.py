@@ -112,7 +112,12 @@ def quality_table(records: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["model", "quant"]).reset_index(drop=True)
 
 
-def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None) -> pd.DataFrame:
+# Per-cell eval figures repeated on every row of the cell (the evals table has them once per cell).
+CELL_EVAL_COLUMNS = ["lossless_match_pct", "lossless_detail", "endpoint_ppl", "endpoint_kld_topk",
+                     "endpoint_ppl_recovery_pct", "endpoint_top1_agreement", "served_checkpoint_check"]  # fmt: skip
+
+
+def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None, evals: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = [row for cell_dir in cell_dirs for row in rows_for(cell_dir)]
     table = pd.DataFrame(rows)
     for column in FIGURE_COLUMNS:
@@ -121,6 +126,9 @@ def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None) -> p
     if quality is not None and not quality.empty:
         # Quality is per quant: the same figures sit on every row of that quant, next to its throughput.
         table = table.merge(quality[["model", "quant", *QUALITY_COLUMNS]], on=["model", "quant"], how="left")
+    if evals is not None and not evals.empty:
+        lm_eval = [c for c in evals.columns if c.startswith("lm_eval_") and c != "lm_eval_wall_s"]
+        table = table.merge(evals[["cell_id", *CELL_EVAL_COLUMNS, *lm_eval]], on="cell_id", how="left")
     position_columns = sorted(
         (c for c in table.columns if c.startswith("acceptance_pos_")), key=lambda c: int(c.rsplit("_", 1)[1])
     )

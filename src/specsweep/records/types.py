@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from specsweep.bench.engine import BenchRow
 from specsweep.bench.stats import RequestTiming
+from specsweep.evals.in_cell import CellEvals
 
 
 # Where a failed cell's bench.json is moved once the sweep has reported it, so the next run reruns the cell.
@@ -80,3 +81,6 @@ class CellRecord(BaseModel):
     quant_kernel: str | None = None
     latency_ms: float | None = None
     workloads: list[WorkloadRecord] = []
+    # The plan picked this cell for lm-eval (eval.lm_eval.cells); the evals it ran after the workloads.
+    lm_eval_selected: bool = False
+    evals: CellEvals | None = None

@@ -27,6 +27,8 @@ class SweepData:
     quality: pd.DataFrame
     # cell id -> manifest.json contents (cells whose dir is next to the table).
     manifests: dict[str, dict] = field(default_factory=dict)
+    # One row per cell: losslessness, endpoint PPL/KLD, lm-eval (evals.csv; empty when the sweep has none).
+    evals: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_sweep(sweep_dir: Path) -> SweepData:
@@ -46,7 +48,9 @@ def from_table(table: pd.DataFrame, sweep_dir: Path | None = None) -> SweepData:
             if path.is_file():
                 manifests[str(cell_id)] = json.loads(path.read_text())
     sweep = str(table["sweep"].dropna().iloc[0]) if "sweep" in table and table["sweep"].notna().any() else "sweep"
-    return SweepData(sweep=sweep, table=table, quality=quality, manifests=manifests)
+    evals_csv = sweep_dir / "evals.csv" if sweep_dir else None
+    evals = pd.read_csv(evals_csv) if evals_csv and evals_csv.is_file() else pd.DataFrame()
+    return SweepData(sweep=sweep, table=table, quality=quality, manifests=manifests, evals=evals)
 
 
 def normalise(table: pd.DataFrame) -> pd.DataFrame:
@@ -191,3 +195,42 @@ def manifest_summary(data: SweepData) -> dict[str, str]:
     if starts and ends:
         out["measured"] = f"{starts[0]} .. {ends[-1]}"
     return out
+
+
+def lm_eval_tasks(evals: pd.DataFrame) -> list[str]:
+    """Tasks with a headline score column (lm_eval_<task>) in the evals table."""
+    suffixes = ("_stderr", "_metric", "_n", "_recovery_pct", "_wall_s")
+    return [c.removeprefix("lm_eval_") for c in evals.columns if c.startswith("lm_eval_") and not c.endswith(suffixes)]
+
+
+def cell_quality(data: SweepData) -> tuple[pd.DataFrame, str | None]:
+    """Per measured cell: tg t/s (mean over its rows), the quality of what it serves, and whether it was lossless.
+
+    A cell's quality is its quant's (taken from the quant's no-drafter cell): a lossless drafter changes speed,
+    not outputs. The first available figure: the first lm-eval task's score, else endpoint PPL recovery %, else
+    the in-process PPL recovery %. Returns the frame and the name of the figure used (None: no quality figure).
+    """
+    rows = measured(data.table)
+    speed = rows.groupby(["cell_id", "quant", "drafter", "k"], dropna=False)["tg_tps_mean"].mean().reset_index()
+    evals = data.evals
+    tasks = lm_eval_tasks(evals) if len(evals) else []
+    candidates = [(f"lm_eval_{tasks[0]}", f"lm-eval {tasks[0]}")] if tasks else []
+    candidates += [("endpoint_ppl_recovery_pct", "endpoint PPL recovery %")]
+    metric = label = None
+    per_quant = pd.DataFrame(columns=["quant", "quality"])
+    for column, name in candidates:
+        if column in evals and evals[column].notna().any():
+            baselines = evals[(evals["drafter_kind"] == "none") & evals[column].notna()]
+            per_quant = baselines.groupby("quant")[column].first().rename("quality").reset_index()
+            metric, label = column, name
+            break
+    if metric is None and len(data.quality) and data.quality["ppl_recovery_pct"].notna().any():
+        per_quant = data.quality[["quant", "ppl_recovery_pct"]].rename(columns={"ppl_recovery_pct": "quality"})
+        label = "in-process PPL recovery %"
+    speed = speed.merge(per_quant, on="quant", how="left")
+    lossless = evals[["cell_id", "lossless_match_pct"]] if "lossless_match_pct" in evals else None
+    if lossless is not None:
+        speed = speed.merge(lossless, on="cell_id", how="left")
+    else:
+        speed["lossless_match_pct"] = math.nan
+    return speed, label

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")  # no display on CI or on the cluster; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
@@ -15,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from specsweep.report.data import (  # noqa: E402
     QUALITY_COLUMNS,
     SweepData,
+    cell_quality,
     measured,
     position_columns,
     summary,
@@ -149,6 +152,40 @@ def quality_vs_speed(data: SweepData) -> Figure:
     return fig
 
 
+def pareto(data: SweepData) -> Figure:
+    cells, label = cell_quality(data)
+    cells = cells.dropna(subset=["quality", "tg_tps_mean"])
+    if label is None or cells.empty:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no quality figure (lm-eval, endpoint or in-process) for any measured cell")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for drafter, group in cells.groupby("drafter"):
+        ax.scatter(group["tg_tps_mean"], group["quality"], label=drafter, zorder=3)
+    not_lossless = cells[cells["lossless_match_pct"] < 100]
+    if len(not_lossless):
+        ax.scatter(not_lossless["tg_tps_mean"], not_lossless["quality"], marker="x", s=90, color="red", zorder=4,
+                   label="not lossless (greedy outputs changed)")  # fmt: skip
+    for point in cells.itertuples():
+        k = "" if pd.isna(point.k) else f" k{int(point.k)}"
+        ax.annotate(f"{point.quant}/{point.drafter}{k}", (point.tg_tps_mean, point.quality), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    # The frontier: cells no other cell beats on both speed and quality.
+    ordered = cells.sort_values(["tg_tps_mean", "quality"], ascending=[False, False])
+    frontier, best = [], -math.inf
+    for point in ordered.itertuples():
+        if point.quality > best:
+            frontier.append(point)
+            best = point.quality
+    ax.plot([p.tg_tps_mean for p in frontier], [p.quality for p in frontier], color="grey", linestyle="--",
+            linewidth=1, label="Pareto frontier", zorder=2)  # fmt: skip
+    ax.set_xlabel("tg t/s (mean over the cell's workloads)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES: dict[str, FigureSpec] = {
     spec.name: spec
     for spec in [
@@ -160,6 +197,9 @@ FIGURES: dict[str, FigureSpec] = {
                    "no-drafter tg t/s on the same workload and concurrency; below 1 the drafter loses.", speedup),
         FigureSpec("quality", "Quality vs speed", "Per quant: perplexity, KLD and PPL recovery against the best "
                    "tg t/s each drafter reached.", quality_vs_speed),
+        FigureSpec("pareto", "Quant × drafter: quality vs speed per cell", "Every measured cell: its tg t/s and "
+                   "its quant's quality (lm-eval score where run, else endpoint PPL recovery); a red cross marks a "
+                   "cell whose greedy outputs differ from its quant's no-drafter cell at concurrency 1.", pareto),
     ]
 }  # fmt: skip
 

@@ -20,7 +20,7 @@ table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:13px}.scroll{overflow-x:auto}
+figcaption{color:#555;font-size:13px}.scroll{overflow-x:auto}.failed{color:#a00}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dt{font-weight:600}
 dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}
 """
@@ -47,6 +47,36 @@ def _table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
         elif str(shown[column].dtype) == "Int64":
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else str(v))
     return '<div class="scroll">' + shown.to_html(index=False, na_rep="", escape=True, border=0) + "</div>"
+
+
+EVALS_SHOWN = ["cell_id", "quant", "drafter", "k", "lossless_match_pct", "endpoint_ppl", "endpoint_ppl_recovery_pct",
+               "endpoint_kld_topk", "endpoint_top1_agreement", "served_checkpoint_check"]  # fmt: skip
+
+
+def evals_section(evals: pd.DataFrame) -> list[str]:
+    """Quality per cell through its own server: losslessness flagged first, then the figures."""
+    if evals.empty:
+        return []
+    parts = ["<h2>Quality per cell (through the served endpoint)</h2>",
+             "<p>Losslessness: greedy outputs of the fixed prompt set at concurrency 1, each drafter cell against its "
+             "quant's no-drafter cell. Endpoint PPL/KLD: prompt logprobs (top-k) of the held-out windows against the "
+             "base's no-drafter cell; top-k KLD is a lower bound of the full KLD (tokens outside both top-k sets "
+             "share one bucket). Served-checkpoint check: the served quant's logprobs against the same quant "
+             "measured in-process.</p>"]  # fmt: skip
+    flagged = evals[evals["lossless_match_pct"].notna() & (evals["lossless_match_pct"] < 100)]
+    for row in flagged.itertuples():
+        parts.append(f'<p class="failed"><b>Not lossless: {html.escape(str(row.cell_id))}</b>: '
+                     f"{html.escape(str(row.lossless_detail))}</p>")  # fmt: skip
+    mismatched = evals[evals["served_checkpoint_check"].notna()
+                       & ~evals["served_checkpoint_check"].astype(str).str.startswith(("ok", "not checked"))]  # fmt: skip
+    for row in mismatched.itertuples():
+        parts.append(f'<p class="failed"><b>Served checkpoint mismatch: {html.escape(str(row.cell_id))}</b>: '
+                     f"{html.escape(str(row.served_checkpoint_check))}</p>")  # fmt: skip
+    lm_eval = [c for c in evals.columns if c.startswith("lm_eval_") and not c.endswith(("_metric", "_n", "_wall_s"))]
+    shown = [c for c in EVALS_SHOWN if c in evals] + lm_eval
+    measured_cells = evals.dropna(subset=[c for c in shown if c not in ("cell_id", "quant", "drafter", "k")], how="all")
+    parts.append(_table(measured_cells[shown], "{:.4f}"))
+    return parts
 
 
 def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = lambda name: None) -> str:
@@ -91,7 +121,8 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
             parts += [f"<h3>{html.escape(str(r.cell_id))}</h3><p>{html.escape(str(r.error))}</p>",
                       f"<pre>{html.escape(str(r.server_log_tail or ''))}</pre>"]  # fmt: skip
     if len(quality):
-        parts += ["<h2>Quality</h2>", _table(quality, "{:.4f}")]
+        parts += ["<h2>Quality per quant (in-process)</h2>", _table(quality, "{:.4f}")]
+    parts += evals_section(data.evals)
     if len(skipped_cells):
         parts += ["<h2>Skipped cells</h2>", _table(skipped_cells)]
     parts += ["<h2>Manifest</h2>", f"<dl>{manifest}</dl>", "<h2>Results table</h2>", _table(table), "</body></html>"]

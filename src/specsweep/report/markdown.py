@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from specsweep.bench.tables import _pipe_table
-from specsweep.report.data import SweepData, best_k, failed, skipped, summary
+from specsweep.report.data import SweepData, best_k, failed, lm_eval_tasks, skipped, summary
 
 
 def _num(value, digits: int = 2) -> str:
@@ -68,6 +68,23 @@ def best_k_table(data: SweepData) -> str:
     return _pipe_table(headers, rows, ["left"] * 3 + ["right"] * 5)
 
 
+def evals_table(data: SweepData) -> str:
+    """Quality per cell: losslessness, endpoint PPL/KLD against the base, lm-eval with recovery."""
+    evals = data.evals
+    tasks = lm_eval_tasks(evals)
+    headers = ["cell", "lossless %", "PPL", "PPL rec. %", "top-k KLD", "top-1", "served = checkpoint",
+               *(f"{task}" for task in tasks), *(f"{task} rec. %" for task in tasks)]  # fmt: skip
+    rows = []
+    for r in evals.to_dict("records"):
+        check = r.get("served_checkpoint_check")
+        rows.append([str(r["cell_id"]), _num(r.get("lossless_match_pct"), 1), _num(r.get("endpoint_ppl")),
+                     _num(r.get("endpoint_ppl_recovery_pct"), 1), _num(r.get("endpoint_kld_topk"), 4),
+                     _num(r.get("endpoint_top1_agreement"), 3), "" if not isinstance(check, str) else check,
+                     *(_num(r.get(f"lm_eval_{t}"), 3) for t in tasks),
+                     *(_num(r.get(f"lm_eval_{t}_recovery_pct"), 1) for t in tasks)])  # fmt: skip
+    return _pipe_table(headers, rows, ["left"] + ["right"] * (len(headers) - 1))
+
+
 def render(data: SweepData) -> str:
     table = data.table
     parts = [
@@ -85,6 +102,13 @@ def render(data: SweepData) -> str:
         best_k_table(data),
         "",
     ]
+    if len(data.evals):
+        parts += ["## Quality per cell", "", "lossless %: greedy tokens matching the same quant's no-drafter cell at "
+                  "concurrency 1; PPL / top-k KLD / top-1: prompt logprobs through the server vs the base's cell; "
+                  "served = checkpoint: served logprobs vs the same quant in-process.", ""]  # fmt: skip
+        flagged = data.evals[data.evals["lossless_match_pct"].notna() & (data.evals["lossless_match_pct"] < 100)]
+        parts += [f"- **not lossless** `{r.cell_id}`: {r.lossless_detail}" for r in flagged.itertuples()]
+        parts += ["", evals_table(data), ""]
     failed_cells = failed(table)
     if len(failed_cells):
         parts += ["## Failed cells", "", "These cells ran and broke; their rows are missing from the tables above.", ""]

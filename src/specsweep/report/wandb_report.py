@@ -17,7 +17,7 @@ from wandb_workspaces.reports.v2 import internal
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import WandbCfg
-from specsweep.report.data import SweepData, measured, summary
+from specsweep.report.data import SweepData, lm_eval_tasks, measured, summary
 
 SPEC_VERSION = 1
 
@@ -74,6 +74,12 @@ def build(data: SweepData, cfg: WandbCfg) -> wr.Report:
                 wr.ScatterPlot(title="perplexity vs tg t/s", x=wr.SummaryMetric("ppl"), y=wr.SummaryMetric("tg_tps_mean")),
                 wr.ScatterPlot(title="KLD vs tg t/s", x=wr.SummaryMetric("kld"), y=wr.SummaryMetric("tg_tps_mean")),
                 wr.ScatterPlot(title="PPL recovery % vs tg t/s", x=wr.SummaryMetric("ppl_recovery_pct"),
+                               y=wr.SummaryMetric("tg_tps_mean")),
+                wr.ScatterPlot(title="endpoint top-k KLD vs tg t/s (per cell)", x=wr.SummaryMetric("endpoint_kld_topk"),
+                               y=wr.SummaryMetric("tg_tps_mean")),
+                *(wr.ScatterPlot(title=f"lm-eval {task} vs tg t/s (per cell)", x=wr.SummaryMetric(f"lm_eval_{task}"),
+                                 y=wr.SummaryMetric("tg_tps_mean")) for task in lm_eval_tasks(data.evals)),
+                wr.ScatterPlot(title="lossless % (greedy, concurrency 1) vs tg t/s", x=wr.SummaryMetric("lossless_match_pct"),
                                y=wr.SummaryMetric("tg_tps_mean")),
                 wr.RunComparer(diff_only="split"),
             ],

@@ -217,6 +217,10 @@ def _reusable(receipt_path: Path, digest: str, root: Path) -> WandbReceipt | Non
     return old
 
 
+CELL_EVAL_NUMBERS = ["lossless_match_pct", "endpoint_ppl", "endpoint_kld_topk", "endpoint_ppl_recovery_pct",
+                     "endpoint_top1_agreement"]  # fmt: skip
+
+
 def cell_metrics(rows: pd.DataFrame, table: pd.DataFrame) -> dict:
     """Summary metrics of one cell: overall figures plus one key per workload x concurrency."""
     cell_summary = summary(rows, _quality_of(table))
@@ -225,6 +229,11 @@ def cell_metrics(rows: pd.DataFrame, table: pd.DataFrame) -> dict:
         first = cell_summary.iloc[0]
         for key in ("tg_tps_mean", "speedup_geomean", "acceptance_rate", "mean_acceptance_length", *QUALITY_COLUMNS):
             out[key] = _clean(first[key])
+    # The cell's quality figures (the table repeats them on each of its rows): losslessness, endpoint, lm-eval.
+    first_row = rows.iloc[0] if len(rows) else {}
+    for key in [*CELL_EVAL_NUMBERS, *(c for c in rows.columns if c.startswith("lm_eval_") and not c.endswith("_metric"))]:
+        if key in rows:
+            out[key] = _clean(first_row[key])
     with_base = with_speedup(table)
     with_base = with_base[with_base["cell_id"].isin(rows["cell_id"])]
     for row in with_base.to_dict("records"):
@@ -310,7 +319,7 @@ def log_sweep(sweep_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Pat
     root = wandb_root(sweep_dir)
     rid = run_id(data.sweep, "sweep")
     table_json = data.table.to_json(orient="records")
-    digest = _digest(table_json, data.quality.to_json(orient="records"), cfg.model_dump_json(),
+    digest = _digest(table_json, data.quality.to_json(orient="records"), data.evals.to_json(orient="records"), cfg.model_dump_json(),
                      *(p.read_text(errors="replace") for p in attach if p.is_file() and p.suffix != ".html"))  # fmt: skip
     base = dict(run_id=rid, name=f"{data.sweep} (sweep)", group=data.sweep, job_type="aggregate",
                 mode_requested=cfg.mode, content_sha256=digest)  # fmt: skip
@@ -328,7 +337,8 @@ def log_sweep(sweep_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Pat
                   "report": cfg.model_dump()}  # fmt: skip
         run = session.init(id=rid, name=base["name"], group=data.sweep, job_type="aggregate",
                            tags=["aggregate"], config=config)  # fmt: skip
-        run.log({"results": frame(data.table), "quality": frame(data.quality), "summary": frame(sweep_summary)})
+        run.log({"results": frame(data.table), "quality": frame(data.quality), "summary": frame(sweep_summary),
+                 **({"evals": frame(data.evals)} if len(data.evals) else {})})  # fmt: skip
         drafted = sweep_summary[sweep_summary["drafter"] != "none"].dropna(subset=["speedup_geomean"])
         if len(drafted):
             best = drafted.loc[drafted["speedup_geomean"].idxmax()]
