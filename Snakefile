@@ -18,4 +18,5 @@ rule all:
         f"results/{PLAN.sweep}/wandb.json",
         f"results/{PLAN.sweep}/wandb_report.json",
         f"results/{PLAN.sweep}/status.json",
+        f"results/{PLAN.sweep}/advice.json",
     default_target: True

@@ -23,12 +23,17 @@ def test_cpu_command_uses_the_module_entry_point_and_binds_loopback() -> None:
     assert flag_value(argv, "--port") == "12345"
     assert "--enforce-eager" in argv
     assert flag_value(argv, "--speculative-config").startswith('{"method":"ngram"')
+    # Per-step drafted/accepted traces for the k-advisor; switchable off.
+    assert flag_value(argv, "--per-request-spec-decode-metrics") == "detailed"
+    quiet = compose_cell(["drafter=ngram", "k=3", "serve.per_request_spec_decode_metrics=none"]).cell
+    assert "--per-request-spec-decode-metrics" not in server_command(quiet, "/m", 1, image_root=Path("/e")).argv
     assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "1" and command.env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
 def test_no_drafter_passes_no_speculative_flag() -> None:
     argv = server_command(compose_cell([]).cell, "/m", 1, image_root=Path("/e")).argv
-    assert "--speculative-config" not in argv
+    # vLLM refuses --per-request-spec-decode-metrics without speculative decoding.
+    assert "--speculative-config" not in argv and "--per-request-spec-decode-metrics" not in argv
 
 
 def test_spark_command_is_vllm_serve_in_docker_with_the_seed_flags() -> None:

@@ -112,7 +112,7 @@ def test_html_is_self_contained_with_every_figure(sweep_dir: Path) -> None:
     page = html.render(load_sweep(sweep_dir))
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "report must open offline"
     pngs = _figures(page)
-    assert len(pngs) == len(FIGURES) == 5
+    assert len(pngs) == len(FIGURES) == 6
     for png in pngs:
         image = Image.open(io.BytesIO(png)).convert("L")
         assert image.width > 300 and image.getextrema()[1] - image.getextrema()[0] > 100
@@ -135,7 +135,7 @@ def test_cli_build_writes_both_and_logs_one_line_per_figure(sweep_dir: Path) -> 
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "report.html").is_file() and (sweep_dir / "tables.md").is_file()
     # Not a terminal (as in a Snakemake job log): plain lines, no redrawn progress bar.
-    assert len(re.findall(r"^\[figures\] \d/5 ", result.stderr, re.M)) == 5
+    assert len(re.findall(r"^\[figures\] \d/6 ", result.stderr, re.M)) == 6
     assert "\r" not in result.stderr and "\x1b[" not in result.stderr
 
 

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
 PROBE = HERE.parent / "src/specsweep/serve/vllm_cli_probe.py"
-# What specsweep adds on purpose: the pinned revision of what is served. (It also passes `--seed 0`, vLLM 0.32's
-# default, so the parsed seed matches.)
-PINNED = {"revision"}
+# What specsweep adds on purpose: the pinned revision of what is served, and on drafter cells the per-request
+# spec-decode traces the k-advisor reads (a metrics flag: outputs and speed are unchanged). (It also passes
+# `--seed 0`, vLLM 0.32's default, so the parsed seed matches.)
+PINNED = {"revision", "per_request_spec_decode_metrics"}
 
 
 def users_commands() -> list[list[str]]:

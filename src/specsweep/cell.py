@@ -282,7 +282,7 @@ def run_cell(
         drafter=cfg.drafter.name,
         drafter_kind=cfg.drafter.kind,
         k=None if cfg.drafter.kind == "none" else cfg.k,
-        speculative_config=speculative_config_json(cfg.drafter, cfg.k),
+        speculative_config=speculative_config_json(cfg.drafter, cfg.k, schedule=cfg.k_schedule),
         dtype=serving.dtype if serving else cfg.model.dtype,
         image_id=image.location,
         vllm_commit=image.vllm_commit,

@@ -46,7 +46,7 @@ def cmd_config(args: argparse.Namespace) -> None:
                       dtype=serving.dtype if serving else None, env={}, labels={})  # fmt: skip
     command = kind.server_command(image, spec)
     print("\n# speculative config")
-    print(speculative_config_json(cell.drafter, cell.k) or "(none: no --speculative-config flag)")
+    print(speculative_config_json(cell.drafter, cell.k, schedule=cell.k_schedule) or "(none: no --speculative-config flag)")
     print("\n# vLLM server argv" + ("" if cell.serve.port else " (port chosen free at run time; 8000 shown)"))
     print(shlex.join(command.argv))
 
@@ -237,6 +237,21 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
             print(f"[aggregate] NOT LOSSLESS: {row.cell_id}: {row.lossless_detail}", file=sys.stderr)
         if isinstance(row.served_checkpoint_check, str) and not row.served_checkpoint_check.startswith(("ok", "not checked")):
             print(f"[aggregate] SERVED CHECKPOINT MISMATCH: {row.cell_id}: {row.served_checkpoint_check}", file=sys.stderr)
+
+
+def cmd_advise(args: argparse.Namespace) -> None:
+    from specsweep.advise.advice import advise_sweep_dir, markdown
+    from specsweep.atomic import write_json, write_text
+
+    sweep_dir = Path(args.sweep_dir)
+    advice = advise_sweep_dir(sweep_dir, args.max_num_seqs)
+    out = Path(args.out) if args.out else sweep_dir / "advice.json"
+    write_json(out, advice.model_dump())
+    write_text(out.with_suffix(".md"), markdown(advice))
+    for recommendation in advice.recommendations:
+        print(f"[advise] {recommendation.quant} / {recommendation.drafter} / {recommendation.workload}: "
+              f"--speculative-config '{json.dumps(recommendation.speculative_config)}'", file=sys.stderr)  # fmt: skip
+    print(f"[advise] {len(advice.groups)} groups -> {out} and {out.with_suffix('.md')}", file=sys.stderr)
 
 
 def _report_cfg(args: argparse.Namespace):
@@ -488,6 +503,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--evals-csv", default=None, help="also write the evals table (one row per cell) here")
     p.add_argument("bench_files", nargs="+")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("advise", help="acceptance process, step-cost fit, predicted t/s for every k, recommended config")
+    p.add_argument("--sweep-dir", required=True, help="results/<sweep> (reads its table.csv)")
+    p.add_argument("--out", default=None, help="advice JSON (default: <sweep-dir>/advice.json; .md next to it)")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="the server's max batch: the schedule's last range ends there")
+    p.set_defaults(func=cmd_advise)
 
     report = sub.add_parser("report", help="HTML/markdown reports and W&B runs for a results dir")
     report_sub = report.add_subparsers(dest="action", required=True)

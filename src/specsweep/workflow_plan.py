@@ -98,6 +98,8 @@ class SweepPlan:
     drafters: dict[str, Stage] = dataclasses.field(default_factory=dict)
     # The sweep's resolved report config (JSON), handed to report jobs as a tracked param.
     report_json: str = "{}"
+    # The largest serve.max_num_seqs of the sweep's cells: where the advisor's batch-size schedule ends.
+    max_num_seqs: int | None = None
 
 
 def _stage(name: str, node: dict, overrides: tuple[str, ...]) -> Stage:
@@ -149,6 +151,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     return SweepPlan(
         sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages, drafters=drafters,
         report_json=_report_json(overrides, cells),
+        max_num_seqs=max((c.config.serve.max_num_seqs or 0 for c in cells), default=0) or None,
     )  # fmt: skip
 
 

@@ -46,3 +46,20 @@ onsuccess:
 
 onerror:
     print(f"specsweep: the run failed; whatever finished is under results/{PLAN.sweep}/ (see the errors above)")
+
+
+rule advise:
+    """The k-advisor: acceptance per position, the step-cost fit, predicted tg t/s for every k <= k_max and the
+    recommended --speculative-config (with a batch-size schedule where the best k differs by concurrency)."""
+    input:
+        table="results/{sweep}/table.csv",
+    output:
+        advice="results/{sweep}/advice.json",
+        markdown="results/{sweep}/advice.md",
+    params:
+        max_num_seqs=PLAN.max_num_seqs,
+    log:
+        job="results/_logs/advise/{sweep}.log",
+    run:
+        specsweep_job(["advise", "--sweep-dir", f"results/{wildcards.sweep}", "--out", output.advice,
+                       *(["--max-num-seqs", params.max_num_seqs] if params.max_num_seqs else [])], log.job)  # fmt: skip

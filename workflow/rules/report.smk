@@ -3,9 +3,10 @@
 
 
 rule report_files:
-    """The static HTML report and the markdown tables, from the tidy table."""
+    """The static HTML report and the markdown tables, from the tidy table (and the k-advisor's predictions)."""
     input:
         table="results/{sweep}/table.csv",
+        advice="results/{sweep}/advice.json",
     output:
         html=report("results/{sweep}/report.html", caption="../report/report.rst", category="Report"),
         markdown=report("results/{sweep}/tables.md", caption="../report/tables.rst", category="Report"),
@@ -41,6 +42,7 @@ rule wandb_sweep:
         receipts=lambda w: [f"results/{w.sweep}/{cell_id}/wandb.json" for cell_id in PLAN.cells],
         html="results/{sweep}/report.html",
         markdown="results/{sweep}/tables.md",
+        advice="results/{sweep}/advice.json",
     output:
         receipt="results/{sweep}/wandb.json",
         spec="results/{sweep}/wandb_report.json",

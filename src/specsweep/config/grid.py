@@ -129,6 +129,8 @@ def readable_id(composed: Composed) -> str:
     parts = [cell.model.name, cell.quant.name, cell.drafter.name]
     if cell.drafter.kind != "none":
         parts.append(f"k{cell.k}")
+    if cell.k_schedule:
+        parts.append("sched" + "_".join(".".join(map(str, entry)) for entry in cell.k_schedule))
     return "-".join(parts)
 
 

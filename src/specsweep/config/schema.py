@@ -241,6 +241,9 @@ class ServeCfg(Strict):
     trust_remote_code: bool = False
     tensor_parallel_size: int | None = Field(default=None, ge=1)
     seed: int = 0
+    # Drafter cells only (vLLM refuses it without speculative decoding): `detailed` adds, per request, how many tokens
+    # each verify step drafted and accepted; the k-advisor replays dynamic-k policies on those traces.
+    per_request_spec_decode_metrics: Literal["none", "summary", "detailed"] = "detailed"
     extra_args: list[str] = []
     # Plain settings only: a secret-looking key or token-shaped value is refused (specsweep.config.secrets).
     env: dict[str, str] = {}
@@ -514,10 +517,23 @@ class CellCfg(Strict):
     quant: QuantCfg
     drafter: DrafterCfg
     k: int = Field(ge=1, description="num_speculative_tokens")
+    # vLLM's dynamic speculative decoding: [[lo, hi, k], ...] draft length by batch size (the k-advisor's schedule);
+    # every k in it is at most `k`, the draft length the server is started with.
+    k_schedule: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=3, max_length=3)]] | None = None
     serve: ServeCfg
     image: ImageCfg
     bench: BenchCfg
     eval: EvalCfg
+
+    @model_validator(mode="after")
+    def _schedule_fits_k(self) -> "CellCfg":
+        if self.k_schedule is None:
+            return self
+        if self.drafter.kind == "none":
+            raise ValueError("k_schedule sets draft lengths by batch size, but drafter=none drafts nothing; pick a drafter")
+        if too_long := [entry for entry in self.k_schedule if entry[2] > self.k]:
+            raise ValueError(f"k_schedule entries {too_long} draft more than k={self.k}; set k to the schedule's largest k")
+        return self
 
     @model_validator(mode="after")
     def _quant_fits_model(self) -> "CellCfg":

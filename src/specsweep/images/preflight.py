@@ -79,7 +79,7 @@ class Needs(BaseModel):
 def needs_of(cells: Iterable[CellCfg]) -> Needs:
     methods, formats, dtypes, tools, reasoning, archs = set(), set(), set(), set(), set(), {}
     for cell in cells:
-        spec = speculative_config_json(cell.drafter, cell.k)
+        spec = speculative_config_json(cell.drafter, cell.k, schedule=cell.k_schedule)
         if spec is not None:
             methods.add(json.loads(spec)["method"])
         serve = cell.serve

@@ -16,11 +16,10 @@ import pandas as pd
 from specsweep.evals.distributions import ScoredWindows, compare, same_checkpoint_problem
 from specsweep.evals.lossless import compare_greedy, describe
 from specsweep.evals.quality import QualityRecord
+from specsweep.records.table import MANIFEST_KEYS
 from specsweep.records.types import CellRecord
 
 IDENTITY = ["sweep", "cell_id", "model", "quant", "quant_kind", "drafter", "drafter_kind", "k", "status"]
-MANIFEST_KEYS = ["specsweep_version", "git_sha", "config_hash", "image_name", "image_key", "vllm_version",
-                 "model_location", "model_source_sha256", "drafter_model", "seed", "started_at"]  # fmt: skip
 EVAL_COLUMNS = [
     "lossless_match_pct", "lossless_divergent_prompts", "lossless_reference_cell", "lossless_detail",
     "endpoint_ppl", "endpoint_ppl_base", "endpoint_ppl_recovery_pct", "endpoint_kld_topk", "endpoint_top1_agreement",

@@ -26,6 +26,9 @@ class RequestRecord(BaseModel):
     e2e_ttft_s: float | None
     token_ids: list[int]
     text: str
+    # Per verify step, tokens drafted and accepted (vLLM's per_step_drafted / per_step_accepted; drafter cells).
+    spec_per_step_drafted: list[int] | None = None
+    spec_per_step_accepted: list[int] | None = None
 
     @classmethod
     def from_timing(cls, run: int, timing: RequestTiming) -> "RequestRecord":
@@ -40,6 +43,8 @@ class RequestRecord(BaseModel):
             e2e_ttft_s=None if timing.first_token_ts is None else timing.first_token_ts - timing.start_ts,
             token_ids=timing.token_ids,
             text=timing.text,
+            spec_per_step_drafted=(timing.spec_stats or {}).get("per_step_drafted"),
+            spec_per_step_accepted=(timing.spec_stats or {}).get("per_step_accepted"),
         )
 
 

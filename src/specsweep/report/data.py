@@ -29,6 +29,8 @@ class SweepData:
     manifests: dict[str, dict] = field(default_factory=dict)
     # One row per cell: losslessness, endpoint PPL/KLD, lm-eval (evals.csv; empty when the sweep has none).
     evals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The k-advisor's predictions next to the measurements, one row per (group, k) (advice.json; may be empty).
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_sweep(sweep_dir: Path) -> SweepData:
@@ -50,7 +52,19 @@ def from_table(table: pd.DataFrame, sweep_dir: Path | None = None) -> SweepData:
     sweep = str(table["sweep"].dropna().iloc[0]) if "sweep" in table and table["sweep"].notna().any() else "sweep"
     evals_csv = sweep_dir / "evals.csv" if sweep_dir else None
     evals = pd.read_csv(evals_csv) if evals_csv and evals_csv.is_file() else pd.DataFrame()
-    return SweepData(sweep=sweep, table=table, quality=quality, manifests=manifests, evals=evals)
+    advice_json = sweep_dir / "advice.json" if sweep_dir else None
+    predictions = advice_predictions(json.loads(advice_json.read_text())) if advice_json and advice_json.is_file() else pd.DataFrame()
+    return SweepData(sweep=sweep, table=table, quality=quality, manifests=manifests, evals=evals, predictions=predictions)
+
+
+def advice_predictions(advice: dict) -> pd.DataFrame:
+    rows = [
+        {"quant": g["quant"], "drafter": g["drafter"], "workload": g["workload"], "concurrency": g["concurrency"],
+         "k": p["k"], "predicted_tg_req_tps": p["predicted_tg_req_tps"], "measured_tg_req_tps": p["measured_tg_req_tps"],
+         "error_pct": p["error_pct"]}
+        for g in advice.get("groups", []) for p in g["predictions"]
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def normalise(table: pd.DataFrame) -> pd.DataFrame:

@@ -152,6 +152,33 @@ def quality_vs_speed(data: SweepData) -> Figure:
     return fig
 
 
+def predictions(data: SweepData) -> Figure:
+    frame = data.predictions
+    if frame.empty:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no k-advisor predictions (no drafter measured at two or more k, or no advice.json)")
+    tests = frame[["workload", "concurrency"]].drop_duplicates().sort_values(["workload", "concurrency"])
+    fig, axes = plt.subplots(1, len(tests), figsize=(3.8 * len(tests), 3.2), squeeze=False, sharey=True)
+    for ax, (workload, concurrency) in zip(axes[0], tests.itertuples(index=False)):
+        here = frame[(frame["workload"] == workload) & (frame["concurrency"] == concurrency)]
+        for (quant, drafter), group in here.groupby(["quant", "drafter"]):
+            group = group.sort_values("k")
+            line = ax.plot(group["k"], group["predicted_tg_req_tps"], linestyle="--", label=f"{quant} / {drafter} predicted")[0]
+            measured = group.dropna(subset=["measured_tg_req_tps"])
+            ax.scatter(measured["k"], measured["measured_tg_req_tps"], color=line.get_color(), zorder=3,
+                       label=f"{quant} / {drafter} measured")  # fmt: skip
+            for point in measured.itertuples():
+                ax.annotate(f"{point.error_pct:+.0f}%", (point.k, point.measured_tg_req_tps), fontsize=6,
+                            xytext=(3, -8), textcoords="offset points")  # fmt: skip
+        ax.set_title(_series_label(workload, concurrency), fontsize=9)
+        ax.set_xlabel("k (draft tokens)")
+        ax.set_ylabel("tg t/s per request")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def pareto(data: SweepData) -> Figure:
     cells, label = cell_quality(data)
     cells = cells.dropna(subset=["quality", "tg_tps_mean"])
@@ -200,6 +227,9 @@ FIGURES: dict[str, FigureSpec] = {
         FigureSpec("pareto", "Quant × drafter: quality vs speed per cell", "Every measured cell: its tg t/s and "
                    "its quant's quality (lm-eval score where run, else endpoint PPL recovery); a red cross marks a "
                    "cell whose greedy outputs differ from its quant's no-drafter cell at concurrency 1.", pareto),
+        FigureSpec("predictions", "k-advisor: predicted vs measured", "Per workload and concurrency: tg t/s per "
+                   "request predicted for every k from the largest k's acceptance and the fitted step cost (dashed), "
+                   "the measured cells (points, prediction error in %).", predictions),
     ]
 }  # fmt: skip
 

@@ -338,7 +338,8 @@ def log_sweep(sweep_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Pat
         run = session.init(id=rid, name=base["name"], group=data.sweep, job_type="aggregate",
                            tags=["aggregate"], config=config)  # fmt: skip
         run.log({"results": frame(data.table), "quality": frame(data.quality), "summary": frame(sweep_summary),
-                 **({"evals": frame(data.evals)} if len(data.evals) else {})})  # fmt: skip
+                 **({"evals": frame(data.evals)} if len(data.evals) else {}),
+                 **({"k_advisor": frame(data.predictions)} if len(data.predictions) else {})})  # fmt: skip
         drafted = sweep_summary[sweep_summary["drafter"] != "none"].dropna(subset=["speedup_geomean"])
         if len(drafted):
             best = drafted.loc[drafted["speedup_geomean"].idxmax()]

@@ -97,7 +97,9 @@ def vllm_args(
     if cell.model.chat_template:
         args += ["--chat-template", str(project_relative(cell.model.chat_template))]
     args += server_flags(cell.serve)
-    spec = speculative_config_json(cell.drafter, cell.k, drafter_location)
+    spec = speculative_config_json(cell.drafter, cell.k, drafter_location, cell.k_schedule)
     if spec is not None:
         args += ["--speculative-config", spec]
+        if cell.serve.per_request_spec_decode_metrics != "none":
+            args += ["--per-request-spec-decode-metrics", cell.serve.per_request_spec_decode_metrics]
     return args

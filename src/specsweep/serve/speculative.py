@@ -73,7 +73,12 @@ def speculative_config(drafter: DrafterCfg, k: int, drafter_location: str | None
     return RENDERERS[drafter.kind](drafter, k)
 
 
-def speculative_config_json(drafter: DrafterCfg, k: int, drafter_location: str | None = None) -> str | None:
-    """Compact JSON, key order as written above (vLLM parses it with json.loads)."""
+def speculative_config_json(
+    drafter: DrafterCfg, k: int, drafter_location: str | None = None, schedule: list[list[int]] | None = None
+) -> str | None:
+    """Compact JSON, key order as written above (vLLM parses it with json.loads). `schedule`: vLLM's dynamic
+    speculative decoding, [[lo, hi, k], ...] by batch size (`k_schedule`); `k` is then the largest k it may use."""
     config = speculative_config(drafter, k, drafter_location)
+    if config is not None and schedule:
+        config["num_speculative_tokens_per_batch_size"] = [list(entry) for entry in schedule]
     return None if config is None else json.dumps(config, separators=(",", ":"))

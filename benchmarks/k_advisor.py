@@ -1,0 +1,111 @@
+"""The k-advisor against brute force, on the embedded model (issue 14's acceptance figures, from one run).
+
+    .venv/bin/python benchmarks/k_advisor.py            # runs what is missing, then prints every figure
+    .venv/bin/python benchmarks/k_advisor.py --no-run   # figures from results/ already there
+
+1. Brute force (`snakemake --config sweep=k_advisor`): no drafter and ngram k = 1..7 on the bf16 base, two
+   workloads at concurrency 1 and 2, two runs each.
+2. Predictions: per (workload, concurrency), tg t/s for every k from the k = 7 cell's acceptance and the step cost
+   fitted on the measured cells, against each measured k (error %).
+3. Adaptive: specsweep.advise.adaptive.search with "measuring" a k = taking that brute-force cell (the same config,
+   so the same cell an adaptive run would serve): the k it picks, its measured t/s against the brute-force best,
+   and the server-seconds (each cell's job wall time from its manifest) of the cells it needed against all.
+4. The schedule: the recommended `num_speculative_tokens_per_batch_size` served as a cell
+   (sweep k_advisor_schedule), predicted vs measured per workload and concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from specsweep.advise.adaptive import objective, search
+from specsweep.advise.advice import advise
+from specsweep.advise.policies import batch_size_schedule
+from specsweep.paths import project_root
+
+K_MAX = 7
+
+
+def snakemake(*config: str) -> None:
+    argv = [sys.executable, "-m", "snakemake", "--config", *config]
+    print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
+    subprocess.run(argv, cwd=project_root(), check=True)
+
+
+def server_seconds(sweep_dir: Path, cell_id: str) -> float:
+    manifest = json.loads((sweep_dir / cell_id / "manifest.json").read_text())
+    started, finished = (datetime.strptime(manifest[key], "%Y-%m-%dT%H:%M:%SZ") for key in ("started_at", "finished_at"))
+    return (finished - started).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-run", action="store_true", help="only read results/ (run nothing)")
+    args = parser.parse_args()
+    root = project_root()
+    brute_dir = root / "results/k_advisor"
+    if not args.no_run:
+        snakemake("sweep=k_advisor")
+    table = pd.read_csv(brute_dir / "table.csv")
+    table = table[(table["status"] == "ok") & table["workload"].notna()]
+    by_k = {0 if pd.isna(k) else int(k): rows for k, rows in table.groupby(table["k"].fillna(0))}
+
+    print("\n## Predicted vs measured tg t/s per request (k_max = 7 acceptance, step cost fitted on every cell)\n")
+    advice = advise(table, "k_advisor", max_num_seqs=4)
+    errors = []
+    print("| workload | c | k | predicted | measured | error % |\n|---|---:|---:|---:|---:|---:|")
+    for group in advice.groups:
+        for p in group.predictions:
+            errors.append(abs(p.error_pct))
+            print(f"| {group.workload} | {group.concurrency} | {p.k} | {p.predicted_tg_req_tps:.2f} | "
+                  f"{p.measured_tg_req_tps:.2f} | {p.error_pct:+.1f} |")  # fmt: skip
+    print(f"\nmax |error| {max(errors):.1f} %, mean |error| {sum(errors) / len(errors):.1f} % over {len(errors)} predictions")
+    for group in advice.groups:
+        print(f"- {group.workload} c{group.concurrency}: step cost {group.cost_intercept_ms:.1f} ms + "
+              f"{group.cost_per_token_ms:.2f} ms·k (fit RMS {group.cost_fit_rms_error_pct:.1f} %); best k {group.best_k}; "
+              f"HF heuristic {group.hf_heuristic_tg_req_tps or math.nan:.2f} t/s, oracle {group.oracle_tg_req_tps or math.nan:.2f} t/s")  # fmt: skip
+
+    print("\n## Adaptive vs brute force\n")
+    brute = {k: objective(rows) for k, rows in by_k.items()}
+    brute_best = max(brute, key=brute.get)
+    result = search(lambda k: by_k[k], k_max=K_MAX)
+    seconds = {k: server_seconds(brute_dir, str(rows["cell_id"].iloc[0])) for k, rows in by_k.items()}
+    adaptive_seconds = sum(seconds[k] for k in result.measured)
+    print(f"brute force: best k {brute_best} at {brute[brute_best]:.2f} t/s (geomean per-request over 4 rows), "
+          f"{sum(seconds.values()):.0f} server-seconds over {len(seconds)} cells")
+    print(f"adaptive: measured k in order {result.order}; picked k {result.best_k} at {brute[result.best_k]:.2f} t/s "
+          f"({100 * brute[result.best_k] / brute[brute_best]:.1f} % of the best), {adaptive_seconds:.0f} server-seconds "
+          f"({100 * adaptive_seconds / sum(seconds.values()):.0f} % of brute force)")  # fmt: skip
+
+    print("\n## The recommended schedule, served\n")
+    best_by_concurrency = {}
+    for concurrency in sorted(table["concurrency"].unique()):
+        at = {k: objective(rows[rows["concurrency"] == concurrency]) for k, rows in by_k.items()}
+        best_by_concurrency[int(concurrency)] = max(at, key=at.get)
+    schedule = batch_size_schedule(best_by_concurrency, 4)
+    top = max(entry[2] for entry in schedule)
+    overrides = f"sweep.name=k_advisor_schedule drafter=ngram k={top} k_schedule={json.dumps(schedule).replace(' ', '')}"
+    print(f"best k by concurrency {best_by_concurrency}: schedule {schedule}")
+    if not args.no_run:
+        snakemake("sweep=k_advisor", f"overrides={overrides}")
+    served = pd.read_csv(root / "results/k_advisor_schedule/table.csv")
+    served = served[(served["status"] == "ok") & served["workload"].notna()]
+    predicted = {(g.workload, g.concurrency): {p.k: p.predicted_tg_req_tps for p in g.predictions} for g in advice.groups}
+    print("| workload | c | k (schedule) | predicted | measured | error % |\n|---|---:|---:|---:|---:|---:|")
+    for row in served.itertuples():
+        k = next(entry[2] for entry in schedule if entry[0] <= row.concurrency <= entry[1])
+        value = predicted[(row.workload, int(row.concurrency))].get(k)
+        print(f"| {row.workload} | {int(row.concurrency)} | {k} | {value:.2f} | {row.tg_req_tps_mean:.2f} | "
+              f"{100 * (value / row.tg_req_tps_mean - 1):+.1f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The acceptance process of a drafter, from what vLLM reports.
+
+Two sources: `/metrics` per-position counts give the **marginal** acceptance m_i = P(the i-th draft token of a
+step is accepted) = accepted at position i / drafts; `--per-request-spec-decode-metrics detailed` gives, per verify
+step, how many tokens were drafted and accepted (the **trace**). Acceptance is prefix-closed (position i is accepted
+only if 1..i-1 were), so the conditional c_i = P(i accepted | i-1 accepted) = m_i / m_{i-1}, and a step that drafts
+k tokens accepts A_k = min(A, k) of them, where A is the step's run of acceptances at k_max.
+
+For a chain drafter (ngram, MTP, EAGLE, a draft model) the token proposed at position i does not depend on k, so
+one measurement at k_max gives every k <= k_max: E[tokens per step | k] = 1 + sum_{i<=k} m_i (the 1 is the token
+the target model adds at every verify step). A parallel drafter (DFlash) proposes its block jointly: it must be
+measured at each k.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+CHAIN_DRAFTERS = {"ngram", "mtp", "eagle", "eagle3", "draft_model", "suffix"}
+
+
+def conditional_from_marginal(marginal: list[float]) -> list[float]:
+    """c_i = m_i / m_{i-1} (m_0 = 1); NaN where position i-1 was never accepted."""
+    previous = 1.0
+    conditional = []
+    for rate in marginal:
+        conditional.append(rate / previous if previous > 0 else math.nan)
+        previous = rate
+    return conditional
+
+
+def marginal_from_conditional(conditional: list[float]) -> list[float]:
+    marginal, running = [], 1.0
+    for rate in conditional:
+        running *= rate
+        marginal.append(running)
+    return marginal
+
+
+def expected_tokens_per_step(marginal: list[float], k: int) -> float:
+    """1 + sum of the first k marginals: the mean tokens a verify step emits when k tokens are drafted."""
+    if k > len(marginal):
+        raise ValueError(f"k={k} is beyond the measured positions ({len(marginal)}): measure at a larger k")
+    return 1.0 + sum(marginal[:k])
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Per verify step: tokens drafted and accepted (vLLM's per_step_drafted / per_step_accepted)."""
+
+    drafted: tuple[int, ...]
+    accepted: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.drafted) != len(self.accepted):
+            raise ValueError("per_step_drafted and per_step_accepted differ in length")
+        if any(a > d or a < 0 for a, d in zip(self.accepted, self.drafted)):
+            raise ValueError("a step accepted more tokens than it drafted")
+
+    @property
+    def k_max(self) -> int:
+        return max(self.drafted, default=0)
+
+    def marginal(self) -> list[float]:
+        """m_i over the steps that drafted at least i tokens."""
+        out = []
+        for position in range(1, self.k_max + 1):
+            eligible = [a for a, d in zip(self.accepted, self.drafted) if d >= position]
+            out.append(sum(a >= position for a in eligible) / len(eligible) if eligible else math.nan)
+        return out
+
+    def length_distribution(self) -> list[float]:
+        """P(A = j), j = 0..k_max, over steps that drafted k_max tokens (a shorter draft censors A)."""
+        full = [a for a, d in zip(self.accepted, self.drafted) if d == self.k_max]
+        if not full:
+            return []
+        return [sum(a == j for a in full) / len(full) for j in range(self.k_max + 1)]

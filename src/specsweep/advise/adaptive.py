@@ -1,0 +1,82 @@
+"""Adaptive k search: measure few cells, predict the rest, confirm the best by measuring it.
+
+1. Measure the no-drafter cell (k = 0), k = 1 and k_max: the cost fit gets three points, the acceptance process
+   comes from k_max.
+2. Predict every k; measure the predicted best.
+3. While a neighbour of the best measured k is not measured and its prediction, widened by the prediction error
+   seen at the best, could beat the best's measurement by more than TOLERANCE, measure it; move to a neighbour
+   that beats it. (A neighbour that cannot beat it by more than TOLERANCE is not worth a server start.)
+4. Stop: the best measured k is the answer.
+
+The objective is the geometric mean of per-request tg t/s over the workload x concurrency rows (one k for the
+whole cell, as a server is started with one k). A parallel drafter (DFlash) has no prediction across k: every k is
+measured (brute force), as `sweep.strategy=adaptive` does for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from specsweep.advise.advice import advise
+
+# How far below the true best the chosen k may be: the price of not measuring a neighbour.
+TOLERANCE = 0.03
+
+
+def objective(rows: pd.DataFrame) -> float:
+    values = rows["tg_req_tps_mean"].dropna()
+    values = values[values > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if len(values) else math.nan
+
+
+@dataclass
+class AdaptiveResult:
+    best_k: int
+    measured: dict[int, float] = field(default_factory=dict)
+    predicted: dict[int, float] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+
+
+def predicted_objective(table: pd.DataFrame, k_max: int) -> dict[int, float]:
+    groups = advise(table, "adaptive").groups
+    out = {}
+    for k in range(1, k_max + 1):
+        values = [p.predicted_tg_req_tps for g in groups for p in g.predictions if p.k == k]
+        out[k] = math.exp(sum(map(math.log, values)) / len(values)) if values and len(values) == len(groups) else math.nan
+    return out
+
+
+def search(measure: Callable[[int], pd.DataFrame], k_max: int) -> AdaptiveResult:
+    """`measure(k)`: the table rows of the cell with draft length k (k = 0: no drafter), measuring it if needed."""
+    result = AdaptiveResult(best_k=0)
+    frames: dict[int, pd.DataFrame] = {}
+
+    def take(k: int) -> None:
+        if k not in frames:
+            frames[k] = measure(k)
+            result.measured[k] = objective(frames[k])
+            result.order.append(k)
+
+    for k in sorted({0, 1, k_max}):
+        take(k)
+    result.predicted = predicted_objective(pd.concat(frames.values(), ignore_index=True), k_max)
+    predicted_best = max((k for k in result.predicted if not math.isnan(result.predicted[k])),
+                         key=lambda k: result.predicted[k], default=k_max)  # fmt: skip
+    take(predicted_best)
+    best = max(result.measured, key=result.measured.get)
+    while True:
+        predicted = result.predicted.get(best)
+        error = abs(predicted / result.measured[best] - 1) if predicted and best > 0 else 0.0
+        candidates = [n for n in (best - 1, best + 1) if 1 <= n <= k_max and n not in result.measured
+                      and result.predicted.get(n, 0) * (1 + error) > result.measured[best] * (1 + TOLERANCE)]  # fmt: skip
+        if not candidates:
+            break
+        for n in candidates:
+            take(n)
+        best = max(result.measured, key=result.measured.get)
+    result.best_k = best
+    return result

@@ -1,0 +1,218 @@
+"""`specsweep advise`: from a sweep's measured cells, the acceptance process, the step-cost fit, predicted tg t/s
+for every k <= k_max, and the recommended `--speculative-config` per workload and concurrency."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from specsweep.advise.acceptance import CHAIN_DRAFTERS, Trace, conditional_from_marginal, expected_tokens_per_step
+from specsweep.advise.cost import fit, measured_step_time
+from specsweep.advise.policies import batch_size_schedule, best_fixed_k, fixed_k_tps, oracle, replay_hf
+
+GROUP = ["model", "quant", "drafter", "workload", "concurrency"]
+
+
+class KPrediction(BaseModel):
+    k: int
+    predicted_tg_req_tps: float
+    predicted_tokens_per_step: float
+    measured_tg_req_tps: float | None = None
+    error_pct: float | None = None
+
+
+class GroupAdvice(BaseModel):
+    model: str
+    quant: str
+    drafter: str
+    drafter_kind: str
+    workload: str
+    concurrency: int
+    k_max: int
+    marginal: list[float]
+    conditional: list[float]
+    cost_intercept_ms: float
+    cost_per_token_ms: float
+    cost_fit_rms_error_pct: float
+    cost_points: list[tuple[int, float]]
+    predictions: list[KPrediction]
+    best_k: int
+    best_predicted_tg_req_tps: float
+    # Why predictions cover only measured k (a parallel drafter), if so.
+    note: str | None = None
+    # The k_max cell: its --speculative-config is the base of the recommendation.
+    k_max_cell: str
+    # From the k_max cell's per-request traces (--per-request-spec-decode-metrics detailed), when it has them:
+    # verify steps seen, P(accepted = j), HF's heuristic replayed and the oracle bound, per-request t/s.
+    trace_steps: int = 0
+    accepted_length_distribution: list[float] = []
+    hf_heuristic_tg_req_tps: float | None = None
+    hf_heuristic_mean_k: float | None = None
+    oracle_tg_req_tps: float | None = None
+
+
+class Recommendation(BaseModel):
+    model: str
+    quant: str
+    drafter: str
+    workload: str
+    best_k_by_concurrency: dict[int, int]
+    speculative_config: dict
+
+
+class Advice(BaseModel):
+    sweep: str
+    groups: list[GroupAdvice]
+    recommendations: list[Recommendation]
+
+
+def _marginal(row: pd.Series, k: int) -> list[float]:
+    return [float(row.get(f"acceptance_pos_{i}", math.nan)) for i in range(1, k + 1)]
+
+
+def _trace_figures(traces: list[Trace], cost) -> dict:
+    """Dynamic policies replayed request by request (HF resets k at every generate call), summed."""
+    traces = [t for t in traces if t.accepted]
+    if not traces:
+        return {}
+    hf = [replay_hf(t, cost) for t in traces]
+    best = [oracle(t, cost) for t in traces]
+    pooled = Trace(drafted=tuple(d for t in traces for d in t.drafted), accepted=tuple(a for t in traces for a in t.accepted))
+    return {
+        "trace_steps": len(pooled.accepted),
+        "accepted_length_distribution": pooled.length_distribution(),
+        "hf_heuristic_tg_req_tps": sum(r.tokens for r in hf) / sum(r.seconds for r in hf),
+        "hf_heuristic_mean_k": sum(r.mean_k * len(t.accepted) for r, t in zip(hf, traces)) / len(pooled.accepted),
+        "oracle_tg_req_tps": sum(r.tokens for r in best) / sum(r.seconds for r in best),
+    }
+
+
+def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple, list[Trace]]) -> GroupAdvice | None:
+    drafted = rows.dropna(subset=["k", "tg_req_tps_mean"])
+    if drafted.empty:
+        return None
+    first = drafted.iloc[0]
+    top = drafted.loc[drafted["k"].idxmax()]
+    k_max = int(top["k"])
+    marginal = _marginal(top, k_max)
+    if any(math.isnan(m) for m in marginal):
+        return None
+    points = [(int(r.k), measured_step_time(float(r.mean_acceptance_length), float(r.tg_req_tps_mean)))
+              for r in drafted.itertuples() if r.mean_acceptance_length and r.tg_req_tps_mean]  # fmt: skip
+    if len(baseline):
+        points.append((0, measured_step_time(1.0, float(baseline["tg_req_tps_mean"].mean()))))
+    cost = fit(points)
+    chain = first["drafter_kind"] in CHAIN_DRAFTERS
+    measured = {int(r.k): float(r.tg_req_tps_mean) for r in drafted.itertuples()}
+    ks = range(1, k_max + 1) if chain else sorted(measured)
+    predictions = []
+    for k in ks:
+        # A parallel drafter's k is its own block: its marginals come from its own cell.
+        row_marginal = marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k)
+        predicted = fixed_k_tps(row_marginal, cost, k)
+        actual = measured.get(k)
+        predictions.append(KPrediction(
+            k=k, predicted_tg_req_tps=predicted, predicted_tokens_per_step=expected_tokens_per_step(row_marginal, k),
+            measured_tg_req_tps=actual, error_pct=100 * (predicted / actual - 1) if actual else None,
+        ))  # fmt: skip
+    if chain:
+        best_k, best_tps = best_fixed_k(marginal, cost, k_max)
+    else:
+        best = max(predictions, key=lambda p: p.predicted_tg_req_tps)
+        best_k, best_tps = best.k, best.predicted_tg_req_tps
+        if len(baseline) and cost.step_time(0) and 1 / cost.step_time(0) > best_tps:
+            best_k, best_tps = 0, 1 / cost.step_time(0)
+    return GroupAdvice(
+        model=first["model"], quant=first["quant"], drafter=first["drafter"], drafter_kind=first["drafter_kind"],
+        workload=first["workload"], concurrency=int(first["concurrency"]), k_max=k_max, marginal=marginal,
+        conditional=conditional_from_marginal(marginal), cost_intercept_ms=1000 * cost.intercept_s,
+        cost_per_token_ms=1000 * cost.per_token_s, cost_fit_rms_error_pct=cost.rms_error_pct,
+        cost_points=list(cost.points), predictions=predictions, best_k=best_k, best_predicted_tg_req_tps=best_tps,
+        note=None if chain else f"{first['drafter_kind']} drafts its block in parallel: only measured k are predicted",
+        k_max_cell=str(top["cell_id"]),
+        **(_trace_figures(traces.get((str(top["cell_id"]), first["workload"], int(first["concurrency"])), []), cost)
+           if chain else {}),
+    )  # fmt: skip
+
+
+def advise(table: pd.DataFrame, sweep: str, max_num_seqs: int | None = None,
+           speculative_configs: dict[str, dict] | None = None,
+           traces: dict[tuple[str, str, int], list[Trace]] | None = None) -> Advice:  # fmt: skip
+    """`speculative_configs`: cell id -> the cell's --speculative-config (the recommendation keeps its method and
+    drafter settings and sets the draft length); `traces`: (cell id, workload, concurrency) -> per-request traces."""
+    rows = table[(table["status"] == "ok") & table["workload"].notna()]
+    groups = []
+    for key, group in rows[rows["drafter_kind"] != "none"].groupby(GROUP, dropna=False):
+        model, quant, _, workload, concurrency = key
+        baseline = rows[(rows["model"] == model) & (rows["quant"] == quant) & (rows["drafter_kind"] == "none")
+                        & (rows["workload"] == workload) & (rows["concurrency"] == concurrency)]  # fmt: skip
+        try:
+            advice = _group_advice(group, baseline, traces or {})
+        except ValueError:
+            continue  # one k and no baseline: nothing to fit
+        if advice is not None:
+            groups.append(advice)
+    recommendations = []
+    by_config: dict[tuple, dict[int, GroupAdvice]] = {}
+    for advice in groups:
+        by_config.setdefault((advice.model, advice.quant, advice.drafter, advice.workload), {})[advice.concurrency] = advice
+    for (model, quant, drafter, workload), levels in sorted(by_config.items()):
+        best = {c: a.best_k for c, a in sorted(levels.items())}
+        low = levels[min(levels)]
+        config = dict((speculative_configs or {}).get(low.k_max_cell) or {"method": low.drafter_kind})
+        # vLLM's schedule values are bounded by num_speculative_tokens, the k the server is started with.
+        config["num_speculative_tokens"] = max(max(best.values()), 1)
+        if len(set(best.values())) > 1:
+            config["num_speculative_tokens_per_batch_size"] = batch_size_schedule(best, max_num_seqs or max(best))
+        recommendations.append(Recommendation(model=model, quant=quant, drafter=drafter, workload=workload,
+                                              best_k_by_concurrency=best, speculative_config=config))  # fmt: skip
+    return Advice(sweep=sweep, groups=groups, recommendations=recommendations)
+
+
+def markdown(advice: Advice) -> str:
+    lines = [f"# specsweep advise: {advice.sweep}", "",
+             "Predicted per-request tg t/s for every k from the k_max cell's acceptance and the fitted step cost "
+             "T(k) = t0 + t1·k; measured where a cell ran.", ""]  # fmt: skip
+    for g in advice.groups:
+        lines += [f"## {g.quant} / {g.drafter} / {g.workload} c{g.concurrency}", "",
+                  f"step cost: {g.cost_intercept_ms:.2f} ms + {g.cost_per_token_ms:.2f} ms·k (fit RMS error "
+                  f"{g.cost_fit_rms_error_pct:.1f} %); marginal acceptance " + ", ".join(f"{m:.2f}" for m in g.marginal),
+                  "", "| k | predicted t/s | measured t/s | error % |", "|---:|---:|---:|---:|"]  # fmt: skip
+        for p in g.predictions:
+            measured = "" if p.measured_tg_req_tps is None else f"{p.measured_tg_req_tps:.2f}"
+            error = "" if p.error_pct is None else f"{p.error_pct:+.1f}"
+            lines.append(f"| {p.k} | {p.predicted_tg_req_tps:.2f} | {measured} | {error} |")
+        lines += ["", f"best k: {g.best_k} ({g.best_predicted_tg_req_tps:.2f} t/s predicted)"]
+        if g.hf_heuristic_tg_req_tps is not None:
+            lines += [f"dynamic k on the measured trace ({g.trace_steps} steps): HF heuristic {g.hf_heuristic_tg_req_tps:.2f} "
+                      f"t/s (mean k {g.hf_heuristic_mean_k:.2f}), oracle bound {g.oracle_tg_req_tps:.2f} t/s"]  # fmt: skip
+        lines += [""]
+    if advice.recommendations:
+        lines += ["## Recommended --speculative-config", ""]
+        for r in advice.recommendations:
+            lines.append(f"- {r.quant} / {r.drafter} / {r.workload}: `{json.dumps(r.speculative_config)}`")
+    return "\n".join(lines) + "\n"
+
+
+def advise_sweep_dir(sweep_dir: Path, max_num_seqs: int | None = None) -> Advice:
+    sweep_dir = Path(sweep_dir)
+    table = pd.read_csv(sweep_dir / "table.csv")
+    sweep = str(table["sweep"].dropna().iloc[0]) if table["sweep"].notna().any() else sweep_dir.name
+    configs, traces = {}, {}
+    for cell_id in table["cell_id"].dropna().unique():
+        bench = sweep_dir / str(cell_id) / "bench.json"
+        if not bench.is_file():
+            continue
+        record = json.loads(bench.read_text())
+        if text := record.get("speculative_config"):
+            configs[str(cell_id)] = json.loads(text)
+        for workload in record.get("workloads", []):
+            traces[(str(cell_id), workload["workload"], int(workload["concurrency"]))] = [
+                Trace(drafted=tuple(r["spec_per_step_drafted"]), accepted=tuple(r["spec_per_step_accepted"]))
+                for r in workload["requests"] if r.get("ok") and r.get("spec_per_step_accepted")
+            ]
+    return advise(table, sweep, max_num_seqs, configs, traces)
