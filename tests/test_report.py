@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -112,7 +113,7 @@ def test_html_is_self_contained_with_every_figure(sweep_dir: Path) -> None:
     page = html.render(load_sweep(sweep_dir))
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "report must open offline"
     pngs = _figures(page)
-    assert len(pngs) == len(FIGURES) == 6
+    assert len(pngs) == len(FIGURES) == 7
     for png in pngs:
         image = Image.open(io.BytesIO(png)).convert("L")
         assert image.width > 300 and image.getextrema()[1] - image.getextrema()[0] > 100
@@ -135,7 +136,7 @@ def test_cli_build_writes_both_and_logs_one_line_per_figure(sweep_dir: Path) -> 
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "report.html").is_file() and (sweep_dir / "tables.md").is_file()
     # Not a terminal (as in a Snakemake job log): plain lines, no redrawn progress bar.
-    assert len(re.findall(r"^\[figures\] \d/6 ", result.stderr, re.M)) == 6
+    assert len(re.findall(r"^\[figures\] \d/7 ", result.stderr, re.M)) == 7
     assert "\r" not in result.stderr and "\x1b[" not in result.stderr
 
 
@@ -261,3 +262,27 @@ def test_a_sweep_whose_every_cell_failed_still_gets_its_reports(tmp_path: Path) 
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vLLM exited with code 1 before becoming healthy" in (sweep_dir / "tables.md").read_text()
+
+
+def test_acceptance_by_depth_from_llama_benchy_rows() -> None:
+    from specsweep.report.data import SweepData, acceptance_by_depth
+    from specsweep.report.figures import acceptance_depth
+    from specsweep.report.markdown import depth_table
+
+    def row(workload: str, concurrency: int, drafts: int, pos1: float, pos2: float) -> dict:
+        return {"cell_id": "c-ngram-k2", "quant": "bf16", "drafter": "ngram", "drafter_kind": "ngram", "k": 2,
+                "status": "ok", "workload": workload, "concurrency": concurrency, "drafts": drafts,
+                "acceptance_pos_1": pos1, "acceptance_pos_2": pos2}  # fmt: skip
+
+    table = pd.DataFrame([
+        row("pp64_tg32_d0", 1, 10, 0.9, 0.8), row("pp64_tg32_d0", 1, 30, 0.5, 0.4),
+        row("pp64_tg32_d4096", 1, 20, 0.6, 0.2), row("pp64_tg32_d4096", 2, 20, 0.0, 0.0), row("code", 1, 5, 1.0, 1.0),
+    ])  # fmt: skip
+    frame = acceptance_by_depth(table).set_index(["depth", "position"])["acceptance"]
+    # Drafts-weighted over the d0 rows; the c2 row and the task workload stay out.
+    assert frame.loc[(0, 1)] == pytest.approx((0.9 * 10 + 0.5 * 30) / 40)
+    assert frame.loc[(4096, 2)] == pytest.approx(0.2) and len(frame) == 4
+    markdown = depth_table(SweepData(sweep="s", table=table, quality=pd.DataFrame()))
+    assert "| c-ngram-k2 |  4096 | 0.600 | 0.200 |" in markdown and "| c-ngram-k2 |     0 | 0.600 | 0.500 |" in markdown
+    figure = acceptance_depth(SweepData(sweep="s", table=table, quality=pd.DataFrame()))
+    assert len(figure.axes[0].lines) == 2

@@ -66,7 +66,7 @@ def test_each_cell_has_an_offline_run_with_config_group_and_metrics(swept: Path)
 
 def test_report_files_render_and_spec_is_bound_to_the_sweep(swept: Path, tmp_path: Path) -> None:
     sweep = swept / "results/embedded"
-    assert_report_renders(sweep / "report.html", tmp_path / "report.png", figures=6)
+    assert_report_renders(sweep / "report.html", tmp_path / "report.png", figures=7)
     spec = json.loads((sweep / "wandb_report.json").read_text())
     assert {p["title"] for p in spec["panels"]} >= {"tg t/s vs k (ngram, one line per quant)",
                                                     "acceptance by draft position (ngram, one line per cell)"}

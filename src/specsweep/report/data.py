@@ -248,3 +248,26 @@ def cell_quality(data: SweepData) -> tuple[pd.DataFrame, str | None]:
     else:
         speed["lossless_match_pct"] = math.nan
     return speed, label
+
+
+SYNTHETIC_ROW = r"^pp\d+_tg\d+_d(\d+)$"
+
+
+def acceptance_by_depth(table: pd.DataFrame) -> pd.DataFrame:
+    """Per drafter cell: acceptance at each draft position vs context depth, from llama-benchy's rows (the same
+    text at d0, d4096, ...; concurrency 1, drafts-weighted over runs). The long-context question: does a drafter
+    keep accepting at 30k tokens of context, and at which positions does it fall apart?"""
+    rows = measured(table)
+    rows = rows[(rows["drafter_kind"] != "none") & (rows["concurrency"] == 1)].copy()
+    rows["depth"] = pd.to_numeric(rows["workload"].astype(str).str.extract(SYNTHETIC_ROW)[0], errors="coerce")
+    rows = rows.dropna(subset=["depth"])
+    out = []
+    for (cell_id, quant, drafter, k, depth), group in rows.groupby(["cell_id", "quant", "drafter", "k", "depth"]):
+        weights = group["drafts"].fillna(0)
+        for column in position_columns(group)[: int(k)]:
+            valid = group[column].notna() & (weights > 0)
+            if valid.any():
+                out.append({"cell_id": cell_id, "quant": quant, "drafter": drafter, "k": int(k), "depth": int(depth),
+                            "position": int(column.rsplit("_", 1)[1]),
+                            "acceptance": float((group[column][valid] * weights[valid]).sum() / weights[valid].sum())})  # fmt: skip
+    return pd.DataFrame(out, columns=["cell_id", "quant", "drafter", "k", "depth", "position", "acceptance"])

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from specsweep.report.data import (  # noqa: E402
     QUALITY_COLUMNS,
     SweepData,
+    acceptance_by_depth,
     cell_quality,
     measured,
     position_columns,
@@ -152,6 +153,29 @@ def quality_vs_speed(data: SweepData) -> Figure:
     return fig
 
 
+def acceptance_depth(data: SweepData) -> Figure:
+    frame = acceptance_by_depth(data.table)
+    if frame.empty or frame["depth"].nunique() < 2:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        return _empty(fig, ax, "no llama-benchy rows at two or more depths from a drafter cell (bench.synthetic.depth)")
+    cells = sorted(frame["cell_id"].unique())
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.2), squeeze=False, sharey=True)
+    for ax, cell in zip(axes[0], cells):
+        here = frame[frame["cell_id"] == cell]
+        for position, group in here.groupby("position"):
+            group = group.sort_values("depth")
+            ax.plot(group["depth"], group["acceptance"], marker="o", label=f"position {position}")
+        first = here.iloc[0]
+        ax.set_title(f"{first['quant']} / {first['drafter']} k={first['k']}", fontsize=9)
+        ax.set_xlabel("context depth (tokens)")
+        ax.set_ylabel("accepted / drafts")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def predictions(data: SweepData) -> Figure:
     frame = data.predictions
     if frame.empty:
@@ -227,6 +251,9 @@ FIGURES: dict[str, FigureSpec] = {
         FigureSpec("pareto", "Quant × drafter: quality vs speed per cell", "Every measured cell: its tg t/s and "
                    "its quant's quality (lm-eval score where run, else endpoint PPL recovery); a red cross marks a "
                    "cell whose greedy outputs differ from its quant's no-drafter cell at concurrency 1.", pareto),
+        FigureSpec("acceptance_depth", "Acceptance vs context depth", "Per drafter cell, llama-benchy's rows at each "
+                   "depth (concurrency 1): one line per draft position; where a drafter falls apart on long context.",
+                   acceptance_depth),
         FigureSpec("predictions", "k-advisor: predicted vs measured", "Per workload and concurrency: tg t/s per "
                    "request predicted for every k from the largest k's acceptance and the fitted step cost (dashed), "
                    "the measured cells (points, prediction error in %).", predictions),

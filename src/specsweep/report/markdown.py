@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from specsweep.bench.tables import _pipe_table
-from specsweep.report.data import SweepData, best_k, failed, lm_eval_tasks, skipped, summary
+from specsweep.report.data import SweepData, acceptance_by_depth, best_k, failed, lm_eval_tasks, skipped, summary
 
 
 def _num(value, digits: int = 2) -> str:
@@ -85,6 +85,20 @@ def evals_table(data: SweepData) -> str:
     return _pipe_table(headers, rows, ["left"] + ["right"] * (len(headers) - 1))
 
 
+def depth_table(data: SweepData) -> str:
+    """Acceptance per position (columns) at each depth (rows), per drafter cell."""
+    frame = acceptance_by_depth(data.table)
+    if frame.empty:
+        return ""
+    positions = sorted(frame["position"].unique())
+    headers = ["cell", "depth", *(f"pos {p}" for p in positions)]
+    rows = []
+    for (cell, depth), group in frame.groupby(["cell_id", "depth"]):
+        rates = dict(zip(group["position"], group["acceptance"]))
+        rows.append([str(cell), str(depth), *(_num(rates.get(p), 3) for p in positions)])
+    return _pipe_table(headers, rows, ["left"] + ["right"] * (len(headers) - 1))
+
+
 def render(data: SweepData) -> str:
     table = data.table
     parts = [
@@ -102,6 +116,9 @@ def render(data: SweepData) -> str:
         best_k_table(data),
         "",
     ]
+    if depth := depth_table(data):
+        parts += ["## Acceptance vs context depth", "", "llama-benchy rows, concurrency 1: accepted / drafts at each "
+                  "draft position.", "", depth, ""]  # fmt: skip
     if len(data.evals):
         parts += ["## Quality per cell", "", "lossless %: greedy tokens matching the same quant's no-drafter cell at "
                   "concurrency 1; PPL / top-k KLD / top-1: prompt logprobs through the server vs the base's cell; "
