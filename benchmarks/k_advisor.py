@@ -7,9 +7,9 @@
    workloads at concurrency 1 and 2, two runs each.
 2. Predictions: per (workload, concurrency), tg t/s for every k from the k = 7 cell's acceptance and the step cost
    fitted on the measured cells, against each measured k (error %).
-3. Adaptive: specsweep.advise.adaptive.search with "measuring" a k = taking that brute-force cell (the same config,
-   so the same cell an adaptive run would serve): the k it picks, its measured t/s against the brute-force best,
-   and the server-seconds (each cell's job wall time from its manifest) of the cells it needed against all.
+3. Adaptive, for real: `specsweep adapt sweep=k_advisor sweep.name=k_advisor_adaptive` (its own results dir, so
+   every cell it needs is served again): the k it picks, that k's brute-force t/s against the brute-force best, and
+   the server-seconds (each cell's job wall time from its manifest) of its cells against brute force's.
 4. The schedule: the recommended `num_speculative_tokens_per_batch_size` served as a cell
    (sweep k_advisor_schedule), predicted vs measured per workload and concurrency.
 """
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from specsweep.advise.adaptive import objective, search
+from specsweep.advise.adaptive import objective
 from specsweep.advise.advice import advise
+from specsweep.advise.driver import AdaptiveState, state_path
 from specsweep.advise.policies import batch_size_schedule
 from specsweep.paths import project_root
 
@@ -76,13 +77,20 @@ def main() -> None:
     print("\n## Adaptive vs brute force\n")
     brute = {k: objective(rows) for k, rows in by_k.items()}
     brute_best = max(brute, key=brute.get)
-    result = search(lambda k: by_k[k], k_max=K_MAX)
     seconds = {k: server_seconds(brute_dir, str(rows["cell_id"].iloc[0])) for k, rows in by_k.items()}
-    adaptive_seconds = sum(seconds[k] for k in result.measured)
+    adaptive_dir = root / "results/k_advisor_adaptive"
+    if not args.no_run:
+        argv = [sys.executable, "-m", "specsweep.cli", "adapt", "sweep=k_advisor", "sweep.name=k_advisor_adaptive"]
+        print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
+        subprocess.run(argv, cwd=root, check=True)
+    state = AdaptiveState.model_validate_json(state_path(adaptive_dir).read_text())
+    (search,) = state.groups.values()
+    adaptive_seconds = sum(server_seconds(adaptive_dir, cell) for cell in state.cells)
     print(f"brute force: best k {brute_best} at {brute[brute_best]:.2f} t/s (geomean per-request over 4 rows), "
           f"{sum(seconds.values()):.0f} server-seconds over {len(seconds)} cells")
-    print(f"adaptive: measured k in order {result.order}; picked k {result.best_k} at {brute[result.best_k]:.2f} t/s "
-          f"({100 * brute[result.best_k] / brute[brute_best]:.1f} % of the best), {adaptive_seconds:.0f} server-seconds "
+    print(f"adaptive: measured k in order {search.order} ({len(state.cells)} cells); picked k {search.best_k}: "
+          f"{search.measured[search.best_k]:.2f} t/s in its own run, {brute[search.best_k]:.2f} t/s in the brute-force "
+          f"run = {100 * brute[search.best_k] / brute[brute_best]:.1f} % of the best; {adaptive_seconds:.0f} server-seconds "
           f"({100 * adaptive_seconds / sum(seconds.values()):.0f} % of brute force)")  # fmt: skip
 
     print("\n## The recommended schedule, served\n")

@@ -166,7 +166,7 @@ def test_adaptive_search_finds_the_brute_force_best_with_few_cells():
     marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
     cost = StepCost(intercept_s=0.050, per_token_s=0.006, points=())
     brute = {k: objective(_cell(k, marginal, cost)) for k in range(0, 8)}
-    result = search(lambda k: _cell(k, marginal, cost), k_max=7)
+    result = search(lambda ks: {k: _cell(k, marginal, cost) for k in ks}, k_max=7)
     assert result.best_k == max(brute, key=brute.get)
     # Exact predictions: k_max, k=1, the baseline and the predicted best are all it measures.
     assert result.order == [0, 1, 7, result.best_k]
@@ -177,5 +177,39 @@ def test_adaptive_search_finds_the_brute_force_best_with_few_cells():
         return _cell(k, marginal, cost if k != 5 else StepCost(0.060, 0.006, ()))
 
     truth = {k: objective(skewed_cell(k)) for k in range(0, 8)}
-    skewed = search(skewed_cell, k_max=7)
+    skewed = search(lambda ks: {k: skewed_cell(k) for k in ks}, k_max=7)
     assert skewed.best_k != 5 and truth[skewed.best_k] >= max(truth.values()) * (1 - 0.03)
+
+
+def test_adaptive_driver_rounds_plan_only_what_the_search_needs(tmp_path: Path):
+    from specsweep.advise.driver import AdaptiveState, adapt, first_round, planned, state_path
+    from specsweep.config.grid import expand
+
+    cells = expand([], "k_advisor")
+    marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
+    cost = StepCost(intercept_s=0.050, per_token_s=0.006, points=())
+    runs = []
+
+    def run_snakemake() -> None:
+        # What Snakemake would do: measure the planned cells, write the table.
+        plan = planned(cells, tmp_path)
+        runs.append(sorted(c.id for c in plan))
+        frames = []
+        for cell in plan:
+            k = 0 if cell.config.drafter.kind == "none" else cell.config.k
+            frames.append(_cell(k, marginal, cost).assign(cell_id=cell.id))
+        pd.concat(frames).to_csv(tmp_path / "table.csv", index=False)
+
+    assert first_round(cells) == ["gemma3_270m-bf16-ngram-k1", "gemma3_270m-bf16-ngram-k7", "gemma3_270m-bf16-none"]
+    state = adapt(cells, tmp_path, run_snakemake)
+    brute = {k: objective_of(k, marginal, cost) for k in range(0, 8)}
+    (group,) = state.groups.values()
+    assert group.best_k == max(brute, key=brute.get) and state.done
+    assert runs[0] == first_round(cells) and len(runs) == 2 and len(state.cells) == 4
+    assert AdaptiveState.model_validate_json(state_path(tmp_path).read_text()).cells == state.cells
+
+
+def objective_of(k: int, marginal: list[float], cost: StepCost) -> float:
+    from specsweep.advise.adaptive import objective
+
+    return objective(_cell(k, marginal, cost))

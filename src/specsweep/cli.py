@@ -81,6 +81,34 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise SystemExit(run_forwarding_signals(argv, project_root()))
 
 
+def cmd_adapt(args: argparse.Namespace) -> None:
+    """An adaptive sweep, round by round: Snakemake runs the planned cells, the k-advisor picks the next ones."""
+    from specsweep.advise.driver import adapt, describe
+    from specsweep.config.grid import expand
+    from specsweep.paths import project_root
+
+    import tempfile
+
+    import yaml
+
+    overrides = [*args.overrides, "sweep.strategy=adaptive"]
+    cells = expand(overrides, args.sweep)
+    config = {"overrides": overrides, **({"sweep": args.sweep} if args.sweep else {})}
+    (project_root() / ".snakemake").mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="specsweep-adapt-", dir=project_root() / ".snakemake") as handle:
+        yaml.safe_dump(config, handle)
+        handle.flush()
+        argv = [sys.executable, "-m", "snakemake", "--configfile", handle.name, *args.snakemake_args]
+
+        def run_round() -> None:
+            print(f"[adapt] {shlex.join(argv)}", file=sys.stderr, flush=True)
+            if (code := run_forwarding_signals(argv, project_root())) != 0:
+                raise SystemExit(code)
+
+        state = adapt(cells, project_root() / "results" / cells[0].sweep, run_round)
+    print(f"[adapt] done: {describe(state)}", file=sys.stderr)
+
+
 def run_forwarding_signals(argv: list[str], cwd: Path) -> int:
     """Run Snakemake as a terminal would, and hand it Ctrl-C instead of dying on it.
 
@@ -415,6 +443,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep")
     p.add_argument("--snakemake-args", default="", type=shlex.split, help="extra Snakemake flags, quoted")
     p.set_defaults(func=cmd_run)
+    p = with_overrides(sub.add_parser("adapt", help="an adaptive sweep: measure few k, predict, confirm the best"))
+    p.add_argument("--sweep")
+    p.add_argument("--snakemake-args", default="", type=shlex.split, help="extra Snakemake flags, quoted")
+    p.set_defaults(func=cmd_adapt)
 
     model = sub.add_parser("model", help="base model preparation").add_subparsers(dest="action", required=True)
     p = with_overrides(model.add_parser("prepare"))

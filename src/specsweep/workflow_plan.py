@@ -17,9 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from specsweep.advise.driver import planned
 from specsweep.config.compose import ConfigError, cell_yaml, compose_raw, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
-from specsweep.config.schema import ModelDrafter, ReportCfg
+from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.images.cpu_host import read_cpu_facts
 from specsweep.images.preflight import needs_of
@@ -111,6 +112,9 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     cells = expand(split_overrides(overrides), sweep)
     if not cells:
         raise ConfigError("the sweep expands to no cells; check sweep.params and your overrides")
+    if sweep_settings(overrides, cells).strategy == "adaptive":
+        # The rounds so far (results/<sweep>/adaptive.json), else the first: `specsweep adapt` adds the rest.
+        cells = planned(cells, Path("results") / cells[0].sweep)
     try:
         require_forwarded(sorted({n for cell in cells for n in cell.config.serve.forward_env}), dict(os.environ))
     except ValueError as err:
@@ -168,6 +172,13 @@ def lm_eval_cells(cells: list[Cell]) -> set[str]:
     if cross_check is not None:
         picked.add(cross_check.id)
     return picked
+
+
+def sweep_settings(overrides: str | list[str] | None, cells: list[Cell]) -> SweepCfg:
+    sweep = next(o for o in cells[0].overrides if o.startswith("sweep="))
+    sweep_overrides = [o for o in split_overrides(overrides) if o.split("=", 1)[0].lstrip("+~").startswith("sweep.")]
+    raw, _ = compose_raw([sweep, *sweep_overrides])
+    return SweepCfg.model_validate(raw["sweep"])
 
 
 def _report_json(overrides: str | list[str] | None, cells: list[Cell]) -> str:

@@ -50,33 +50,38 @@ def predicted_objective(table: pd.DataFrame, k_max: int) -> dict[int, float]:
     return out
 
 
-def search(measure: Callable[[int], pd.DataFrame], k_max: int) -> AdaptiveResult:
-    """`measure(k)`: the table rows of the cell with draft length k (k = 0: no drafter), measuring it if needed."""
+def search(measure: Callable[[list[int]], dict[int, pd.DataFrame]], k_max: int) -> AdaptiveResult:
+    """`measure(ks)`: the table rows of the cells with these draft lengths (k = 0: no drafter), measuring those not
+    measured yet; called once per round (baseline + k=1 + k_max, the predicted best, its neighbours)."""
     result = AdaptiveResult(best_k=0)
     frames: dict[int, pd.DataFrame] = {}
+    # Asked for, measured or not (a sweep may lack some k): never asked again.
+    tried: set[int] = set()
 
-    def take(k: int) -> None:
-        if k not in frames:
-            frames[k] = measure(k)
-            result.measured[k] = objective(frames[k])
+    def take(ks: list[int]) -> None:
+        wanted = [k for k in dict.fromkeys(ks) if k not in tried]
+        tried.update(wanted)
+        if not wanted:
+            return
+        for k, rows in measure(wanted).items():
+            frames[k] = rows
+            result.measured[k] = objective(rows)
             result.order.append(k)
 
-    for k in sorted({0, 1, k_max}):
-        take(k)
+    take(sorted({0, 1, k_max}))
     result.predicted = predicted_objective(pd.concat(frames.values(), ignore_index=True), k_max)
     predicted_best = max((k for k in result.predicted if not math.isnan(result.predicted[k])),
                          key=lambda k: result.predicted[k], default=k_max)  # fmt: skip
-    take(predicted_best)
+    take([predicted_best])
     best = max(result.measured, key=result.measured.get)
     while True:
         predicted = result.predicted.get(best)
         error = abs(predicted / result.measured[best] - 1) if predicted and best > 0 else 0.0
-        candidates = [n for n in (best - 1, best + 1) if 1 <= n <= k_max and n not in result.measured
+        candidates = [n for n in (best - 1, best + 1) if 1 <= n <= k_max and n not in tried
                       and result.predicted.get(n, 0) * (1 + error) > result.measured[best] * (1 + TOLERANCE)]  # fmt: skip
         if not candidates:
             break
-        for n in candidates:
-            take(n)
+        take(candidates)
         best = max(result.measured, key=result.measured.get)
     result.best_k = best
     return result

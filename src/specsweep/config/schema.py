@@ -479,6 +479,9 @@ class SweepCfg(Strict):
     # Axis -> Hydra sweep value, same syntax as `--multirun key=a,b` (e.g. "1,3,7", "range(1,8)").
     # A list of such grids sweeps their union (e.g. every k for one quant, one k for the other quants).
     params: dict[str, str] | list[dict[str, str]] = {}
+    # brute_force: every cell. adaptive: per chain-drafter group, k = 1 and k_max first, then only what the
+    # k-advisor predicts could be best (`specsweep adapt` runs the rounds; specsweep.advise.driver).
+    strategy: Literal["brute_force", "adaptive"] = "brute_force"
 
     @property
     def grids(self) -> list[dict[str, str]]:
