@@ -19,10 +19,10 @@ from specsweep.cell import CELL_MARKER_ENV
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["Snakefile", "conf", "workflow", "profiles", "data", "spark", "spark-cluster", "slurm"]
 # The end-to-end sweep the tests share: README command 1's sweep with one run per workload instead of two, greedy
-# losslessness outputs of 32 tokens instead of 64 and lm-eval on the first 40 of its 95 questions (test-sized: every
+# losslessness outputs of 16 tokens instead of 64 and lm-eval on the first 24 of its 95 questions (test-sized: every
 # property is still checked, in about half the measuring time). Every Snakemake call on that project passes it, or
 # the changed config would rerun the cells. The servers get HF_TOKEN (forwarded by name).
-E2E_OVERRIDES = "bench.runs=1 eval.lossless.max_tokens=32 eval.lm_eval.limit=40 serve.forward_env=[HF_TOKEN]"
+E2E_OVERRIDES = "bench.runs=1 eval.lossless.max_tokens=16 eval.lm_eval.limit=24 serve.forward_env=[HF_TOKEN]"
 # Every test run of the workflow has these fake credentials in its environment, as a user's shell would; none
 # may appear in any output or command line (test_e2e_secrets).
 FAKE_SECRETS = {

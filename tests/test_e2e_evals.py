@@ -80,9 +80,9 @@ def test_lm_eval_scores_every_quant_through_its_server(swept: Path, evals: pd.Da
     column = f"lm_eval_{TASK}"
     for quant in SERVED_QUANTS:
         row = evals.loc[f"gemma3_270m-{quant}-none"]
-        # Four-choice questions, the first 40 of 95 in the test-sized sweep: chance is 0.25.
-        assert row[column] > 0.5 and row[f"{column}_metric"] == "acc,none" and row[f"{column}_n"] == 40, quant
-        assert 0 < row[f"{column}_stderr"] < 0.1
+        # Four-choice questions, the first 24 of 95 in the test-sized sweep: chance is 0.25.
+        assert row[column] > 0.5 and row[f"{column}_metric"] == "acc,none" and row[f"{column}_n"] == 24, quant
+        assert 0 < row[f"{column}_stderr"] < 0.15
         assert row[f"{column}_recovery_pct"] == pytest.approx(100 * row[column] / evals.loc["gemma3_270m-bf16-none", column])
         results = json.loads((swept / f"results/embedded/gemma3_270m-{quant}-none/lm_eval_results.json").read_text())
         assert results["results"][TASK]["acc,none"] == row[column]
