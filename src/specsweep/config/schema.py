@@ -341,7 +341,7 @@ class DebianBase(Strict):
 
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
-    packages: list[str] = ["python3", "python3-venv", "ca-certificates", "libnuma1", "libtcmalloc-minimal4", "g++"]
+    packages: list[str] = ["python3", "python3-venv", "python3-dev", "ca-certificates", "libnuma1", "libtcmalloc-minimal4", "g++"]
 
 
 class CpuDockerImage(Strict):
