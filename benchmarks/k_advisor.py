@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.advise.adaptive import objective
-from specsweep.advise.advice import advise
+from specsweep.advise.advice import advise_sweep_dir
 from specsweep.advise.driver import AdaptiveState, state_path
 from specsweep.advise.policies import batch_size_schedule
 from specsweep.paths import project_root
@@ -60,7 +60,7 @@ def main() -> None:
     by_k = {0 if pd.isna(k) else int(k): rows for k, rows in table.groupby(table["k"].fillna(0))}
 
     print("\n## Predicted vs measured tg t/s per request (k_max = 7 acceptance, step cost fitted on every cell)\n")
-    advice = advise(table, "k_advisor", max_num_seqs=4)
+    advice = advise_sweep_dir(brute_dir, max_num_seqs=4)
     errors = []
     print("| workload | c | k | predicted | measured | error % |\n|---|---:|---:|---:|---:|---:|")
     for group in advice.groups:
