@@ -42,6 +42,9 @@ def test_no_secret_in_any_command_line_during_the_sweep(swept: Path) -> None:
 
 def test_servers_received_only_the_forwarded_secret(swept: Path) -> None:
     sampled = json.loads((swept.parent / f"{swept.name}-processes.json").read_text())
-    assert sampled["server_secrets"] == [["HF_TOKEN"]]
+    # Every process of every cell server held at most the forwarded secret, and the servers did get it. (A helper
+    # process of a server's tree may hold none: with the evals, a short-lived one without HF_TOKEN was sampled once.)
+    assert all(set(held) <= {"HF_TOKEN"} for held in sampled["server_secrets"]), sampled["server_secrets"]
+    assert ["HF_TOKEN"] in sampled["server_secrets"]
     manifest = json.loads((swept / "results/embedded/gemma3_270m-bf16-ngram-k4/manifest.json").read_text())
     assert manifest["server_env_forwarded"] == ["HF_TOKEN"]
