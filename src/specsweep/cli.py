@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -58,26 +59,36 @@ def cmd_cells(args: argparse.Namespace) -> None:
         print(f"{cell.sweep}/{cell.id}\t{' '.join(cell.overrides)}")
 
 
+@contextlib.contextmanager
+def snakemake_argv(overrides: list[str], sweep: str | None, extra: list[str], prefix: str):
+    """Snakemake's argv with the overrides in a config file, not `--config overrides="..."`: Snakemake re-parses
+    --config values, which mangles quotes and brackets in overrides (e.g. bench.workloads=[{...}]); a YAML list
+    reaches the plan item by item. The file lives while the context does."""
+    import tempfile
+
+    import yaml
+
+    from specsweep.paths import project_root
+
+    config = {"overrides": list(overrides), **({"sweep": sweep} if sweep else {})}
+    (project_root() / ".snakemake").mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=prefix, dir=project_root() / ".snakemake") as handle:
+        yaml.safe_dump(config, handle)
+        handle.flush()
+        print(f"[{prefix.split('-')[1]}] config {handle.name}: {json.dumps(config)}", file=sys.stderr)
+        yield [sys.executable, "-m", "snakemake", "--configfile", handle.name, *extra]
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """One cell (or a few) through the same DAG as the full sweep: Snakemake builds what it needs."""
     from specsweep.config.grid import expand
     from specsweep.paths import project_root
 
-    import tempfile
-
-    import yaml
-
     cells = expand(args.overrides, args.sweep)
     targets = [f"results/{cell.sweep}/{cell.id}/bench.json" for cell in cells]
-    # A config file, not `--config overrides="..."`: Snakemake re-parses --config values, which mangles quotes and
-    # brackets in overrides (e.g. bench.workloads=[{...}]); a YAML list reaches the plan item by item.
-    config = {"overrides": list(args.overrides), **({"sweep": args.sweep} if args.sweep else {})}
-    (project_root() / ".snakemake").mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="specsweep-run-", dir=project_root() / ".snakemake") as handle:
-        yaml.safe_dump(config, handle)
-        handle.flush()
-        argv = [sys.executable, "-m", "snakemake", "--configfile", handle.name, *args.snakemake_args, "--", *targets]
-        print(f"[run] {shlex.join(argv)}  ({handle.name}: {json.dumps(config)})", file=sys.stderr)
+    with snakemake_argv(args.overrides, args.sweep, args.snakemake_args, "specsweep-run-") as argv:
+        argv += ["--", *targets]
+        print(f"[run] {shlex.join(argv)}", file=sys.stderr)
         raise SystemExit(run_forwarding_signals(argv, project_root()))
 
 
@@ -87,18 +98,9 @@ def cmd_adapt(args: argparse.Namespace) -> None:
     from specsweep.config.grid import expand
     from specsweep.paths import project_root
 
-    import tempfile
-
-    import yaml
-
     overrides = [*args.overrides, "sweep.strategy=adaptive"]
     cells = expand(overrides, args.sweep)
-    config = {"overrides": overrides, **({"sweep": args.sweep} if args.sweep else {})}
-    (project_root() / ".snakemake").mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="specsweep-adapt-", dir=project_root() / ".snakemake") as handle:
-        yaml.safe_dump(config, handle)
-        handle.flush()
-        argv = [sys.executable, "-m", "snakemake", "--configfile", handle.name, *args.snakemake_args]
+    with snakemake_argv(overrides, args.sweep, args.snakemake_args, "specsweep-adapt-") as argv:
 
         def run_round() -> None:
             print(f"[adapt] {shlex.join(argv)}", file=sys.stderr, flush=True)

@@ -112,7 +112,8 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     cells = expand(split_overrides(overrides), sweep)
     if not cells:
         raise ConfigError("the sweep expands to no cells; check sweep.params and your overrides")
-    if sweep_settings(overrides, cells).strategy == "adaptive":
+    sweep_cfg, report_cfg = sweep_level_settings(overrides, cells)
+    if sweep_cfg.strategy == "adaptive":
         # The rounds so far (results/<sweep>/adaptive.json), else the first: `specsweep adapt` adds the rest.
         cells = planned(cells, Path("results") / cells[0].sweep)
     try:
@@ -154,7 +155,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     }
     return SweepPlan(
         sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages, drafters=drafters,
-        report_json=_report_json(overrides, cells),
+        report_json=report_cfg.model_dump_json(),
         max_num_seqs=max((c.config.serve.max_num_seqs or 0 for c in cells), default=0) or None,
     )  # fmt: skip
 
@@ -174,19 +175,13 @@ def lm_eval_cells(cells: list[Cell]) -> set[str]:
     return picked
 
 
-def sweep_settings(overrides: str | list[str] | None, cells: list[Cell]) -> SweepCfg:
+def sweep_level_settings(overrides: str | list[str] | None, cells: list[Cell]) -> tuple[SweepCfg, ReportCfg]:
+    """The sweep's own settings (sweep.*, report.*): composed once, from the sweep and the user's overrides of those
+    groups only (the sweep alone may not be a valid cell: sweep=spark_cluster needs its nodes)."""
     sweep = next(o for o in cells[0].overrides if o.startswith("sweep="))
-    sweep_overrides = [o for o in split_overrides(overrides) if o.split("=", 1)[0].lstrip("+~").startswith("sweep.")]
-    raw, _ = compose_raw([sweep, *sweep_overrides])
-    return SweepCfg.model_validate(raw["sweep"])
-
-
-def _report_json(overrides: str | list[str] | None, cells: list[Cell]) -> str:
-    sweep = next(o for o in cells[0].overrides if o.startswith("sweep="))
-    report_overrides = [o for o in split_overrides(overrides) if o.split("=", 1)[0].lstrip("+~").split(".")[0] == "report"]
-    # The report settings only: the sweep alone may not be a valid cell (sweep=spark_cluster needs its nodes).
-    raw, _ = compose_raw([sweep, *report_overrides])
-    return ReportCfg.model_validate(raw["report"]).model_dump_json()
+    own = [o for o in split_overrides(overrides) if o.split("=", 1)[0].lstrip("+~").split(".")[0] in ("sweep", "report")]
+    raw, _ = compose_raw([sweep, *(o for o in own if not o.startswith("sweep="))])
+    return SweepCfg.model_validate(raw["sweep"]), ReportCfg.model_validate(raw["report"])
 
 
 def _quant_stage(cell: Cell, model: Stage) -> QuantStage:

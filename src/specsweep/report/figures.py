@@ -105,16 +105,23 @@ def acceptance_curves(data: SweepData) -> Figure:
     return fig
 
 
+def _per_test(rows: pd.DataFrame) -> tuple[Figure, list]:
+    """One panel per (workload, concurrency), sharing the y axis: (figure, [(axis, (workload, concurrency), rows)])."""
+    tests = rows[["workload", "concurrency"]].drop_duplicates().sort_values(["workload", "concurrency"])
+    fig, axes = plt.subplots(1, len(tests), figsize=(3.8 * len(tests), 3.2), squeeze=False, sharey=True)
+    panels = [(ax, (workload, concurrency), rows[(rows["workload"] == workload) & (rows["concurrency"] == concurrency)])
+              for ax, (workload, concurrency) in zip(axes[0], tests.itertuples(index=False))]  # fmt: skip
+    return fig, panels
+
+
 def speedup(data: SweepData) -> Figure:
     rows = with_speedup(data.table)
     rows = rows[(rows["drafter_kind"] != "none") & rows["speedup"].notna()]
     if rows.empty:
         fig, ax = plt.subplots(figsize=(6, 3))
         return _empty(fig, ax, "no speedup: the sweep has no drafted cell with a same-quant no-drafter baseline")
-    tests = rows[["workload", "concurrency"]].drop_duplicates().sort_values(["workload", "concurrency"])
-    fig, axes = plt.subplots(1, len(tests), figsize=(3.8 * len(tests), 3.2), squeeze=False, sharey=True)
-    for ax, (workload, concurrency) in zip(axes[0], tests.itertuples(index=False)):
-        here = rows[(rows["workload"] == workload) & (rows["concurrency"] == concurrency)]
+    fig, panels = _per_test(rows)
+    for ax, (workload, concurrency), here in panels:
         for (quant, drafter), group in here.groupby(["quant", "drafter"]):
             group = group.sort_values("k")
             ax.plot(group["k"].astype(float), group["speedup"], marker="o", label=f"{quant} / {drafter}")
@@ -181,10 +188,8 @@ def predictions(data: SweepData) -> Figure:
     if frame.empty:
         fig, ax = plt.subplots(figsize=(6, 3))
         return _empty(fig, ax, "no k-advisor predictions (no drafter measured at two or more k, or no advice.json)")
-    tests = frame[["workload", "concurrency"]].drop_duplicates().sort_values(["workload", "concurrency"])
-    fig, axes = plt.subplots(1, len(tests), figsize=(3.8 * len(tests), 3.2), squeeze=False, sharey=True)
-    for ax, (workload, concurrency) in zip(axes[0], tests.itertuples(index=False)):
-        here = frame[(frame["workload"] == workload) & (frame["concurrency"] == concurrency)]
+    fig, panels = _per_test(frame)
+    for ax, (workload, concurrency), here in panels:
         for (quant, drafter), group in here.groupby(["quant", "drafter"]):
             group = group.sort_values("k")
             line = ax.plot(group["k"], group["predicted_tg_req_tps"], linestyle="--", label=f"{quant} / {drafter} predicted")[0]
