@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/k_advisor.py --no-run   # figures from results/ already there
 
 1. Brute force (`snakemake --config sweep=k_advisor`): no drafter and ngram k = 1..7 on the bf16 base, two
-   workloads at concurrency 1 and 2, two runs each.
-2. Predictions: per (workload, concurrency), tg t/s for every k from the k = 7 cell's acceptance and the step cost
-   fitted on the measured cells, against each measured k (error %).
+   workloads at concurrency 1 and 2, three runs each.
+2. Predictions: per (workload, concurrency), tg t/s for every k from the k = 7 cell's traces and the step cost
+   fitted on the measured drafter cells, against each measured k (error %).
 3. Adaptive, for real: `specsweep adapt sweep=k_advisor sweep.name=k_advisor_adaptive` (its own results dir, so
    every cell it needs is served again): the k it picks, that k's brute-force t/s against the brute-force best, and
    the server-seconds (each cell's job wall time from its manifest) of its cells against brute force's.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -59,7 +60,7 @@ def main() -> None:
     table = table[(table["status"] == "ok") & table["workload"].notna()]
     by_k = {0 if pd.isna(k) else int(k): rows for k, rows in table.groupby(table["k"].fillna(0))}
 
-    print("\n## Predicted vs measured tg t/s per request (k_max = 7 acceptance, step cost fitted on every cell)\n")
+    print("\n## Predicted vs measured tg t/s per request (k_max = 7 traces replayed, step cost fitted on every drafter cell)\n")
     advice = advise_sweep_dir(brute_dir, max_num_seqs=4)
     errors = []
     print("| workload | c | k | predicted | measured | error % |\n|---|---:|---:|---:|---:|---:|")
@@ -80,6 +81,8 @@ def main() -> None:
     seconds = {k: server_seconds(brute_dir, str(rows["cell_id"].iloc[0])) for k, rows in by_k.items()}
     adaptive_dir = root / "results/k_advisor_adaptive"
     if not args.no_run:
+        # A fresh search: a state left by an earlier run would start from that run's cells.
+        shutil.rmtree(adaptive_dir, ignore_errors=True)
         argv = [sys.executable, "-m", "specsweep.cli", "adapt", "sweep=k_advisor", "sweep.name=k_advisor_adaptive"]
         print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
         subprocess.run(argv, cwd=root, check=True)
@@ -91,7 +94,10 @@ def main() -> None:
     print(f"adaptive: measured k in order {search.order} ({len(state.cells)} cells); picked k {search.best_k}: "
           f"{search.measured[search.best_k]:.2f} t/s in its own run, {brute[search.best_k]:.2f} t/s in the brute-force "
           f"run = {100 * brute[search.best_k] / brute[brute_best]:.1f} % of the best; {adaptive_seconds:.0f} server-seconds "
-          f"({100 * adaptive_seconds / sum(seconds.values()):.0f} % of brute force)")  # fmt: skip
+          f"({100 * adaptive_seconds / sum(seconds.values()):.1f} % of brute force)")  # fmt: skip
+    for k, before in sorted(search.predicted_before_measuring.items()):
+        print(f"- k {k}: predicted {before:.2f} t/s before it was measured, measured {search.measured[k]:.2f} "
+              f"({100 * (before / search.measured[k] - 1):+.1f} %)")  # fmt: skip
 
     print("\n## The recommended schedule, served\n")
     best_by_concurrency = {}

@@ -17,8 +17,9 @@ from specsweep.advise.acceptance import (
     conditional_from_marginal,
     expected_tokens_per_step,
     marginal_from_conditional,
+    replay,
 )
-from specsweep.advise.advice import advise
+from specsweep.advise.advice import advise, markdown
 from specsweep.advise.cost import StepCost, fit
 from specsweep.advise.policies import batch_size_schedule, best_fixed_k, fixed_k_tps, oracle, replay_hf
 from specsweep.config.compose import compose_cell
@@ -50,42 +51,85 @@ def test_trace_marginal_and_length_distribution():
         Trace(drafted=(2,), accepted=(3,))
 
 
+def test_runs_rebuild_every_position_and_replay_lands_where_a_smaller_k_would():
+    # Step 0 accepted all 3 and step 1 accepted 1: the run from position 0 is 3 + bonus + 1 = 5 long.
+    runs = TRACE.runs()
+    assert runs == [5, 4, 3, 2, 1, 0, 0, 2, 1, 0] and len(runs) == sum(a + 1 for a in TRACE.accepted)
+    # At the traced k the replay is the trace itself.
+    assert replay(runs, 3) == (4, 6)
+    # k=2 lands at position 3 (run 2) inside the long run: 4 steps, 6 accepted, 2.5 tokens per step where
+    # 1 + m_1 + m_2 says 2.25. k=1: 6 steps (positions 0, 2, 4, 6, 7, 9).
+    assert replay(runs, 2) == (4, 6) and expected_tokens_per_step(TRACE.marginal(), 2) == pytest.approx(2.25)
+    assert replay(runs, 1) == (6, 4)
+
+
 def test_step_cost_fit():
     cost = fit([(0, 0.010), (2, 0.014), (4, 0.018)])
     assert (cost.intercept_s, cost.per_token_s, cost.rms_error_pct) == pytest.approx((0.010, 0.002, 0.0))
     noisy = fit([(0, 0.010), (2, 0.015), (4, 0.018)])
     assert noisy.rms_error_pct > 0
+    # Two drafted k: the line is theirs, the no-drafter step is kept apart (speculating has a fixed cost).
+    apart = fit([(0, 0.010), (1, 0.015), (3, 0.019)])
+    assert (apart.intercept_s, apart.per_token_s, apart.no_draft_s) == pytest.approx((0.013, 0.002, 0.010))
+    assert (apart.step_time(0), apart.step_time(2)) == pytest.approx((0.010, 0.017))
+    # One drafted k: the no-drafter step anchors the line.
+    anchored = fit([(0, 0.010), (3, 0.016)])
+    assert (anchored.per_token_s, anchored.no_draft_s, anchored.step_time(0)) == pytest.approx((0.002, None, 0.010))
     with pytest.raises(ValueError, match="two or more k"):
         fit([(4, 0.02), (4, 0.021)])
 
 
 def test_fixed_k_prediction_by_hand():
     # k=2: 1 + .75 + .5 = 2.25 tokens per step of 10 + 2*2 = 14 ms.
-    assert fixed_k_tps([0.75, 0.5, 0.25], COST, 2) == pytest.approx(2.25 / 0.014)
-    assert best_fixed_k([0.75, 0.5, 0.25], COST, 3) == (2, pytest.approx(2.25 / 0.014))
+    m = [0.75, 0.5, 0.25]
+    assert fixed_k_tps(expected_tokens_per_step(m, 2), COST, 2) == pytest.approx(2.25 / 0.014)
+    assert best_fixed_k(lambda k: expected_tokens_per_step(m, k), COST, 3) == (2, pytest.approx(2.25 / 0.014))
     # Poor acceptance: drafting loses, k = 0 (no drafter) is best.
-    assert best_fixed_k([0.05, 0.0, 0.0], COST, 3)[0] == 0
+    assert best_fixed_k(lambda k: expected_tokens_per_step([0.05, 0.0, 0.0], k), COST, 3)[0] == 0
 
 
-def test_hf_heuristic_replayed_on_a_trace_by_hand():
-    # k=3 accepts 3 (all: k stays at the cap 3), k=3 accepts 1 (k->2), k=2 accepts 0 (k->1), k=1 accepts min(2,1)=1
-    # (all: k->3). Tokens 4+2+1+2 = 9; time 16+16+14+12 = 58 ms.
-    result = replay_hf(TRACE, COST)
-    assert (result.tokens, result.seconds, result.mean_k) == pytest.approx((9, 0.058, 2.25))
-    assert result.tg_req_tps == pytest.approx(9 / 0.058)
-    # From k=1: accepts 1 (k->3), 1 of 3 (k->2), 0 of 2 (k->1), 1 of 1.
-    assert replay_hf(TRACE, COST, k_start=1).tokens == pytest.approx(2 + 2 + 1 + 2)
+def test_hf_heuristic_replayed_on_the_runs_by_hand():
+    # Positions 0 (run 5), 4 (1), 6 (0), 7 (2), 9 (0): k 3 accepts 3 (all: stays at the cap 3), k 3 accepts 1
+    # (k->2), k 2 accepts 0 (k->1), k 1 accepts 1 (all: k->3), k 3 accepts 0. Time 16+16+14+12+16 = 74 ms.
+    result = replay_hf(TRACE.runs(), COST, 3)
+    assert (result.tokens, result.seconds, result.mean_k) == pytest.approx((10, 0.074, 2.4))
+    assert result.tg_req_tps == pytest.approx(10 / 0.074)
+    # From k=1: positions 0 (k1 accepts 1 -> 3), 2 (k3 accepts 3), 6 (k3 accepts 0 -> 2), 7 (k2 accepts 2).
+    assert replay_hf(TRACE.runs(), COST, 3, k_start=1).seconds == pytest.approx(0.012 + 0.016 + 0.016 + 0.014)
 
 
-def test_oracle_drafts_exactly_what_is_accepted():
-    result = oracle(TRACE, COST)
-    assert (result.tokens, result.seconds) == pytest.approx((10, 0.016 + 0.012 + 0.010 + 0.014))
-    assert result.tg_req_tps >= replay_hf(TRACE, COST).tg_req_tps
-    assert result.tg_req_tps >= max(fixed_k_tps(TRACE.marginal(), COST, k) for k in (1, 2, 3))
-    # Drafting dearer than a plain step's tokens: the bound is never drafting (1 token per 1 ms), not A_t.
+def _exhaustive_best(runs: list[int], cost: StepCost, k_max: int) -> float:
+    """Every path of draft lengths over the positions, enumerated: the best tokens / seconds."""
+    best = 0.0
+
+    def walk(position: int, seconds: float) -> None:
+        nonlocal best
+        if position >= len(runs):
+            best = max(best, len(runs) / seconds)
+            return
+        for k in range(0, min(runs[position], k_max) + 1):
+            walk(position + k + 1, seconds + cost.step_time(k))
+
+    walk(0, 0.0)
+    return best
+
+
+def test_oracle_is_the_best_of_every_path():
+    runs = TRACE.runs()
+    result = oracle(runs, COST, 3)
+    # Draft 3 at 0, 1 at 4, 0 at 6, 2 at 7: 10 tokens in 16 + 12 + 10 + 14 ms.
+    assert (result.tokens, result.seconds) == pytest.approx((10, 0.052))
+    assert result.tg_req_tps == pytest.approx(_exhaustive_best(runs, COST, 3))
+    assert result.tg_req_tps >= replay_hf(runs, COST, 3).tg_req_tps
+    assert result.tg_req_tps >= max(len(runs) / (replay(runs, k)[0] * COST.step_time(k)) for k in (1, 2, 3))
+    # Drafting dearer than a plain step's tokens: the bound is never drafting (1 token per 1 ms).
     dear = StepCost(intercept_s=0.001, per_token_s=0.010, points=())
-    assert oracle(TRACE, dear).tg_req_tps == pytest.approx(1 / 0.001) and oracle(TRACE, dear).mean_k == 0
-    assert oracle(TRACE, dear).tg_req_tps >= replay_hf(TRACE, dear).tg_req_tps
+    assert oracle(runs, dear, 3).tg_req_tps == pytest.approx(1 / 0.001) and oracle(runs, dear, 3).mean_k == 0
+    # A fixed cost of speculating that the plain step does not pay: short runs are better not drafted, and no
+    # simple rule says which; the ratio method still finds the best path.
+    overhead = StepCost(intercept_s=0.016, per_token_s=0.002, points=(), no_draft_s=0.010)
+    for trace_runs in (runs, [2, 1, 0, 6, 5, 4, 3, 2, 1, 0, 1, 0, 0, 3, 2, 1, 0]):
+        assert oracle(trace_runs, overhead, 4).tg_req_tps == pytest.approx(_exhaustive_best(trace_runs, overhead, 4))
 
 
 def test_batch_size_schedule_from_per_concurrency_optima():
@@ -140,7 +184,7 @@ def test_advice_replays_dynamic_policies_on_the_k_max_cells_traces():
     traces = {("k3", "w", 1): [TRACE, Trace(drafted=(3, 3), accepted=(0, 3))]}
     (group,) = advise(pd.DataFrame(rows), "s", traces=traces).groups
     cost = StepCost(intercept_s=group.cost_intercept_ms / 1000, per_token_s=group.cost_per_token_ms / 1000, points=())
-    hf = [replay_hf(t, cost) for t in traces[("k3", "w", 1)]]
+    hf = [replay_hf(t.runs(), cost, 3) for t in traces[("k3", "w", 1)]]
     assert group.trace_steps == 6
     assert group.hf_heuristic_tg_req_tps == pytest.approx(sum(r.tokens for r in hf) / sum(r.seconds for r in hf))
     assert group.oracle_tg_req_tps >= group.hf_heuristic_tg_req_tps
@@ -168,8 +212,8 @@ def test_adaptive_search_finds_the_brute_force_best_with_few_cells():
     brute = {k: objective(_cell(k, marginal, cost)) for k in range(0, 8)}
     result = search(lambda ks: {k: _cell(k, marginal, cost) for k in ks}, k_max=7)
     assert result.best_k == max(brute, key=brute.get)
-    # Exact predictions: k_max, k=1, the baseline and the predicted best are all it measures.
-    assert result.order == [0, 1, 7, result.best_k]
+    # Exact predictions: the baseline, k_max and the predicted best are all it measures.
+    assert result.order == [0, 7, result.best_k]
     assert result.predicted[result.best_k] == pytest.approx(brute[result.best_k], rel=1e-6)
     # The predicted best measured slower than predicted (its step is 10 ms dearer than the fit): the search moves on
     # and ends within TOLERANCE of the true best of that world.
@@ -200,12 +244,15 @@ def test_adaptive_driver_rounds_plan_only_what_the_search_needs(tmp_path: Path):
             frames.append(_cell(k, marginal, cost).assign(cell_id=cell.id))
         pd.concat(frames).to_csv(tmp_path / "table.csv", index=False)
 
-    assert first_round(cells) == ["gemma3_270m-bf16-ngram-k1", "gemma3_270m-bf16-ngram-k7", "gemma3_270m-bf16-none"]
+    assert first_round(cells) == ["gemma3_270m-bf16-ngram-k7", "gemma3_270m-bf16-none"]
+    # Without a no-drafter cell k = 1 anchors the step cost.
+    assert first_round([c for c in cells if c.config.drafter.kind != "none"]) == [
+        "gemma3_270m-bf16-ngram-k1", "gemma3_270m-bf16-ngram-k7"]
     state = adapt(cells, tmp_path, run_snakemake)
     brute = {k: objective_of(k, marginal, cost) for k in range(0, 8)}
     (group,) = state.groups.values()
     assert group.best_k == max(brute, key=brute.get) and state.done
-    assert runs[0] == first_round(cells) and len(runs) == 2 and len(state.cells) == 4
+    assert runs[0] == first_round(cells) and len(runs) == 2 and len(state.cells) == 3
     assert AdaptiveState.model_validate_json(state_path(tmp_path).read_text()).cells == state.cells
 
 
@@ -213,3 +260,65 @@ def objective_of(k: int, marginal: list[float], cost: StepCost) -> float:
     from specsweep.advise.adaptive import objective
 
     return objective(_cell(k, marginal, cost))
+
+
+def test_adaptive_driver_serves_the_recommended_schedule_and_the_advice_checks_it(tmp_path: Path):
+    """Drafting is cheap at batch size 1 and dear at 2: the best k differs, so the last round serves the schedule
+    as a cell, and the advice compares that cell with the fixed-k predictions at the k in effect."""
+    from specsweep.advise.advice import advise_sweep_dir, k_in_effect
+    from specsweep.advise.driver import adapt, planned
+    from specsweep.config.grid import expand
+
+    cells = expand([], "k_advisor")
+    marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
+    costs = {1: StepCost(0.050, 0.004, ()), 2: StepCost(0.050, 0.030, ())}
+    served = []
+
+    def run_snakemake() -> None:
+        rows = []
+        for cell in planned(cells, tmp_path):
+            schedule = cell.config.k_schedule
+            served.append(cell.id)
+            for concurrency in (1, 2):
+                k = 0 if cell.config.drafter.kind == "none" else k_in_effect(schedule, concurrency) if schedule else cell.config.k
+                length = expected_tokens_per_step(marginal, k)
+                kind = "none" if k == 0 and not schedule else "ngram"
+                row = _row(cell.id, None if kind == "none" else cell.config.k, concurrency,
+                           length / costs[concurrency].step_time(k), length, marginal[:k], kind)  # fmt: skip
+                rows.append({**row, "k_schedule": json.dumps(schedule) if schedule else None})
+        pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+
+    state = adapt(cells, tmp_path, run_snakemake)
+    (overrides,) = state.schedule_cells
+    schedule_cell = planned(cells, tmp_path)[-1]
+    assert schedule_cell.config.k_schedule is not None and schedule_cell.id in served
+    assert overrides[-1] == "k_schedule=" + json.dumps(schedule_cell.config.k_schedule, separators=(",", ":"))
+    # Batch size 1 drafts more than batch size 2, and the schedule covers both.
+    assert k_in_effect(schedule_cell.config.k_schedule, 1) > k_in_effect(schedule_cell.config.k_schedule, 2) >= 0
+    advice = advise_sweep_dir(tmp_path)
+    assert {(c.workload, c.concurrency) for c in advice.schedule_checks} == {("w", 1), ("w", 2)}
+    # Measured exactly as the model says: no error; the schedule cell is no group's fixed-k cell.
+    assert all(c.error_pct == pytest.approx(0, abs=1e-9) for c in advice.schedule_checks)
+    assert all(g.k_max_cell != schedule_cell.id for g in advice.groups)
+    assert "Served schedules: predicted vs measured" in markdown(advice)
+
+
+def test_the_plan_of_an_adaptive_sweep_holds_its_served_schedule_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from specsweep.advise.driver import AdaptiveState, state_path
+    from specsweep.workflow_plan import plan_sweep
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["sweep=k_advisor", "sweep.strategy=adaptive"]
+    first = plan_sweep(overrides)
+    assert sorted(first.cells) == ["gemma3_270m-bf16-ngram-k7", "gemma3_270m-bf16-none"]
+    schedule = ["drafter=ngram", "k=5", "k_schedule=[[1,1,5],[2,4,3]]", "quant=bf16", "sweep=k_advisor"]
+    state = AdaptiveState(sweep="k_advisor", cells=sorted(first.cells), schedule_cells=[schedule])
+    path = state_path(tmp_path / "results/k_advisor")
+    path.parent.mkdir(parents=True)
+    path.write_text(state.model_dump_json())
+    plan = plan_sweep(overrides)
+    assert sorted(plan.cells) == ["gemma3_270m-bf16-ngram-k5-sched1.1.5_2.4.3", *sorted(first.cells)]
+    served = plan.cells["gemma3_270m-bf16-ngram-k5-sched1.1.5_2.4.3"]
+    # Its job is run from these overrides (specsweep cell run), as every cell's.
+    assert served.cell.config.k_schedule == [[1, 1, 5], [2, 4, 3]] and served.cell.config.k == 5
+    assert "k_schedule=[[1,1,5],[2,4,3]]" in served.cell.overrides

@@ -19,6 +19,7 @@ from PIL import Image
 
 from chromium import assert_report_renders
 from report_inputs import add_quant_axis, make_sweep_dir
+from specsweep.advise.advice import advise_sweep_dir
 from specsweep.config.compose import ConfigError, compose_cell, config_hash
 from specsweep.config.schema import WandbCfg
 from specsweep.report import html, markdown
@@ -142,6 +143,7 @@ def test_cli_build_writes_both_and_logs_one_line_per_figure(sweep_dir: Path) -> 
 
 def test_report_spec_binds_every_panel_to_the_sweep_group(sweep_dir: Path, no_wandb_network) -> None:
     add_quant_axis(sweep_dir)
+    (sweep_dir / "advice.json").write_text(advise_sweep_dir(sweep_dir).model_dump_json())
     spec = write_spec(load_sweep(sweep_dir), WandbCfg(), sweep_dir / "wandb_report.json")
     on_disk = json.loads((sweep_dir / "wandb_report.json").read_text())
     assert on_disk["panels"] == spec["panels"] and on_disk["group"] == "embedded"
@@ -155,6 +157,9 @@ def test_report_spec_binds_every_panel_to_the_sweep_group(sweep_dir: Path, no_wa
     for panel in spec["panels"]:
         for runset in panel["runsets"]:
             assert {"key": "group", "op": "=", "value": "embedded"} in runset["filters"]
+    # The k-advisor's table, logged by the aggregate run, has its own panel bound to that run.
+    (advisor,) = [p for p in spec["panels"] if p["y"] == "k_advisor"]
+    assert advisor["type"] == "Weave" and {"key": "jobType", "op": "=", "value": "aggregate"} in advisor["runsets"][0]["filters"]
     assert spec["title"] == "specsweep: embedded"
     assert "ngram" in spec["viewspec"]["description"] and "×" in spec["viewspec"]["description"]
 

@@ -10,8 +10,14 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from specsweep.advise.acceptance import CHAIN_DRAFTERS, Trace, conditional_from_marginal, expected_tokens_per_step
-from specsweep.advise.cost import fit, measured_step_time
+from specsweep.advise.acceptance import (
+    CHAIN_DRAFTERS,
+    Trace,
+    conditional_from_marginal,
+    expected_tokens_per_step,
+    replay,
+)
+from specsweep.advise.cost import StepCost, fit, measured_step_time
 from specsweep.advise.policies import batch_size_schedule, best_fixed_k, fixed_k_tps, oracle, replay_hf
 
 GROUP = ["model", "quant", "drafter", "workload", "concurrency"]
@@ -38,10 +44,14 @@ class GroupAdvice(BaseModel):
     cost_intercept_ms: float
     cost_per_token_ms: float
     cost_fit_rms_error_pct: float
+    # The no-drafter server's step, kept off the line (None: it anchors the line, one drafted k only).
+    no_draft_step_ms: float | None = None
     cost_points: list[tuple[int, float]]
     predictions: list[KPrediction]
     best_k: int
     best_predicted_tg_req_tps: float
+    # "trace replay" (the k_max cell's per-request traces walked at each k) or "marginal" (1 + sum of m_i).
+    acceptance_model: str = "marginal"
     # Why predictions cover only measured k (a parallel drafter), if so.
     note: str | None = None
     # The k_max cell: its --speculative-config is the base of the recommendation.
@@ -62,25 +72,53 @@ class Recommendation(BaseModel):
     workload: str
     best_k_by_concurrency: dict[int, int]
     speculative_config: dict
+    # The cell whose --speculative-config it starts from (serving the recommendation changes only its k).
+    k_max_cell: str
+
+
+class ScheduleCheck(BaseModel):
+    """A cell that served a batch-size schedule, per workload and concurrency: the k in effect there and the
+    fixed-k prediction for that k (from the same group's k_max cell) against the measurement."""
+
+    cell_id: str
+    model: str
+    quant: str
+    drafter: str
+    workload: str
+    concurrency: int
+    schedule: list[list[int]]
+    k: int
+    predicted_tg_req_tps: float | None
+    measured_tg_req_tps: float
+    error_pct: float | None
 
 
 class Advice(BaseModel):
     sweep: str
     groups: list[GroupAdvice]
     recommendations: list[Recommendation]
+    schedule_checks: list[ScheduleCheck] = []
+
+
+def k_in_effect(schedule: list[list[int]], batch_size: int) -> int:
+    """vLLM's k for a batch of this size under `num_speculative_tokens_per_batch_size` (past the last range: its k)."""
+    for low, high, k in schedule:
+        if low <= batch_size <= high:
+            return k
+    return schedule[-1][2]
 
 
 def _marginal(row: pd.Series, k: int) -> list[float]:
     return [float(row.get(f"acceptance_pos_{i}", math.nan)) for i in range(1, k + 1)]
 
 
-def _trace_figures(traces: list[Trace], cost) -> dict:
+def _trace_figures(traces: list[Trace], cost: StepCost, k_max: int) -> dict:
     """Dynamic policies replayed request by request (HF resets k at every generate call), summed."""
     traces = [t for t in traces if t.accepted]
     if not traces:
         return {}
-    hf = [replay_hf(t, cost) for t in traces]
-    best = [oracle(t, cost) for t in traces]
+    hf = [replay_hf(t.runs(), cost, k_max) for t in traces]
+    best = [oracle(t.runs(), cost, k_max) for t in traces]
     pooled = Trace(drafted=tuple(d for t in traces for d in t.drafted), accepted=tuple(a for t in traces for a in t.accepted))
     return {
         "trace_steps": len(pooled.accepted),
@@ -89,6 +127,15 @@ def _trace_figures(traces: list[Trace], cost) -> dict:
         "hf_heuristic_mean_k": sum(r.mean_k * len(t.accepted) for r, t in zip(hf, traces)) / len(pooled.accepted),
         "oracle_tg_req_tps": sum(r.tokens for r in best) / sum(r.seconds for r in best),
     }
+
+
+def replayed_tokens_per_step(traces: list[Trace], k: int) -> float:
+    """Mean over requests of tokens per step at a fixed k (the measured figure is a mean of per-request t/s)."""
+    lengths = []
+    for trace in traces:
+        steps, accepted = replay(trace.runs(), k)
+        lengths.append((steps + accepted) / steps)
+    return sum(lengths) / len(lengths)
 
 
 def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple, list[Trace]]) -> GroupAdvice | None:
@@ -107,20 +154,28 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
         points.append((0, measured_step_time(1.0, float(baseline["tg_req_tps_mean"].mean()))))
     cost = fit(points)
     chain = first["drafter_kind"] in CHAIN_DRAFTERS
+    top_traces = [t for t in traces.get((str(top["cell_id"]), first["workload"], int(first["concurrency"])), []) if t.accepted]
+    replayed = chain and bool(top_traces)
+
+    def tokens_per_step(k: int) -> float:
+        if replayed:
+            return replayed_tokens_per_step(top_traces, k)
+        # A parallel drafter's k is its own block: its marginals come from its own cell.
+        return expected_tokens_per_step(marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k), k)
+
     measured = {int(r.k): float(r.tg_req_tps_mean) for r in drafted.itertuples()}
     ks = range(1, k_max + 1) if chain else sorted(measured)
     predictions = []
     for k in ks:
-        # A parallel drafter's k is its own block: its marginals come from its own cell.
-        row_marginal = marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k)
-        predicted = fixed_k_tps(row_marginal, cost, k)
+        length = tokens_per_step(k)
+        predicted = fixed_k_tps(length, cost, k)
         actual = measured.get(k)
         predictions.append(KPrediction(
-            k=k, predicted_tg_req_tps=predicted, predicted_tokens_per_step=expected_tokens_per_step(row_marginal, k),
+            k=k, predicted_tg_req_tps=predicted, predicted_tokens_per_step=length,
             measured_tg_req_tps=actual, error_pct=100 * (predicted / actual - 1) if actual else None,
         ))  # fmt: skip
     if chain:
-        best_k, best_tps = best_fixed_k(marginal, cost, k_max)
+        best_k, best_tps = best_fixed_k(tokens_per_step, cost, k_max)
     else:
         best = max(predictions, key=lambda p: p.predicted_tg_req_tps)
         best_k, best_tps = best.k, best.predicted_tg_req_tps
@@ -131,11 +186,12 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
         workload=first["workload"], concurrency=int(first["concurrency"]), k_max=k_max, marginal=marginal,
         conditional=conditional_from_marginal(marginal), cost_intercept_ms=1000 * cost.intercept_s,
         cost_per_token_ms=1000 * cost.per_token_s, cost_fit_rms_error_pct=cost.rms_error_pct,
+        no_draft_step_ms=None if cost.no_draft_s is None else 1000 * cost.no_draft_s,
         cost_points=list(cost.points), predictions=predictions, best_k=best_k, best_predicted_tg_req_tps=best_tps,
+        acceptance_model="trace replay" if replayed else "marginal",
         note=None if chain else f"{first['drafter_kind']} drafts its block in parallel: only measured k are predicted",
         k_max_cell=str(top["cell_id"]),
-        **(_trace_figures(traces.get((str(top["cell_id"]), first["workload"], int(first["concurrency"])), []), cost)
-           if chain else {}),
+        **(_trace_figures(top_traces, cost, k_max) if chain else {}),
     )  # fmt: skip
 
 
@@ -145,6 +201,8 @@ def advise(table: pd.DataFrame, sweep: str, max_num_seqs: int | None = None,
     """`speculative_configs`: cell id -> the cell's --speculative-config (the recommendation keeps its method and
     drafter settings and sets the draft length); `traces`: (cell id, workload, concurrency) -> per-request traces."""
     rows = table[(table["status"] == "ok") & table["workload"].notna()]
+    served_schedules = rows[rows["k_schedule"].notna()] if "k_schedule" in rows else rows.iloc[0:0]
+    rows = rows.drop(served_schedules.index)
     groups = []
     for key, group in rows[rows["drafter_kind"] != "none"].groupby(GROUP, dropna=False):
         model, quant, _, workload, concurrency = key
@@ -169,18 +227,36 @@ def advise(table: pd.DataFrame, sweep: str, max_num_seqs: int | None = None,
         if len(set(best.values())) > 1:
             config["num_speculative_tokens_per_batch_size"] = batch_size_schedule(best, max_num_seqs or max(best))
         recommendations.append(Recommendation(model=model, quant=quant, drafter=drafter, workload=workload,
-                                              best_k_by_concurrency=best, speculative_config=config))  # fmt: skip
-    return Advice(sweep=sweep, groups=groups, recommendations=recommendations)
+                                              best_k_by_concurrency=best, speculative_config=config,
+                                              k_max_cell=low.k_max_cell))  # fmt: skip
+    checks = []
+    by_group = {(a.model, a.quant, a.drafter, a.workload, a.concurrency): a for a in groups}
+    for row in served_schedules.itertuples():
+        schedule = json.loads(row.k_schedule)
+        k = k_in_effect(schedule, int(row.concurrency))
+        group = by_group.get((row.model, row.quant, row.drafter, row.workload, int(row.concurrency)))
+        predicted = next((p.predicted_tg_req_tps for p in group.predictions if p.k == k), None) if group else None
+        measured = float(row.tg_req_tps_mean)
+        checks.append(ScheduleCheck(
+            cell_id=str(row.cell_id), model=row.model, quant=row.quant, drafter=row.drafter, workload=row.workload,
+            concurrency=int(row.concurrency), schedule=schedule, k=k, predicted_tg_req_tps=predicted,
+            measured_tg_req_tps=measured, error_pct=100 * (predicted / measured - 1) if predicted else None,
+        ))  # fmt: skip
+    return Advice(sweep=sweep, groups=groups, recommendations=recommendations, schedule_checks=checks)
 
 
 def markdown(advice: Advice) -> str:
     lines = [f"# specsweep advise: {advice.sweep}", "",
-             "Predicted per-request tg t/s for every k from the k_max cell's acceptance and the fitted step cost "
-             "T(k) = t0 + t1·k; measured where a cell ran.", ""]  # fmt: skip
+             "Predicted per-request tg t/s for every k from the k_max cell's acceptance (its per-request traces "
+             "replayed at each k where it has them) and the fitted step cost T(k) = t0 + t1·k; measured where a cell "
+             "ran.", ""]  # fmt: skip
     for g in advice.groups:
         lines += [f"## {g.quant} / {g.drafter} / {g.workload} c{g.concurrency}", "",
                   f"step cost: {g.cost_intercept_ms:.2f} ms + {g.cost_per_token_ms:.2f} ms·k (fit RMS error "
-                  f"{g.cost_fit_rms_error_pct:.1f} %); marginal acceptance " + ", ".join(f"{m:.2f}" for m in g.marginal),
+                  f"{g.cost_fit_rms_error_pct:.1f} %)"
+                  + ("" if g.no_draft_step_ms is None else f", no drafter {g.no_draft_step_ms:.2f} ms")
+                  + "; marginal acceptance " + ", ".join(f"{m:.2f}" for m in g.marginal)
+                  + f"; tokens per step by {g.acceptance_model}",
                   "", "| k | predicted t/s | measured t/s | error % |", "|---:|---:|---:|---:|"]  # fmt: skip
         for p in g.predictions:
             measured = "" if p.measured_tg_req_tps is None else f"{p.measured_tg_req_tps:.2f}"
@@ -195,16 +271,24 @@ def markdown(advice: Advice) -> str:
         lines += ["## Recommended --speculative-config", ""]
         for r in advice.recommendations:
             lines.append(f"- {r.quant} / {r.drafter} / {r.workload}: `{json.dumps(r.speculative_config)}`")
+    if advice.schedule_checks:
+        lines += ["", "## Served schedules: predicted vs measured", "",
+                  "Per workload and concurrency, the k the schedule sets there and the fixed-k prediction for it.", "",
+                  "| cell | workload | c | k | predicted t/s | measured t/s | error % |",
+                  "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for c in advice.schedule_checks:
+            predicted = "" if c.predicted_tg_req_tps is None else f"{c.predicted_tg_req_tps:.2f}"
+            error = "" if c.error_pct is None else f"{c.error_pct:+.1f}"
+            lines.append(f"| {c.cell_id} | {c.workload} | {c.concurrency} | {c.k} | {predicted} | "
+                         f"{c.measured_tg_req_tps:.2f} | {error} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def advise_sweep_dir(sweep_dir: Path, max_num_seqs: int | None = None) -> Advice:
-    sweep_dir = Path(sweep_dir)
-    table = pd.read_csv(sweep_dir / "table.csv")
-    sweep = str(table["sweep"].dropna().iloc[0]) if table["sweep"].notna().any() else sweep_dir.name
+def load_traces(sweep_dir: Path, cell_ids) -> tuple[dict[str, dict], dict[tuple[str, str, int], list[Trace]]]:
+    """Each cell's --speculative-config and its per-request traces, from its bench.json."""
     configs, traces = {}, {}
-    for cell_id in table["cell_id"].dropna().unique():
-        bench = sweep_dir / str(cell_id) / "bench.json"
+    for cell_id in cell_ids:
+        bench = Path(sweep_dir) / str(cell_id) / "bench.json"
         if not bench.is_file():
             continue
         record = json.loads(bench.read_text())
@@ -215,4 +299,12 @@ def advise_sweep_dir(sweep_dir: Path, max_num_seqs: int | None = None) -> Advice
                 Trace(drafted=tuple(r["spec_per_step_drafted"]), accepted=tuple(r["spec_per_step_accepted"]))
                 for r in workload["requests"] if r.get("ok") and r.get("spec_per_step_accepted")
             ]
+    return configs, traces
+
+
+def advise_sweep_dir(sweep_dir: Path, max_num_seqs: int | None = None) -> Advice:
+    sweep_dir = Path(sweep_dir)
+    table = pd.read_csv(sweep_dir / "table.csv")
+    sweep = str(table["sweep"].dropna().iloc[0]) if table["sweep"].notna().any() else sweep_dir.name
+    configs, traces = load_traces(sweep_dir, table["cell_id"].dropna().unique())
     return advise(table, sweep, max_num_seqs, configs, traces)

@@ -2,10 +2,12 @@
 
 The state is `results/<sweep>/adaptive.json`: the cells planned so far and each group's search. The plan
 (specsweep.workflow_plan) reads it, so plain `snakemake` always runs and reports exactly the planned cells: before
-any round, the first round (every no-drafter cell, k = 1 and k_max of each chain-drafter group, every cell of a
-parallel drafter, which has no prediction across k). `specsweep adapt` runs the rounds: after each Snakemake run
-it reads the table, asks specsweep.advise.adaptive.search what to measure next, adds those cells, and runs again
-until every group's best k is confirmed.
+any round, the first round (every no-drafter cell, every cell of a parallel drafter, which has no prediction across
+k, and each chain-drafter group's k_max, plus its k = 1 where no no-drafter cell anchors the step cost).
+`specsweep adapt` runs the rounds: after each Snakemake run it reads the table, asks
+specsweep.advise.adaptive.search what to measure next, adds those cells, and runs again until every group's best
+k is confirmed; then it serves each recommended batch-size schedule as one more cell (closing the loop: the advice
+then holds its predicted vs measured t/s).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from specsweep.advise.acceptance import CHAIN_DRAFTERS
-from specsweep.advise.adaptive import search
+from specsweep.advise.adaptive import predicted_objective, search
+from specsweep.advise.advice import Advice, advise_sweep_dir, load_traces
 from specsweep.atomic import write_json
-from specsweep.config.grid import Cell
+from specsweep.config.grid import Cell, cell_from
 
 STATE = "adaptive.json"
 
@@ -29,6 +32,7 @@ STATE = "adaptive.json"
 class GroupSearch(BaseModel):
     measured: dict[int, float] = {}
     predicted: dict[int, float] = {}
+    predicted_before_measuring: dict[int, float] = {}
     order: list[int] = []
     best_k: int | None = None
 
@@ -37,6 +41,9 @@ class AdaptiveState(BaseModel):
     sweep: str
     cells: list[str]
     groups: dict[str, GroupSearch] = {}
+    # The last round: each recommended batch-size schedule served as a cell (its full overrides), so the report
+    # shows predicted vs measured for it too.
+    schedule_cells: list[list[str]] = []
     done: bool = False
 
 
@@ -61,10 +68,13 @@ def baseline_of(cells: list[Cell], cell: Cell) -> Cell | None:
 
 
 def first_round(cells: list[Cell]) -> list[str]:
+    """Every cell outside a chain search (no-drafter cells, parallel drafters, schedules), and each chain group's
+    k_max; its k = 1 too where the group has no no-drafter cell to anchor the step-cost line."""
     chained = {c.id for group in chain_groups(cells).values() for c in group.values()}
-    picked = [c.id for c in cells if c.id not in chained]  # baselines, parallel drafters, schedules
+    picked = [c.id for c in cells if c.id not in chained]
     for group in chain_groups(cells).values():
-        picked += [group[k].id for k in sorted({min(group), max(group)})]
+        anchored = baseline_of(cells, next(iter(group.values()))) is not None
+        picked += [group[k].id for k in sorted({max(group)} | (set() if anchored else {min(group)}))]
     return sorted(set(picked))
 
 
@@ -73,10 +83,30 @@ def state_path(sweep_dir: Path) -> Path:
 
 
 def planned(cells: list[Cell], sweep_dir: Path) -> list[Cell]:
-    """The cells an adaptive sweep plans now: the state's, else the first round."""
+    """The cells an adaptive sweep plans now: the state's (with its schedule cells), else the first round."""
     path = state_path(sweep_dir)
-    wanted = set(AdaptiveState.model_validate_json(path.read_text()).cells) if path.is_file() else set(first_round(cells))
-    return [cell for cell in cells if cell.id in wanted]
+    if not path.is_file():
+        wanted = set(first_round(cells))
+        return [cell for cell in cells if cell.id in wanted]
+    state = AdaptiveState.model_validate_json(path.read_text())
+    return [cell for cell in cells if cell.id in set(state.cells)] + [cell_from(o) for o in state.schedule_cells]
+
+
+def schedule_overrides(advice: Advice, cells: list[Cell]) -> list[list[str]]:
+    """A cell per distinct recommended batch-size schedule: its k_max cell with k and k_schedule replaced."""
+    by_id = {cell.id: cell for cell in cells}
+    out: list[list[str]] = []
+    for recommendation in advice.recommendations:
+        config = recommendation.speculative_config
+        schedule = config.get("num_speculative_tokens_per_batch_size")
+        base = by_id.get(recommendation.k_max_cell)
+        if not schedule or base is None:
+            continue
+        overrides = [o for o in base.overrides if not o.startswith(("k=", "k_schedule="))]
+        overrides += [f"k={config['num_speculative_tokens']}", f"k_schedule={json.dumps(schedule, separators=(',', ':'))}"]
+        if overrides not in out:
+            out.append(overrides)
+    return out
 
 
 def adapt(cells: list[Cell], sweep_dir: Path, run_snakemake: Callable[[], None]) -> AdaptiveState:
@@ -102,12 +132,23 @@ def adapt(cells: list[Cell], sweep_dir: Path, run_snakemake: Callable[[], None])
             ok = table[(table["status"] == "ok") & table["workload"].notna()]
             return {k: ok[ok["cell_id"] == by_k[k].id] for k in ks if k in by_k}
 
-        ks = sorted(k for k in group)
+        def predict(table: pd.DataFrame, k_max: int = max(group)) -> dict[int, float]:
+            # The k_max cell's per-request traces: its acceptance replayed at every k.
+            return predicted_objective(table, k_max, load_traces(sweep_dir, table["cell_id"].dropna().unique())[1])
+
         # The search's k are draft lengths 1..k_max; a sweep without some k cannot measure them.
-        result = search(lambda wanted: measure([k for k in wanted if k in by_k]), k_max=max(ks))
-        state.groups[key] = GroupSearch(measured=result.measured, predicted=result.predicted, order=result.order,
-                                        best_k=result.best_k)  # fmt: skip
+        result = search(lambda wanted: measure([k for k in wanted if k in by_k]), k_max=max(group), predict=predict)
+        state.groups[key] = GroupSearch(measured=result.measured, predicted=result.predicted,
+                                        predicted_before_measuring=result.predicted_before_measuring,
+                                        order=result.order, best_k=result.best_k)  # fmt: skip
         print(f"[adapt] {key}: best k {result.best_k} after measuring k in {result.order}", file=sys.stderr, flush=True)
+    max_num_seqs = max((c.config.serve.max_num_seqs or 0 for c in cells), default=0) or None
+    served = schedule_overrides(advise_sweep_dir(sweep_dir, max_num_seqs), cells)
+    if new := [o for o in served if o not in state.schedule_cells]:
+        state.schedule_cells += new
+        write_json(path, state.model_dump(mode="json"))
+        print(f"[adapt] serving the recommended schedules: {[o[-1] for o in new]}", file=sys.stderr, flush=True)
+        run_snakemake()
     state.done = True
     write_json(path, state.model_dump(mode="json"))
     return state

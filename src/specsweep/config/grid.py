@@ -87,21 +87,25 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
     # Grids may overlap (and user overrides can make them identical): a cell is kept once, by config hash.
     cells: dict[str, Cell] = {}
     for combination in combinations:
-        composed = compose_cell([sweep_override, *combination])
-        overrides = tuple(sorted(o for o in [sweep_override, *combination] if not _ignored_for(composed, o)))
-        cell = Cell(
-            id=readable_id(composed),
-            sweep=composed.sweep.name,
-            overrides=overrides,
-            config=composed.cell,
-            config_hash=config_hash(composed.cell),
-            quality=composed.quality,
-        )
+        cell = cell_from([sweep_override, *combination])
         cells.setdefault(cell.config_hash, cell)
     if not cells:
         raise ConfigError(f"sweep {sweep_choice} expands to no cells; check its params (conf/sweep/{sweep_choice}.yaml)")
     check_k_has_a_drafter(user_overrides, [cell.config for cell in cells.values()])
     return _disambiguate(list(cells.values()))
+
+
+def cell_from(overrides: list[str]) -> Cell:
+    """One cell from its full overrides (the sweep's included)."""
+    composed = compose_cell(overrides)
+    return Cell(
+        id=readable_id(composed),
+        sweep=composed.sweep.name,
+        overrides=tuple(sorted(o for o in overrides if not _ignored_for(composed, o))),
+        config=composed.cell,
+        config_hash=config_hash(composed.cell),
+        quality=composed.quality,
+    )
 
 
 def check_k_has_a_drafter(user_overrides: list[str], configs: list[CellCfg]) -> None:

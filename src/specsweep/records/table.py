@@ -31,6 +31,11 @@ MANIFEST_KEYS = [
 ]
 
 
+def _schedule(speculative_config: str | None) -> str | None:
+    schedule = json.loads(speculative_config).get("num_speculative_tokens_per_batch_size") if speculative_config else None
+    return json.dumps(schedule, separators=(",", ":")) if schedule else None
+
+
 def rows_for(cell_dir: Path) -> list[dict]:
     record = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
     manifest = json.loads((cell_dir / "manifest.json").read_text())
@@ -43,6 +48,8 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "drafter": record.drafter,
         "drafter_kind": record.drafter_kind,
         "k": record.k,
+        # A batch-size schedule the cell served ([[lo, hi, k], ...] as JSON): its k is only the largest k.
+        "k_schedule": _schedule(record.speculative_config),
         "status": record.status,
         "skip_reason": record.skip_reason,
         "error": record.error,

@@ -58,11 +58,19 @@ def from_table(table: pd.DataFrame, sweep_dir: Path | None = None) -> SweepData:
 
 
 def advice_predictions(advice: dict) -> pd.DataFrame:
+    """One row per (group, k) with policy "fixed k", and one per served schedule cell and test ("schedule ...", k =
+    the k the schedule sets at that concurrency)."""
     rows = [
         {"quant": g["quant"], "drafter": g["drafter"], "workload": g["workload"], "concurrency": g["concurrency"],
-         "k": p["k"], "predicted_tg_req_tps": p["predicted_tg_req_tps"], "measured_tg_req_tps": p["measured_tg_req_tps"],
-         "error_pct": p["error_pct"]}
+         "policy": "fixed k", "k": p["k"], "predicted_tg_req_tps": p["predicted_tg_req_tps"],
+         "measured_tg_req_tps": p["measured_tg_req_tps"], "error_pct": p["error_pct"]}
         for g in advice.get("groups", []) for p in g["predictions"]
+    ] + [
+        {"quant": c["quant"], "drafter": c["drafter"], "workload": c["workload"], "concurrency": c["concurrency"],
+         "policy": "schedule " + json.dumps(c["schedule"], separators=(",", ":")), "k": c["k"],
+         "predicted_tg_req_tps": c["predicted_tg_req_tps"], "measured_tg_req_tps": c["measured_tg_req_tps"],
+         "error_pct": c["error_pct"]}
+        for c in advice.get("schedule_checks", [])
     ]  # fmt: skip
     return pd.DataFrame(rows)
 

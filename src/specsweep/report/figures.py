@@ -190,15 +190,22 @@ def predictions(data: SweepData) -> Figure:
         return _empty(fig, ax, "no k-advisor predictions (no drafter measured at two or more k, or no advice.json)")
     fig, panels = _per_test(frame)
     for ax, (workload, concurrency), here in panels:
-        for (quant, drafter), group in here.groupby(["quant", "drafter"]):
+        fixed = here[here["policy"] == "fixed k"]
+        for (quant, drafter), group in fixed.groupby(["quant", "drafter"]):
             group = group.sort_values("k")
             line = ax.plot(group["k"], group["predicted_tg_req_tps"], linestyle="--", label=f"{quant} / {drafter} predicted")[0]
             measured = group.dropna(subset=["measured_tg_req_tps"])
             ax.scatter(measured["k"], measured["measured_tg_req_tps"], color=line.get_color(), zorder=3,
                        label=f"{quant} / {drafter} measured")  # fmt: skip
-            for point in measured.itertuples():
-                ax.annotate(f"{point.error_pct:+.0f}%", (point.k, point.measured_tg_req_tps), fontsize=6,
-                            xytext=(3, -8), textcoords="offset points")  # fmt: skip
+            schedules = here[(here["policy"] != "fixed k") & (here["quant"] == quant) & (here["drafter"] == drafter)]
+            for point in schedules.itertuples():
+                # At the k the schedule sets for this batch size: on the dashed line if the prediction holds.
+                ax.scatter([point.k], [point.measured_tg_req_tps], marker="*", s=110, color=line.get_color(), zorder=4,
+                           edgecolors="black", linewidths=0.5, label=f"{quant} / {drafter} {point.policy}")  # fmt: skip
+            for points, offset in ((measured, (3, -8)), (schedules, (4, 4))):
+                for point in points.dropna(subset=["error_pct"]).itertuples():
+                    ax.annotate(f"{point.error_pct:+.0f}%", (point.k, point.measured_tg_req_tps), fontsize=6,
+                                xytext=offset, textcoords="offset points")  # fmt: skip
         ax.set_title(_series_label(workload, concurrency), fontsize=9)
         ax.set_xlabel("k (draft tokens)")
         ax.set_ylabel("tg t/s per request")
@@ -261,7 +268,8 @@ FIGURES: dict[str, FigureSpec] = {
                    acceptance_depth),
         FigureSpec("predictions", "k-advisor: predicted vs measured", "Per workload and concurrency: tg t/s per "
                    "request predicted for every k from the largest k's acceptance and the fitted step cost (dashed), "
-                   "the measured cells (points, prediction error in %).", predictions),
+                   "the measured cells (points, prediction error in %), and cells that served a recommended "
+                   "batch-size schedule (stars, at the k the schedule sets there).", predictions),
     ]
 }  # fmt: skip
 

@@ -22,8 +22,8 @@ from specsweep.report.data import SweepData, lm_eval_tasks, measured, summary
 SPEC_VERSION = 1
 
 
-def _runset(cfg: WandbCfg, sweep: str, name: str, drafter: str | None = None) -> wr.Runset:
-    filters = [expr.Metric("Group") == sweep, expr.Metric("JobType") == "run_cell"]
+def _runset(cfg: WandbCfg, sweep: str, name: str, drafter: str | None = None, job_type: str = "run_cell") -> wr.Runset:
+    filters = [expr.Metric("Group") == sweep, expr.Metric("JobType") == job_type]
     if drafter is not None:
         filters.append(expr.Config("drafter.name") == drafter)
     return wr.Runset(entity=cfg.entity or "", project=cfg.project, name=name, filters=expr.And(*filters))
@@ -85,6 +85,16 @@ def build(data: SweepData, cfg: WandbCfg) -> wr.Report:
             ],
         ),  # fmt: skip
     ]
+    if len(data.predictions):
+        # The aggregate run logs the k-advisor's table (wandb_runs: "k_advisor"): predicted vs measured per k and
+        # per served schedule.
+        blocks += [
+            wr.H2("k-advisor: predicted vs measured tg t/s"),
+            wr.PanelGrid(
+                runsets=[_runset(cfg, data.sweep, f"{data.sweep} / aggregate", job_type="aggregate")],
+                panels=[wr.WeavePanelSummaryTable(table_name="k_advisor", layout=wr.Layout(w=24, h=12))],
+            ),
+        ]
     return wr.Report(
         entity=cfg.entity or "",
         project=cfg.project,
@@ -93,6 +103,19 @@ def build(data: SweepData, cfg: WandbCfg) -> wr.Report:
         blocks=blocks,
         width="fluid",
     )
+
+
+def _table_key(node) -> str | None:
+    """The logged table a Weave panel shows: its expression picks `runs.summary[key]`."""
+    if isinstance(node, dict):
+        if node.get("name") == "pick" and isinstance(key := node.get("inputs", {}).get("key"), dict) and "val" in key:
+            return key["val"]
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    return next((found for child in children if (found := _table_key(child)) is not None), None)
 
 
 def panel_index(viewspec: dict) -> list[dict]:
@@ -115,7 +138,7 @@ def panel_index(viewspec: dict) -> list[dict]:
                     "type": panel["viewType"],
                     "title": config.get("chartTitle"),
                     "x": config.get("xAxis"),
-                    "y": config.get("metrics") or config.get("yAxis"),
+                    "y": config.get("metrics") or config.get("yAxis") or _table_key(config),
                     "groupby": config.get("groupBy"),
                     "runsets": runsets,
                 }
