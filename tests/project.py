@@ -135,3 +135,24 @@ def server_command(cell, model_location: str, port: int, image_root: Path | None
     spec = LaunchSpec(cell=cell, model_location=model_location, port=port, name=container_name, dtype=dtype,
                       env=env or {}, labels=labels or {})  # fmt: skip
     return kind.server_command(record, spec)
+
+
+def job_config(where: Path, kind: str, *overrides: str) -> str:
+    """A stage job's config as the workflow plan resolves it (specsweep.config.jobs), written under `where`: what
+    Snakemake hands a job, for tests that run one job by hand."""
+    from specsweep.config.compose import compose_cell
+    from specsweep.config.jobs import DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text
+
+    composed = compose_cell(list(overrides))
+    cfg = composed.cell
+    job = {
+        "model": lambda: ModelJob(model=cfg.model),
+        "drafter": lambda: DrafterJob(drafter=cfg.drafter),
+        "image": lambda: ImageJob(image=cfg.image),
+        "quant": lambda: QuantJob(model=cfg.model, quant=cfg.quant),
+        "quality": lambda: QualityJob(model=cfg.model, quant=cfg.quant, quality=composed.quality),
+    }[kind]()
+    path = Path(where) / f"{kind}-{abs(hash(overrides))}.job.json"
+    path.write_text(job_text(job))
+    return str(path)
+

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from project import project_env
+from project import job_config, project_env
 from specsweep.cache_check import sha256_file
 from specsweep.config.compose import compose_cell
 from specsweep.models.hub import HubError, HubSnapshot, fetch_snapshot, snapshot_problems
@@ -122,7 +122,8 @@ def test_the_drafter_prepare_job_pins_the_snapshot_it_serves(offline_hub: Path, 
     overrides = ["sweep=spark", "drafter=gemma_mtp", "k=3", "quant=ebircak_nvfp4a16_gptq",
                  f"drafter.model={REPO}"]  # fmt: skip
     result = subprocess.run([sys.executable, "-m", "specsweep.cli", "drafter", "prepare", "--receipt", str(receipt),
-                             *overrides], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                             "--job-config", job_config(tmp_path, "drafter", *overrides)], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(receipt.read_text())
     assert record["revision"] == COMMIT and record["location"].endswith(f"/snapshots/{COMMIT}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from project import job_config
 from specsweep.cache_check import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,8 @@ EXPECTED_IDS = [2, 9259, 1902, 236888, 669, 3823, 8864, 37423]
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     receipt = tmp_path_factory.mktemp("prepare") / "model.json"
     subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "model", "prepare", "--receipt", str(receipt)],
+        [sys.executable, "-m", "specsweep.cli", "model", "prepare", "--receipt", str(receipt),
+         "--job-config", job_config(receipt.parent, "model")],
         check=True,
         timeout=1800,
     )

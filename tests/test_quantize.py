@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from project import job_config
 from specsweep.cache_check import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def specsweep(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def receipts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("quant")
-    result = specsweep("model", "prepare", "--receipt", str(where / "model.json"))
+    result = specsweep("model", "prepare", "--receipt", str(where / "model.json"), "--job-config", job_config(where, "model"))
     assert result.returncode == 0, result.stderr[-3000:]
     return where
 
@@ -37,7 +38,7 @@ def quantized(where: Path, quant: str, *overrides: str) -> dict:
     if not receipt.exists():
         result = specsweep(
             "quant", "run", "--receipt", str(receipt), "--model-receipt", str(where / "model.json"),
-            f"quant={quant}", *overrides,
+            "--job-config", job_config(where, "quant", f"quant={quant}", *overrides),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(receipt.read_text())
@@ -49,7 +50,7 @@ def quality(where: Path, quant: str) -> dict:
         quantized(where, quant)
         result = specsweep(
             "quant", "quality", "--out", str(out), "--model-receipt", str(where / "model.json"),
-            "--quant-receipt", str(where / f"{quant}.json"), f"quant={quant}",
+            "--quant-receipt", str(where / f"{quant}.json"), "--job-config", job_config(where, "quality", f"quant={quant}"),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
@@ -96,7 +97,7 @@ def test_the_unquantized_base_has_zero_kld(receipts: Path) -> None:
 def test_a_group_size_that_does_not_divide_fails_at_job_start(receipts: Path) -> None:
     result = specsweep(
         "quant", "run", "--receipt", str(receipts / "bad.json"), "--model-receipt", str(receipts / "model.json"),
-        "quant=w4a16_gptq", "quant.group_size=96", timeout=300,
+        "--job-config", job_config(receipts, "quant", "quant=w4a16_gptq", "quant.group_size=96"), timeout=300,
     )  # fmt: skip
     assert result.returncode != 0
     assert "group_size 96 does not divide" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -186,3 +187,27 @@ def test_slurm_profile_plans_gpu_jobs_through_the_slurm_executor(project: Path) 
     gpu_jobs = re.findall(r"resources: .*model_server=0, gpu=1, cpus_per_gpu=\d+", output)
     assert len(gpu_jobs) == 29 + 5 + 5  # cells, quantize and quality of the 5 quants (the base included)
     assert "rule prepare_drafter:" in output and "rule preflight_image:" in output
+
+
+def test_each_job_gets_only_its_stages_resolved_config() -> None:
+    """Compose once: the plan resolves every job's config; a stage's holds no drafter and no k, and is the same
+    whichever cells of the sweep need it (narrowing the sweep to one drafter changes no stage)."""
+    from specsweep.config.jobs import CellJob, ImageJob, ModelJob, QualityJob, QuantJob
+    from specsweep.workflow_plan import plan_sweep
+
+    full = plan_sweep([])
+    narrowed = plan_sweep(["drafter=ngram", "k=4"])
+    for stages, kind in ((full.models, ModelJob), (full.images, ImageJob), (full.quants, QuantJob)):
+        for stage in stages.values():
+            job = json.loads(stage.job_json)
+            assert kind.model_validate(job) and not {"drafter", "k", "bench", "serve"} & set(job)
+    for key, quant in full.quants.items():
+        assert set(json.loads(quant.job_json)) == {"model", "quant"}
+        assert set(QualityJob.model_validate_json(quant.quality_json).model_dump()) == {"model", "quant", "quality"}
+        if key in narrowed.quants:
+            assert narrowed.quants[key].job_json == quant.job_json
+    assert set(narrowed.quants) == set(full.quants)
+    # A cell job is its cell's resolved config, the same that Snakemake tracks.
+    for cell_id, plan in full.cells.items():
+        job = CellJob.model_validate_json(plan.job_json)
+        assert job.id == cell_id and job.cell == plan.cell.config

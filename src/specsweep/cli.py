@@ -14,6 +14,7 @@ from pathlib import Path
 
 from specsweep.atomic import OutputError
 from specsweep.config.compose import ConfigError, cell_yaml, compose_cell, config_hash
+from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, read_job
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -139,19 +140,16 @@ def cmd_model_prepare(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
     from specsweep.models.prepare import prepare_model
 
-    record = prepare_model(compose_cell(args.overrides).cell.model)
+    record = prepare_model(read_job(args.job_config, ModelJob).model)
     write_json(Path(args.receipt), record.model_dump())
     print(f"[model] {record.name} ready at {record.location}", file=sys.stderr)
 
 
 def cmd_drafter_prepare(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
-    from specsweep.config.schema import ModelDrafter
     from specsweep.models.prepare import hub_record
 
-    drafter = compose_cell(args.overrides).cell.drafter
-    if not isinstance(drafter, ModelDrafter):
-        raise SystemExit(f"specsweep drafter prepare: drafter {drafter.name} has no weights to prepare")
+    drafter = read_job(args.job_config, DrafterJob).drafter
     record = hub_record(drafter.name, drafter.model, drafter.revision or "main")
     write_json(Path(args.receipt), record.model_dump())
     print(f"[drafter] {record.name} ready at {record.location} (commit {record.revision})", file=sys.stderr)
@@ -162,10 +160,10 @@ def cmd_quant_run(args: argparse.Namespace) -> None:
     from specsweep.models.prepare import ModelRecord
     from specsweep.quantize.run import quantize
 
-    cell = compose_cell(args.overrides).cell
+    job = read_job(args.job_config, QuantJob)
     base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
     try:
-        record = quantize(cell.quant, cell.model, base)
+        record = quantize(job.quant, job.model, base)
     except ValueError as err:
         raise SystemExit(f"specsweep quant run: {err}") from err
     write_json(Path(args.receipt), record.model_dump())
@@ -178,10 +176,10 @@ def cmd_quant_quality(args: argparse.Namespace) -> None:
     from specsweep.models.prepare import ModelRecord
     from specsweep.quantize.run import QuantRecord
 
-    composed = compose_cell(args.overrides)
+    job = read_job(args.job_config, QualityJob)
     base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
     quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
-    record = evaluate(quant, base, composed.quality)
+    record = evaluate(quant, base, job.quality)
     write_json(Path(args.out), record.model_dump())
     if record.status == "ok":
         print(
@@ -197,7 +195,7 @@ def cmd_image_build(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
     from specsweep.images.base import build_image
 
-    record = build_image(compose_cell(args.overrides).cell.image)
+    record = build_image(read_job(args.job_config, ImageJob).image)
     write_json(Path(args.receipt), record.model_dump())
     print(f"[image] {record.name}: vLLM {record.vllm_version} at {record.location}", file=sys.stderr)
 
@@ -207,7 +205,7 @@ def cmd_image_preflight(args: argparse.Namespace) -> None:
     from specsweep.images.base import ImageRecord, kind_of
     from specsweep.images.preflight import Needs, run_preflight
 
-    kind = kind_of(compose_cell(args.overrides).cell.image)
+    kind = kind_of(read_job(args.job_config, ImageJob).image)
     record = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
     print(f"[preflight] checking vLLM {record.vllm_version} in image {record.name} ({record.location[:19]})", file=sys.stderr)
     result = run_preflight(kind, record, Needs.model_validate_json(args.needs))
@@ -224,15 +222,10 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     from specsweep.models.prepare import ModelRecord
     from specsweep.quantize.run import QuantRecord
 
-    composed = compose_cell(args.overrides)
-    cell = Cell(
-        id=args.cell_id,
-        sweep=composed.sweep.name,
-        overrides=tuple(args.overrides),
-        config=composed.cell,
-        config_hash=config_hash(composed.cell),
-        quality=composed.quality,
-    )
+    job = read_job(args.job_config, CellJob)
+    if job.id != args.cell_id:
+        raise SystemExit(f"specsweep cell run: the job config is cell {job.id}, not {args.cell_id}; rerun Snakemake")
+    cell = Cell(id=job.id, sweep=job.sweep, overrides=job.overrides, config=job.cell, config_hash=config_hash(job.cell))
     model = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
     quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
     image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
@@ -434,6 +427,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. drafter=ngram k=3")
         return p
 
+    def with_job_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--job-config", required=True,
+                       help="the job's config as the workflow plan resolved it (specsweep.config.jobs; Snakemake writes it)")  # fmt: skip
+        return p
+
     p = with_overrides(sub.add_parser("config", help="print the resolved cell config and its vLLM argv"))
     p.set_defaults(func=cmd_config)
 
@@ -451,38 +449,38 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_adapt)
 
     model = sub.add_parser("model", help="base model preparation").add_subparsers(dest="action", required=True)
-    p = with_overrides(model.add_parser("prepare"))
+    p = with_job_config(model.add_parser("prepare"))
     p.add_argument("--receipt", required=True, help="where to write the model record (JSON)")
     p.set_defaults(func=cmd_model_prepare)
 
     quant = sub.add_parser("quant", help="the quant axis").add_subparsers(dest="action", required=True)
-    p = with_overrides(quant.add_parser("run", help="quantize the base model with the cell's quant recipe"))
+    p = with_job_config(quant.add_parser("run", help="quantize the base model with the cell's quant recipe"))
     p.add_argument("--receipt", required=True, help="where to write the quant record (JSON)")
     p.add_argument("--model-receipt", required=True, help="the prepared base model's record")
     p.set_defaults(func=cmd_quant_run)
-    p = with_overrides(quant.add_parser("quality", help="perplexity / KL divergence of a quant vs its base"))
+    p = with_job_config(quant.add_parser("quality", help="perplexity / KL divergence of a quant vs its base"))
     p.add_argument("--out", required=True, help="where to write the quality record (JSON)")
     p.add_argument("--model-receipt", required=True)
     p.add_argument("--quant-receipt", required=True)
     p.set_defaults(func=cmd_quant_quality)
 
     drafter = sub.add_parser("drafter", help="drafter weights").add_subparsers(dest="action", required=True)
-    p = with_overrides(drafter.add_parser("prepare", help="download, pin and check a hub drafter's weights"))
+    p = with_job_config(drafter.add_parser("prepare", help="download, pin and check a hub drafter's weights"))
     p.add_argument("--receipt", required=True, help="where to write the drafter's record (JSON)")
     p.set_defaults(func=cmd_drafter_prepare)
 
     image = sub.add_parser("image", help="serving images").add_subparsers(dest="action", required=True)
-    p = with_overrides(image.add_parser("build"))
+    p = with_job_config(image.add_parser("build"))
     p.add_argument("--receipt", required=True, help="where to write the image manifest (JSON)")
     p.set_defaults(func=cmd_image_build)
-    p = with_overrides(image.add_parser("preflight", help="check inside the image that its vLLM has what the cells need"))
+    p = with_job_config(image.add_parser("preflight", help="check inside the image that its vLLM has what the cells need"))
     p.add_argument("--image-receipt", required=True)
     p.add_argument("--needs", required=True, help="what the cells need (JSON, specsweep.images.preflight.Needs)")
     p.add_argument("--out", required=True, help="where to write the preflight record (JSON)")
     p.set_defaults(func=cmd_image_preflight)
 
     cell = sub.add_parser("cell", help="one sweep cell").add_subparsers(dest="action", required=True)
-    p = with_overrides(cell.add_parser("run"))
+    p = with_job_config(cell.add_parser("run"))
     p.add_argument("--cell-id", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--model-receipt", required=True)

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from specsweep.advise.driver import planned
 from specsweep.config.compose import ConfigError, cell_yaml, compose_raw, project_relative
 from specsweep.config.grid import Cell, expand, split_overrides
+from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.images.cpu_host import read_cpu_facts
@@ -34,17 +36,20 @@ def _short_hash(text: str) -> str:
 
 @dataclass(frozen=True)
 class Stage:
-    """A model or image build: its resolved config and overrides that compose it."""
+    """A model, drafter or image stage: its key and its job config (specsweep.config.jobs), the text Snakemake
+    tracks and the job runs."""
 
     key: str
-    config_yaml: str
-    overrides: tuple[str, ...]
+    job_json: str
 
 
 @dataclass(frozen=True)
 class CellPlan:
     cell: Cell
+    # The canonical cell config: tracked by Snakemake (a change reruns the cell).
     config_yaml: str
+    # What the job runs: the same config with the cell's id, sweep and overrides (specsweep.config.jobs.CellJob).
+    job_json: str
     model_key: str
     quant_key: str
     image_key: str
@@ -67,7 +72,6 @@ class CellPlan:
             *(["--drafter-receipt", input.drafter] if self.drafter_key else []),
             *(["--lm-eval"] if self.lm_eval else []),
             "--server-log", log.server,
-            *self.cell.overrides,
         ]  # fmt: skip
 
 
@@ -78,7 +82,8 @@ class QuantStage(Stage):
     model_key: str
     # Files the quantize job reads (calibration text): editing them reruns the quant.
     inputs: tuple[str, ...]
-    quality_yaml: str
+    # The quality job's config (specsweep.config.jobs.QualityJob).
+    quality_json: str
     quality_inputs: tuple[str, ...]
 
 
@@ -103,9 +108,10 @@ class SweepPlan:
     max_num_seqs: int | None = None
 
 
-def _stage(name: str, node: dict, overrides: tuple[str, ...]) -> Stage:
+def _stage(name: str, node: dict, job: BaseModel) -> Stage:
+    """Keyed by the stage's own config node (its name and a hash: stable across unrelated config changes)."""
     text = yaml.safe_dump(node, sort_keys=True)
-    return Stage(key=f"{name}-{_short_hash(text)}", config_yaml=text, overrides=overrides)
+    return Stage(key=f"{name}-{_short_hash(text)}", job_json=job_text(job))
 
 
 def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> SweepPlan:
@@ -128,8 +134,8 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     drafters: dict[str, Stage] = {}
     for cell in cells:
         cfg = cell.config
-        model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), cell.overrides)
-        image = _stage(cfg.image.name, cfg.image.model_dump(mode="json"), cell.overrides)
+        model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), ModelJob(model=cfg.model))
+        image = _stage(cfg.image.name, cfg.image.model_dump(mode="json"), ImageJob(image=cfg.image))
         quant = _quant_stage(cell, model)
         models.setdefault(model.key, model)
         quants.setdefault(quant.key, quant)
@@ -137,11 +143,12 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         image_cells.setdefault(image.key, []).append(cfg)
         drafter = None
         if isinstance(cfg.drafter, ModelDrafter) and not cfg.image.offline:
-            drafter = _stage(cfg.drafter.name, cfg.drafter.model_dump(mode="json"), cell.overrides)
+            drafter = _stage(cfg.drafter.name, cfg.drafter.model_dump(mode="json"), DrafterJob(drafter=cfg.drafter))
             drafters.setdefault(drafter.key, drafter)
         plans[cell.id] = CellPlan(
             cell=cell,
             config_yaml=cell_yaml(cfg),
+            job_json=job_text(CellJob(id=cell.id, sweep=cell.sweep, overrides=cell.overrides, cell=cfg)),
             model_key=model.key,
             quant_key=quant.key,
             image_key=image.key,
@@ -186,7 +193,8 @@ def sweep_level_settings(overrides: str | list[str] | None, cells: list[Cell]) -
 
 def _quant_stage(cell: Cell, model: Stage) -> QuantStage:
     cfg = cell.config
-    stage = _stage(f"{cfg.model.name}-{cfg.quant.name}", {"model": model.key, "quant": cfg.quant.model_dump(mode="json")}, cell.overrides)
+    stage = _stage(f"{cfg.model.name}-{cfg.quant.name}", {"model": model.key, "quant": cfg.quant.model_dump(mode="json")},
+                   QuantJob(model=cfg.model, quant=cfg.quant))  # fmt: skip
     inputs = []
     calibration = calibration_path(cfg.quant)
     if calibration is not None:
@@ -201,11 +209,10 @@ def _quant_stage(cell: Cell, model: Stage) -> QuantStage:
         raise ConfigError(f"quality.text {text} does not exist; ship it under data/eval/ or fix conf/quality/")
     return QuantStage(
         key=stage.key,
-        config_yaml=stage.config_yaml,
-        overrides=stage.overrides,
+        job_json=stage.job_json,
         model_key=model.key,
         inputs=tuple(inputs),
-        quality_yaml=yaml.safe_dump(cell.quality.model_dump(mode="json"), sort_keys=True),
+        quality_json=job_text(QualityJob(model=cfg.model, quant=cfg.quant, quality=cell.quality)),
         quality_inputs=(str(text),),
     )
 
@@ -215,13 +222,15 @@ def host_cpu_key() -> str:
     return _short_hash(read_cpu_facts().model_dump_json())
 
 
-def specsweep_job(args: list[str], log: str) -> None:
-    """Run one `specsweep` subcommand as a Snakemake job: argv list, output to the job's log.
+def specsweep_job(args: list[str], log: str, job_json: str | None = None) -> None:
+    """Run one `specsweep` subcommand as a Snakemake job: argv list, output to the job's log; `job_json`, the job's
+    config from the plan, is written next to the log and handed over as `--job-config`.
 
     The job carries its run's markers (set by the main Snakemake process, see specsweep.serve.reaper), so it stops
     when that run is killed and a later run can find what it left.
     """
-    argv = [sys.executable, "-m", "specsweep.cli", *map(str, args)]
+    job = ["--job-config", str(write_job(log, job_json))] if job_json is not None else []
+    argv = [sys.executable, "-m", "specsweep.cli", *map(str, args), *job]
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ) if OWNER_ENV in os.environ else {**os.environ, **run_markers(Path.cwd(), os.getpid())}
     with open(log, "wb") as handle:

@@ -30,6 +30,6 @@ wildcard_constraints:
     cell=r"[A-Za-z0-9_.-]+",
     key=r"[A-Za-z0-9_.-]+",
 
-# Stage jobs (model, image, quant) read their overrides from PLAN inside `run:` instead of `params:`: the
-# overrides are those of whichever cell needed the stage first, so narrowing a sweep would change them and
-# rerun the stage. The resolved `config` param is the stage's identity and the only thing that should.
+# Every job runs the config the plan resolved for it (specsweep.config.jobs, written next to its log as
+# <key>.job.json and passed as --job-config); stage jobs get only their stage's config, tracked as the `config`
+# param, so a stage reruns when its own config changes and never because of another cell's drafter or k.

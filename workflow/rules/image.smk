@@ -3,14 +3,14 @@ rule build_image:
     output:
         receipt="results/_images/{key}.json",
     params:
-        config=lambda w: PLAN.images[w.key].config_yaml,
+        config=lambda w: PLAN.images[w.key].job_json,
         # The image is probed on the host (CPU images: which extension vLLM loads, the int4 GEMM, bf16): on
         # another CPU the record must be made again.
         host=HOST_CPU_KEY,
     log:
         job="results/_logs/build_image/{key}.log",
     run:
-        specsweep_job(["image", "build", "--receipt", output.receipt, *PLAN.images[wildcards.key].overrides], log.job)
+        specsweep_job(["image", "build", "--receipt", output.receipt], log.job, PLAN.images[wildcards.key].job_json)
 
 
 rule preflight_image:
@@ -26,4 +26,4 @@ rule preflight_image:
         job="results/_logs/preflight_image/{key}.log",
     run:
         specsweep_job(["image", "preflight", "--image-receipt", input.image, "--needs", params.needs,
-                       "--out", output.receipt, *PLAN.images[wildcards.key].overrides], log.job)
+                       "--out", output.receipt], log.job, PLAN.images[wildcards.key].job_json)

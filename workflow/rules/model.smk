@@ -3,11 +3,11 @@ rule prepare_model:
     output:
         receipt="results/_models/{key}.json",
     params:
-        config=lambda w: PLAN.models[w.key].config_yaml,
+        config=lambda w: PLAN.models[w.key].job_json,
     log:
         job="results/_logs/prepare_model/{key}.log",
     run:
-        specsweep_job(["model", "prepare", "--receipt", output.receipt, *PLAN.models[wildcards.key].overrides], log.job)
+        specsweep_job(["model", "prepare", "--receipt", output.receipt], log.job, PLAN.models[wildcards.key].job_json)
 
 
 rule prepare_drafter:
@@ -16,8 +16,8 @@ rule prepare_drafter:
     output:
         receipt="results/_drafters/{key}.json",
     params:
-        config=lambda w: PLAN.drafters[w.key].config_yaml,
+        config=lambda w: PLAN.drafters[w.key].job_json,
     log:
         job="results/_logs/prepare_drafter/{key}.log",
     run:
-        specsweep_job(["drafter", "prepare", "--receipt", output.receipt, *PLAN.drafters[wildcards.key].overrides], log.job)
+        specsweep_job(["drafter", "prepare", "--receipt", output.receipt], log.job, PLAN.drafters[wildcards.key].job_json)

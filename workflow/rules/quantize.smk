@@ -6,16 +6,15 @@ rule quantize:
     output:
         receipt="results/_quants/{key}.json",
     params:
-        config=lambda w: PLAN.quants[w.key].config_yaml,
+        config=lambda w: PLAN.quants[w.key].job_json,
     log:
         job="results/_logs/quantize/{key}.log",
     resources:
         # Quantizing takes every core (the GPU on the Spark): never next to a cell being timed.
         model_server=1,
     run:
-        specsweep_job(
-            ["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model, *PLAN.quants[wildcards.key].overrides], log.job
-        )
+        specsweep_job(["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model], log.job,
+                      PLAN.quants[wildcards.key].job_json)  # fmt: skip
 
 
 rule quant_quality:
@@ -27,7 +26,7 @@ rule quant_quality:
     output:
         record="results/_quality/{key}.json",
     params:
-        quality=lambda w: PLAN.quants[w.key].quality_yaml,
+        quality=lambda w: PLAN.quants[w.key].quality_json,
     log:
         job="results/_logs/quant_quality/{key}.log",
     resources:
@@ -39,7 +38,7 @@ rule quant_quality:
                 "--out", output.record,
                 "--model-receipt", input.model,
                 "--quant-receipt", input.quant,
-                *PLAN.quants[wildcards.key].overrides,
             ],
             log.job,
+            PLAN.quants[wildcards.key].quality_json,
         )  # fmt: skip

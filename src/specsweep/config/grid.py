@@ -25,11 +25,12 @@ from specsweep.config.secrets import redact_overrides, refusal, scrub, secret_ov
 class Cell:
     id: str
     sweep: str
-    # Sorted override list that recomposes exactly this cell (what each job is handed).
+    # Sorted override list that composes exactly this cell (recorded; jobs get the resolved config instead).
     overrides: tuple[str, ...]
     config: CellCfg
     config_hash: str
-    quality: QualityCfg
+    # The quality settings of its quant's quality job (None inside a cell job, which does not use them).
+    quality: QualityCfg | None = None
 
 
 def split_overrides(text: str | list[str] | None) -> list[str]:
