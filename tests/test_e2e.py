@@ -228,3 +228,27 @@ def test_editing_one_quant_recipe_reruns_that_quant_and_its_cells(swept: Path) -
     assert len(quantized) == 1 and quantized[0].startswith("gemma3_270m-w4a16_gptq-")
     assert len(re.findall(r"rule quant_quality:", output)) == 1
     assert "rule prepare_model:" not in output and "rule build_image:" not in output
+
+
+def test_memory_is_recorded_for_every_served_cell(served: pd.DataFrame) -> None:
+    cells = served.drop_duplicates("cell_id")
+    assert len(cells) >= 5
+    for row in cells.itertuples():
+        # Weight files on disk, vLLM's KV cache (memory and tokens, as its log says), and the sampled peak.
+        assert 0.1 < row.mem_weights_gib < 2, row.cell_id
+        assert row.mem_kv_cache_gib > 0 and row.kv_cache_tokens > 1000 and row.max_model_len > 0, row.cell_id
+        assert row.mem_peak_rss_gib > row.mem_weights_gib and 0 < row.mem_peak_pss_gib <= row.mem_peak_rss_gib, row.cell_id
+
+
+def test_compare_the_sweep_with_itself_and_bf16_with_w4a16(swept: Path) -> None:
+    from specsweep.report.compare import compare
+
+    sweep_dir = swept / "results/embedded"
+    itself = compare(sweep_dir, sweep_dir)
+    assert itself.changes and not itself.flagged
+    paired = compare(sweep_dir, sweep_dir, pair=("quant.name", "bf16", "w4a16_gptq"))
+    # Each w4a16_gptq cell is paired with its bf16 counterpart (bf16 alone has ngram k=2); they differ in the quant only.
+    assert paired.only_in_a == ["gemma3_270m-bf16-ngram-k2"] and not paired.only_in_b
+    assert {c.cell_b for c in paired.changes} == {"gemma3_270m-w4a16_gptq-ngram-k4", "gemma3_270m-w4a16_gptq-none"}
+    assert all(all(line.startswith("quant.") for line in diff) for diff in paired.differences.values())
+

@@ -33,6 +33,7 @@ from specsweep.records import manifest as mf
 from specsweep.records.types import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import ServerCommand
 from specsweep.serve.logs import failure_excerpt
+from specsweep.serve.memory import PeakMemory, memory_record
 from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV
 from specsweep.serve.server import PortInUse, ServerError, VllmServer, free_port
 from specsweep.serve.speculative import speculative_config_json
@@ -298,20 +299,23 @@ def run_cell(
         write_text(server_log, f"not started: {reason}\n")
     else:
         server: VllmServer | None = None
+        # From the server's start (loading weights can be its peak) to its stop.
+        peak = PeakMemory(CELL_MARKER_ENV, launch.spec.env[CELL_MARKER_ENV])
         try:
             if preflight is not None and not preflight.ok:
                 raise PreflightFailed(preflight.failure())
             if receipts:
                 check_inputs(model, quant, image, launch.kind, receipts)
-            server, launch = _start(cfg, image, launch, server_log, replan=lambda: plan_launch(
-                cfg, quant.location, image, cell.sweep, cell.id, out_dir, drafter_location))  # fmt: skip
-            command = launch.command
-            try:
-                workloads, latency_ms = _measure(server, cfg, quant.location)
-                evals = run_evals(cfg, server.base_url, command.served_name, quant.location, out_dir, lm_eval_selected,
-                                  image.offline)  # fmt: skip
-            finally:
-                server.stop()
+            with peak:
+                server, launch = _start(cfg, image, launch, server_log, replan=lambda: plan_launch(
+                    cfg, quant.location, image, cell.sweep, cell.id, out_dir, drafter_location))  # fmt: skip
+                command = launch.command
+                try:
+                    workloads, latency_ms = _measure(server, cfg, quant.location)
+                    evals = run_evals(cfg, server.base_url, command.served_name, quant.location, out_dir,
+                                      lm_eval_selected, image.offline)  # fmt: skip
+                finally:
+                    server.stop()
             record = record.model_copy(update={
                 "workloads": workloads, "server_startup_s": server.startup_s, "latency_ms": latency_ms, "evals": evals,
             })  # fmt: skip
@@ -334,7 +338,10 @@ def run_cell(
                     "server_startup_s": server.startup_s if server else None,
                 }
             )
-        record = record.model_copy(update={"quant_kernel": quant_kernel(server_log)})
+        record = record.model_copy(update={
+            "quant_kernel": quant_kernel(server_log),
+            "memory": memory_record(server_log, quant.location, drafter_location, peak if peak.samples else None),
+        })  # fmt: skip
 
     sha, dirty = mf.git_state()
     manifest = mf.Manifest(

@@ -277,6 +277,30 @@ def cmd_advise(args: argparse.Namespace) -> None:
     print(f"[advise] {len(advice.groups)} groups -> {out} and {out.with_suffix('.md')}", file=sys.stderr)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from specsweep.atomic import write_text
+    from specsweep.report.compare import compare, html_page, markdown
+
+    pair = None
+    if args.pair:
+        key, _, values = args.pair.partition("=")
+        value_a, _, value_b = values.partition(",")
+        if not key or not value_a or not value_b:
+            raise SystemExit(f"--pair {args.pair!r}: write it as GROUP=A_VALUE,B_VALUE, e.g. quant=bf16,w4a16_gptq")
+        pair = (key if "." in key else f"{key}.name", value_a, value_b)
+    try:
+        comparison = compare(Path(args.sweep_a), Path(args.sweep_b), args.ignore, pair, args.alpha)
+    except ValueError as err:
+        raise SystemExit(f"specsweep compare: {err}") from err
+    text = markdown(comparison)
+    print(text)
+    if args.markdown:
+        write_text(Path(args.markdown), text)
+    if args.html:
+        write_text(Path(args.html), html_page(comparison))
+    print(f"[compare] {len(comparison.flagged)} of {len(comparison.changes)} changes beyond the noise", file=sys.stderr)
+
+
 def _report_cfg(args: argparse.Namespace):
     """The sweep's report config: as the Snakefile resolved it (--report-config), else composed from overrides."""
     from specsweep.config.schema import ReportCfg
@@ -535,6 +559,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--evals-csv", default=None, help="also write the evals table (one row per cell) here")
     p.add_argument("bench_files", nargs="+")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("compare", help="the same cells in two sweeps: per-metric changes beyond run-to-run noise")
+    p.add_argument("sweep_a", help="a results dir, e.g. results/embedded")
+    p.add_argument("sweep_b")
+    p.add_argument("--ignore", action="append", default=[],
+                   help="a config key (dotted) that may differ between aligned cells, besides the image")  # fmt: skip
+    p.add_argument("--pair", help="compare A's cells of one option with B's of another: GROUP=A,B (quant=bf16,w4a16_gptq)")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of the noise tests (Holm)")
+    p.add_argument("--markdown", help="also write the markdown here")
+    p.add_argument("--html", help="also write an HTML page here")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("advise", help="acceptance process, step-cost fit, predicted t/s for every k, recommended config")
     p.add_argument("--sweep-dir", required=True, help="results/<sweep> (reads its table.csv)")

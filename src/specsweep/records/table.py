@@ -11,7 +11,7 @@ import pandas as pd
 from specsweep.atomic import write_bytes, write_text
 from specsweep.evals.quality import QualityRecord
 from specsweep.images.cpu_host import CpuFacts
-from specsweep.records.types import CellRecord
+from specsweep.records.types import CellRecord, MemoryRecord
 
 # Last server-log lines of a failed cell on its table row (the record keeps more).
 TABLE_LOG_LINES = 15
@@ -29,6 +29,31 @@ MANIFEST_KEYS = [
     "seed",
     "started_at",
 ]
+
+
+# Memory per cell (records.types.MemoryRecord), in GiB where it is a size: the same on every row of the cell.
+MEMORY_COLUMNS = ["mem_weights_gib", "mem_drafter_weights_gib", "mem_checkpoint_gib", "mem_model_gib", "mem_kv_cache_gib",
+                  "kv_cache_tokens", "kv_cache_max_concurrency", "max_model_len", "mem_peak_rss_gib", "mem_peak_pss_gib"]  # fmt: skip
+
+
+def _gib(value: int | None) -> float | None:
+    return None if value is None else value / 1024**3
+
+
+def memory_columns(memory: MemoryRecord | None) -> dict:
+    m = memory or MemoryRecord()
+    return {
+        "mem_weights_gib": _gib(m.weights_disk_bytes),
+        "mem_drafter_weights_gib": _gib(m.drafter_weights_disk_bytes),
+        "mem_checkpoint_gib": m.checkpoint_gib,
+        "mem_model_gib": m.model_memory_gib,
+        "mem_kv_cache_gib": m.kv_cache_gib,
+        "kv_cache_tokens": m.kv_cache_tokens,
+        "kv_cache_max_concurrency": m.kv_cache_max_concurrency,
+        "max_model_len": m.max_model_len,
+        "mem_peak_rss_gib": _gib(m.peak_rss_bytes),
+        "mem_peak_pss_gib": _gib(m.peak_pss_bytes),
+    }
 
 
 def _schedule(speculative_config: str | None) -> str | None:
@@ -59,6 +84,7 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "cpu_isa": CpuFacts.model_validate(manifest["host_cpu"]).isa if manifest.get("host_cpu") else None,
         "wna16_kernel_selected": record.wna16_kernel_selected,
         "quant_kernel": record.quant_kernel,
+        **memory_columns(record.memory),
         **{key: manifest.get(key) for key in MANIFEST_KEYS},
     }
     if record.status != "ok":

@@ -59,6 +59,30 @@ class WorkloadRecord(BaseModel):
     requests: list[RequestRecord]
 
 
+class MemoryRecord(BaseModel):
+    """How much memory a cell took: which model + drafter + k fits, and with how much context."""
+
+    # Weight files of the served checkpoint and of the drafter on disk.
+    weights_disk_bytes: int | None = None
+    drafter_weights_disk_bytes: int | None = None
+    # From vLLM's log: the checkpoint it loaded ("Checkpoint size", CPU), the weights in device memory ("Model loading
+    # took", GPU), the memory given to the KV cache and the KV-cache capacity in tokens ("KV cache size") with the
+    # concurrency it allows at max_model_len.
+    checkpoint_gib: float | None = None
+    model_memory_gib: float | None = None
+    kv_cache_gib: float | None = None
+    kv_cache_tokens: int | None = None
+    kv_cache_max_concurrency: float | None = None
+    max_model_len: int | None = None
+    # Sampled while the server lived: the largest sum over its processes (API server, engine core, workers; found
+    # by the cell's marker, in a container too) of RSS and of PSS (shared pages split between the processes that
+    # map them, so model weights mapped by two processes count once).
+    peak_rss_bytes: int | None = None
+    peak_pss_bytes: int | None = None
+    processes: int | None = None
+    samples: int = 0
+
+
 class CellRecord(BaseModel):
     sweep: str
     cell_id: str
@@ -89,3 +113,4 @@ class CellRecord(BaseModel):
     # The plan picked this cell for lm-eval (eval.lm_eval.cells); the evals it ran after the workloads.
     lm_eval_selected: bool = False
     evals: CellEvals | None = None
+    memory: MemoryRecord | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.images.cpu_host import CpuFacts
+from specsweep.records.table import MEMORY_COLUMNS
 
 QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]
 QUALITY_TABLE_COLUMNS = ["model", "quant", "quant_kind", "ppl", "kld", "ppl_recovery_pct", "n_tokens", "method"]
@@ -279,3 +280,15 @@ def acceptance_by_depth(table: pd.DataFrame) -> pd.DataFrame:
                             "position": int(column.rsplit("_", 1)[1]),
                             "acceptance": float((group[column][valid] * weights[valid]).sum() / weights[valid].sum())})  # fmt: skip
     return pd.DataFrame(out, columns=["cell_id", "quant", "drafter", "k", "depth", "position", "acceptance"])
+
+
+def memory_per_cell(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell that recorded memory: weights on disk, what vLLM gave the KV cache and its capacity in
+    tokens, the peak memory of the server's processes (GiB)."""
+    columns = [c for c in MEMORY_COLUMNS if c in table]
+    if not columns:
+        return pd.DataFrame()
+    cells = table.drop_duplicates("cell_id").dropna(subset=columns, how="all")
+    keep = [c for c in columns if cells[c].notna().any()]
+    return cells[["cell_id", "quant", "drafter", "k", *keep]].reset_index(drop=True)
+

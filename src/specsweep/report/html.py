@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-from specsweep.report.data import SweepData, best_k, failed, manifest_summary, skipped, summary
+from specsweep.report.data import SweepData, best_k, failed, manifest_summary, memory_per_cell, skipped, summary
 from specsweep.report.figures import FIGURES, render_png
 
 STYLE = """
@@ -123,6 +123,13 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
     if len(quality):
         parts += ["<h2>Quality per quant (in-process)</h2>", _table(quality, "{:.4f}")]
     parts += evals_section(data.evals)
+    if len(memory := memory_per_cell(table)):
+        parts += ["<h2>Memory per cell</h2>",
+                  "<p>GiB. Weights: the served checkpoint's and the drafter's weight files on disk; checkpoint / model: "
+                  "what vLLM logged it loaded (CPU: checkpoint size; GPU: weights in device memory); KV cache: the "
+                  "memory vLLM gave it and its capacity in tokens, and how many requests of max_model_len tokens fit; "
+                  "peak RSS / PSS: the largest sum over the server's processes while it served (PSS counts pages "
+                  "shared between them once).</p>", _table(memory, "{:.2f}")]  # fmt: skip
     if len(skipped_cells):
         parts += ["<h2>Skipped cells</h2>", _table(skipped_cells)]
     parts += ["<h2>Manifest</h2>", f"<dl>{manifest}</dl>", "<h2>Results table</h2>", _table(table), "</body></html>"]

@@ -7,7 +7,16 @@ import math
 import pandas as pd
 
 from specsweep.bench.tables import _pipe_table
-from specsweep.report.data import SweepData, acceptance_by_depth, best_k, failed, lm_eval_tasks, skipped, summary
+from specsweep.report.data import (
+    SweepData,
+    acceptance_by_depth,
+    best_k,
+    failed,
+    lm_eval_tasks,
+    memory_per_cell,
+    skipped,
+    summary,
+)
 
 
 def _num(value, digits: int = 2) -> str:
@@ -68,6 +77,19 @@ def best_k_table(data: SweepData) -> str:
     return _pipe_table(headers, rows, ["left"] * 3 + ["right"] * 5)
 
 
+MEMORY_HEADERS = {"mem_weights_gib": "weights", "mem_drafter_weights_gib": "drafter weights",
+                  "mem_checkpoint_gib": "checkpoint", "mem_model_gib": "model (GPU)", "mem_kv_cache_gib": "KV cache",
+                  "kv_cache_tokens": "KV tokens", "kv_cache_max_concurrency": "fits × max_model_len",
+                  "max_model_len": "max_model_len", "mem_peak_rss_gib": "peak RSS", "mem_peak_pss_gib": "peak PSS"}  # fmt: skip
+
+
+def memory_table(memory: pd.DataFrame) -> str:
+    columns = [c for c in MEMORY_HEADERS if c in memory]
+    rows = [[str(r["cell_id"]), *(_num(r[c], 0 if c in ("kv_cache_tokens", "max_model_len") else 2) for c in columns)]
+            for r in memory.to_dict("records")]  # fmt: skip
+    return _pipe_table(["cell", *(MEMORY_HEADERS[c] for c in columns)], rows, ["left"] + ["right"] * len(columns))
+
+
 def evals_table(data: SweepData) -> str:
     """Quality per cell: losslessness, endpoint PPL/KLD against the base, lm-eval with recovery."""
     evals = data.evals
@@ -126,6 +148,10 @@ def render(data: SweepData) -> str:
         flagged = data.evals[data.evals["lossless_match_pct"].notna() & (data.evals["lossless_match_pct"] < 100)]
         parts += [f"- **not lossless** `{r.cell_id}`: {r.lossless_detail}" for r in flagged.itertuples()]
         parts += ["", evals_table(data), ""]
+    if len(memory := memory_per_cell(table)):
+        parts += ["## Memory per cell", "", "GiB; KV cache: memory and capacity in tokens vLLM reported, with the "
+                  "requests of max_model_len tokens that fit; peak RSS / PSS: the server's processes while serving.", "",
+                  memory_table(memory), ""]  # fmt: skip
     failed_cells = failed(table)
     if len(failed_cells):
         parts += ["## Failed cells", "", "These cells ran and broke; their rows are missing from the tables above.", ""]

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from specsweep.atomic import write_json
 from specsweep.config.schema import WandbCfg
 from specsweep.config.secrets import REDACTED, is_secret_key
+from specsweep.records.table import MEMORY_COLUMNS
 from specsweep.report.data import QUALITY_COLUMNS, SweepData, measured, position_columns, summary, with_speedup
 
 # Quiet, offline-safe defaults; set before wandb is imported so its import-time setup sees them too.
@@ -231,7 +232,8 @@ def cell_metrics(rows: pd.DataFrame, table: pd.DataFrame) -> dict:
             out[key] = _clean(first[key])
     # The cell's quality figures (the table repeats them on each of its rows): losslessness, endpoint, lm-eval.
     first_row = rows.iloc[0] if len(rows) else {}
-    for key in [*CELL_EVAL_NUMBERS, *(c for c in rows.columns if c.startswith("lm_eval_") and not c.endswith("_metric"))]:
+    for key in [*CELL_EVAL_NUMBERS, *MEMORY_COLUMNS,
+                *(c for c in rows.columns if c.startswith("lm_eval_") and not c.endswith("_metric"))]:  # fmt: skip
         if key in rows:
             out[key] = _clean(first_row[key])
     with_base = with_speedup(table)
