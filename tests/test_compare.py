@@ -100,11 +100,11 @@ def test_pairing_two_options_aligns_their_cells(sweep: Path, tmp_path: Path):
         path = directory / "config.yaml"
         if path.is_file():
             config = yaml.safe_load(path.read_text())
-            config["quant"]["name"] = "w4a16_gptq"
+            config["quant"] = {"name": "w4a16_gptq", "kind": "llmcompressor", "scheme": "W4A16", "group_size": 128}
             path.write_text(yaml.safe_dump(config))
     assert compare(sweep, other).only_in_a  # not aligned without the pairing
-    paired = compare(sweep, other, pair=("quant.name", "bf16", "w4a16_gptq"))
-    assert not paired.only_in_a and not paired.only_in_b and "quant.name" in paired.ignored
+    paired = compare(sweep, other, pair=("quant", "bf16", "w4a16_gptq"))
+    assert not paired.only_in_a and not paired.only_in_b and "quant" in paired.ignored
 
 
 def test_cli_writes_markdown_and_html(sweep: Path, tmp_path: Path):

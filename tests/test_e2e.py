@@ -246,7 +246,7 @@ def test_compare_the_sweep_with_itself_and_bf16_with_w4a16(swept: Path) -> None:
     sweep_dir = swept / "results/embedded"
     itself = compare(sweep_dir, sweep_dir)
     assert itself.changes and not itself.flagged
-    paired = compare(sweep_dir, sweep_dir, pair=("quant.name", "bf16", "w4a16_gptq"))
+    paired = compare(sweep_dir, sweep_dir, pair=("quant", "bf16", "w4a16_gptq"))
     # Each w4a16_gptq cell is paired with its bf16 counterpart (bf16 alone has ngram k=2); they differ in the quant only.
     assert paired.only_in_a == ["gemma3_270m-bf16-ngram-k2"] and not paired.only_in_b
     assert {c.cell_b for c in paired.changes} == {"gemma3_270m-w4a16_gptq-ngram-k4", "gemma3_270m-w4a16_gptq-none"}

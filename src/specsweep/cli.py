@@ -287,7 +287,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         value_a, _, value_b = values.partition(",")
         if not key or not value_a or not value_b:
             raise SystemExit(f"--pair {args.pair!r}: write it as GROUP=A_VALUE,B_VALUE, e.g. quant=bf16,w4a16_gptq")
-        pair = (key if "." in key else f"{key}.name", value_a, value_b)
+        pair = (key, value_a, value_b)
     try:
         comparison = compare(Path(args.sweep_a), Path(args.sweep_b), args.ignore, pair, args.alpha)
     except ValueError as err:

@@ -3,7 +3,7 @@ a change flagged only when it exceeds the run-to-run noise.
 
 Cells are aligned by their resolved config (config.yaml) without the keys that differ by design: the image by
 default (and the sweep's name, times and host, which are not in the config), plus `--ignore` keys; `--pair
-quant=bf16,w4a16_gptq` compares A's bf16 cells with B's w4a16_gptq cells (config otherwise equal). Rows are aligned
+quant=bf16,w4a16_gptq` compares A's bf16 cells with B's w4a16_gptq cells (the quant group aside, config equal). Rows are aligned
 by workload and concurrency.
 
 Noise and the tests used:
@@ -185,13 +185,19 @@ def _row_changes(a: _Cell, b: _Cell) -> list[MetricChange]:
 
 def compare(sweep_a: Path, sweep_b: Path, ignore: list[str] = (), pair: tuple[str, str, str] | None = None,
             alpha: float = 0.05) -> Comparison:  # fmt: skip
-    """`pair`: (config key, A's value, B's value), e.g. ("quant.name", "bf16", "w4a16_gptq")."""
+    """`pair`: (config key, A's value, B's value), e.g. ("quant", "bf16", "w4a16_gptq"): a group is selected by its
+    option's name and ignored whole (a quant's scheme and recipe differ with it), a plain key by its value."""
     ignored = [*DEFAULT_IGNORED, *ignore]
     cells_a, cells_b = _load(sweep_a), _load(sweep_b)
     if pair is not None:
         key, value_a, value_b = pair
-        cells_a = [c for c in cells_a if str(_get(c.config, key)) == value_a]
-        cells_b = [c for c in cells_b if str(_get(c.config, key)) == value_b]
+
+        def chosen(cell: _Cell) -> str:
+            value = _get(cell.config, key)
+            return str(value.get("name") if isinstance(value, dict) else value)
+
+        cells_a = [c for c in cells_a if chosen(c) == value_a]
+        cells_b = [c for c in cells_b if chosen(c) == value_b]
         ignored.append(key)
     by_key_b = {_alignment_key(c.config, ignored): c for c in cells_b}
     changes, matched_b, differences = [], set(), {}
