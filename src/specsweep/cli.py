@@ -277,6 +277,23 @@ def cmd_advise(args: argparse.Namespace) -> None:
     print(f"[advise] {len(advice.groups)} groups -> {out} and {out.with_suffix('.md')}", file=sys.stderr)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from specsweep.reproduce import reproduce
+
+    try:
+        result = reproduce(args.target, Path(args.results), rerun=not args.check_only)
+    except ValueError as err:
+        raise SystemExit(f"specsweep reproduce: {err}") from err
+    print(f"# specsweep reproduce: {result.recorded}\n")
+    print("## What differs from the record\n")
+    print("\n".join(f"- {line}" for line in result.warnings) or "- nothing: same code, config, image, weights and hardware")
+    if result.rerun is not None:
+        print(f"\n## Old vs new ({result.rerun})\n")
+        print("\n".join(f"- {line}" for line in result.greedy))
+        print()
+        print(result.report)
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_text
     from specsweep.report.compare import compare, html_page, markdown
@@ -559,6 +576,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--evals-csv", default=None, help="also write the evals table (one row per cell) here")
     p.add_argument("bench_files", nargs="+")
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("reproduce", help="rerun a recorded cell exactly and say what differs (facts and figures)")
+    p.add_argument("target", help="a cell dir (results/<sweep>/<cell>), a cell's W&B run id, or a cell id")
+    p.add_argument("--results", default="results", help="where cell ids and run ids are looked up")
+    p.add_argument("--check-only", action="store_true", help="only check the record against this machine; no rerun")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("compare", help="the same cells in two sweeps: per-metric changes beyond run-to-run noise")
     p.add_argument("sweep_a", help="a results dir, e.g. results/embedded")

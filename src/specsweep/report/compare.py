@@ -184,11 +184,13 @@ def _row_changes(a: _Cell, b: _Cell) -> list[MetricChange]:
 
 
 def compare(sweep_a: Path, sweep_b: Path, ignore: list[str] = (), pair: tuple[str, str, str] | None = None,
-            alpha: float = 0.05) -> Comparison:  # fmt: skip
-    """`pair`: (config key, A's value, B's value), e.g. ("quant", "bf16", "w4a16_gptq"): a group is selected by its
+            alpha: float = 0.05, only: tuple[str, ...] = ()) -> Comparison:  # fmt: skip
+    """`only`: A's cells to compare (default all). `pair`: (config key, A's value, B's value), e.g. ("quant", "bf16", "w4a16_gptq"): a group is selected by its
     option's name and ignored whole (a quant's scheme and recipe differ with it), a plain key by its value."""
     ignored = [*DEFAULT_IGNORED, *ignore]
     cells_a, cells_b = _load(sweep_a), _load(sweep_b)
+    if only:
+        cells_a = [c for c in cells_a if c.cell_id in only]
     if pair is not None:
         key, value_a, value_b = pair
 
