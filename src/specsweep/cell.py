@@ -16,7 +16,7 @@ from typing import Callable
 from specsweep.atomic import write_json, write_text
 from specsweep.bench.engine import Bench, BenchSettings
 from specsweep.cache_check import CorruptEntry, require_receipt_intact
-from specsweep.config.compose import cell_yaml, config_hash, project_relative
+from specsweep.config.compose import canonical, cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
@@ -30,7 +30,7 @@ from specsweep.models.hub import HubSnapshot, snapshot_problems
 from specsweep.models.prepare import ModelRecord
 from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
-from specsweep.records.types import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
+from specsweep.records.types import CELL_SCHEMA_VERSION, FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import ServerCommand
 from specsweep.serve.logs import failure_excerpt
 from specsweep.serve.memory import PeakMemory, memory_record
@@ -275,6 +275,7 @@ def run_cell(
     launch = plan_launch(cfg, quant.location, image, cell.sweep, cell.id, out_dir, drafter_location)
     command, serving = launch.command, launch.serving
     record = CellRecord(
+        schema_version=CELL_SCHEMA_VERSION,
         sweep=cell.sweep,
         cell_id=cell.id,
         status="ok",
@@ -345,12 +346,14 @@ def run_cell(
 
     sha, dirty = mf.git_state()
     manifest = mf.Manifest(
+        schema_version=mf.MANIFEST_SCHEMA_VERSION,
         specsweep_version=mf.version(),
         git_sha=sha,
         git_dirty=dirty,
         sweep=cell.sweep,
         cell_id=cell.id,
         config_hash=config_hash(cfg),
+        config=canonical(cfg),
         overrides=list(cell.overrides),
         **mf.image_fields(image),
         **mf.model_fields(model),
@@ -362,6 +365,7 @@ def run_cell(
         server_env=mf.redact_env(command.env),
         server_env_forwarded=list(command.forward_env),
         hardware=mf.hardware(),
+        gpu=mf.gpu(),
         host_cpu=image.host_cpu,
         serving=serving,
         seed=cfg.serve.seed,

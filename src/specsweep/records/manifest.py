@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 from typing import Any
 
@@ -20,13 +21,21 @@ from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
 from specsweep.quantize.run import QuantRecord
 
+# Bumped whenever a field changes meaning or one is added; readers refuse a newer one. A record without the field
+# predates versioning (1).
+MANIFEST_SCHEMA_VERSION = 2
+
+
 class Manifest(BaseModel):
+    schema_version: int = 1
     specsweep_version: str
     git_sha: str | None
     git_dirty: bool | None
     sweep: str
     cell_id: str
     config_hash: str
+    # The resolved cell config the hash is of (the same as config.yaml next to it): the record stands alone.
+    config: dict[str, Any] = {}
     overrides: list[str]
     image_name: str
     image_kind: str
@@ -51,6 +60,8 @@ class Manifest(BaseModel):
     quant_revision: str | None
     quant_recipe_sha256: str | None
     quant_files_sha256: dict[str, str]
+    # The calibration text's sha256 where the recipe calibrates (GPTQ, AutoRound).
+    quant_calibration_sha256: str | None = None
     drafter_model: str | None
     drafter_revision: str | None
     server_argv: list[str]
@@ -58,6 +69,8 @@ class Manifest(BaseModel):
     # Names handed to the server from the caller's environment (serve.forward_env); never their values.
     server_env_forwarded: list[str] = []
     hardware: dict[str, str | int | float]
+    # nvidia-smi's view of each GPU (name, driver, memory); None on a host without one.
+    gpu: list[dict[str, str | float | None]] | None = None
     # CPU images: the host's CPU model and flags, and the dtype and int4 kernel they decided.
     host_cpu: CpuFacts | None = None
     serving: ServingChoice | None = None
@@ -101,6 +114,27 @@ def hardware() -> dict[str, str | int | float]:
     }
 
 
+GPU_QUERY = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"]
+
+
+def parse_gpus(csv_text: str) -> list[dict[str, str | float | None]]:
+    """nvidia-smi's CSV: one GPU per line; memory in MiB, "[N/A]" where the GPU has none of its own (GB10's
+    unified memory)."""
+    gpus = []
+    for line in csv_text.strip().splitlines():
+        name, driver, memory = (field.strip() for field in line.split(","))
+        gpus.append({"name": name, "driver": driver,
+                     "memory_total_mib": None if memory.startswith("[") else float(memory)})  # fmt: skip
+    return gpus
+
+
+def gpu() -> list[dict[str, str | float | None]] | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    result = subprocess.run(GPU_QUERY, capture_output=True, text=True, timeout=60)
+    return parse_gpus(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
+
+
 def model_fields(model: ModelRecord) -> dict:
     return {
         "model_name": model.name,
@@ -124,6 +158,7 @@ def quant_fields(quant: QuantRecord) -> dict:
             hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest() if recipe else None
         ),
         "quant_files_sha256": quant.manifest.get("files_sha256", {}),
+        "quant_calibration_sha256": (quant.manifest.get("calibration") or {}).get("sha256"),
     }
 
 
@@ -142,3 +177,10 @@ def image_fields(image: ImageRecord) -> dict:
 
 def version() -> str:
     return specsweep.__version__
+
+
+def check_schema(kind: str, found: int, supported: int, path) -> None:
+    if found > supported:
+        raise ValueError(f"{path}: {kind} schema {found} is newer than this specsweep reads ({supported}); "
+                         "update specsweep (git pull, then pip install -e .) or read it with the version that wrote it")
+

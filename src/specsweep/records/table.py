@@ -11,7 +11,8 @@ import pandas as pd
 from specsweep.atomic import write_bytes, write_text
 from specsweep.evals.quality import QualityRecord
 from specsweep.images.cpu_host import CpuFacts
-from specsweep.records.types import CellRecord, MemoryRecord
+from specsweep.records.manifest import MANIFEST_SCHEMA_VERSION, check_schema
+from specsweep.records.types import CELL_SCHEMA_VERSION, CellRecord, MemoryRecord
 
 # Last server-log lines of a failed cell on its table row (the record keeps more).
 TABLE_LOG_LINES = 15
@@ -63,7 +64,9 @@ def _schedule(speculative_config: str | None) -> str | None:
 
 def rows_for(cell_dir: Path) -> list[dict]:
     record = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
+    check_schema("cell record", record.schema_version, CELL_SCHEMA_VERSION, cell_dir / "bench.json")
     manifest = json.loads((cell_dir / "manifest.json").read_text())
+    check_schema("manifest", manifest.get("schema_version", 1), MANIFEST_SCHEMA_VERSION, cell_dir / "manifest.json")
     base = {
         "sweep": record.sweep,
         "cell_id": record.cell_id,

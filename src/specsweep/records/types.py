@@ -83,7 +83,12 @@ class MemoryRecord(BaseModel):
     samples: int = 0
 
 
+# Bumped whenever a field changes meaning or one is added; a record without the field predates versioning (1).
+CELL_SCHEMA_VERSION = 2
+
+
 class CellRecord(BaseModel):
+    schema_version: int = 1
     sweep: str
     cell_id: str
     # failed: the cell ran and broke (server died, every request failed); `error` and the log tail say how.

@@ -283,6 +283,8 @@ def log_cell(cell_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path,
         "drafter_kind": first["drafter_kind"], "k": k, "status": first["status"],
         "config_hash": json.loads(manifest_text).get("config_hash"),
     })  # fmt: skip
+    # The whole manifest (image, vLLM commit, weights' sha256, hardware, git state): what produced the numbers.
+    config["manifest"] = redact({k: v for k, v in json.loads(manifest_text).items() if k != "config"})
 
     def log() -> WandbReceipt:
         session = _Session(cfg, root)
