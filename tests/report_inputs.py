@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from specsweep.bench.engine import BenchRow, RowErrors
 from specsweep.bench.stats import metric
-from specsweep.metrics.specdecode import SpecDelta
+from specsweep.records.bench import BenchRow, RowErrors, SpecDelta
 from specsweep.records.table import build_table
 from specsweep.records.types import CellRecord, RequestRecord, WorkloadRecord
 

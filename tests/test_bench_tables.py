@@ -6,10 +6,9 @@ import csv
 import io
 import json
 
-from specsweep.bench.engine import BenchReport, BenchRow, RowErrors
-from specsweep.bench.stats import Metric
+from specsweep.bench.engine import BenchReport
 from specsweep.bench.tables import CSV_HEADERS, markdown, to_csv, to_json
-from specsweep.metrics.specdecode import SpecDelta
+from specsweep.records.bench import BenchRow, Metric, RowErrors, SpecDelta
 
 
 def m(mean: float, std: float = 0.5) -> Metric:

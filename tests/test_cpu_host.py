@@ -8,17 +8,10 @@ import pytest
 
 from specsweep.cell import CELL_MARKER_ENV, plan_launch
 from specsweep.config.compose import compose_cell
-from specsweep.images.base import ImageRecord
-from specsweep.images.cpu_host import (
-    FALLBACK_ENV,
-    FALLBACK_WNA16_KERNEL,
-    NATIVE_WNA16_KERNEL,
-    CpuFacts,
-    choose_serving,
-    read_cpu_facts,
-    uses_wna16,
-)
+from specsweep.images.cpu_host import FALLBACK_ENV, NATIVE_WNA16_KERNEL, choose_serving, uses_wna16
 from specsweep.images.venv import DTYPES
+from specsweep.records.host import FALLBACK_WNA16_KERNEL, CpuFacts, read_cpu_facts
+from specsweep.records.image import ImageRecord
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 AVX2 = read_cpu_facts(CPUINFO / "xeon_avx2.txt")

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from project import cell_processes, snakemake_e2e
+
 from specsweep.envs import sha256_file
-from specsweep.images.cpu_host import choose_serving, read_cpu_facts
+from specsweep.images.cpu_host import choose_serving
+from specsweep.records.host import read_cpu_facts
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from project import cell_processes, when_measuring
 
 import specsweep.cell as cell_module
-from project import cell_processes, when_measuring
 from specsweep.cell import run_cell
 from specsweep.config.grid import expand
-from specsweep.images.base import ImageRecord
-from specsweep.models.prepare import ModelRecord
-from specsweep.quantize.run import QuantRecord
+from specsweep.records.image import ImageRecord
+from specsweep.records.model import ModelRecord
+from specsweep.records.quant import QuantRecord
 from specsweep.records.types import CellRecord
 
 pytestmark = pytest.mark.slow

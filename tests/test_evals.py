@@ -21,7 +21,8 @@ from specsweep.evals.distributions import (
 )
 from specsweep.evals.endpoint import parse_prompt_logprobs
 from specsweep.evals.lm_eval import lm_eval_argv, parse_results
-from specsweep.evals.lossless import GreedyOutput, GreedyRecord, compare_greedy, describe
+from specsweep.evals.lossless import compare_greedy, describe
+from specsweep.records.evals import GreedyOutput, GreedyRecord
 from specsweep.workflow_plan import lm_eval_cells
 
 

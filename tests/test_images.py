@@ -6,14 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
-
 from project import server_command
+
 from specsweep.config.compose import compose_cell
 from specsweep.images.base import KINDS, kind_of
 from specsweep.images.container import container_path, run_flags
 from specsweep.images.engine import EngineError
-from specsweep.images.preflight import Needs, compare, needs_of
+from specsweep.images.preflight import compare, needs_of
 from specsweep.images.spark_docker import build_argv, parse_build_metadata, spec_key
+from specsweep.records.image import Needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARK = ["image=spark_vllm_docker", "serve=spark", "model=gemma4_31b_it", "bench=tasks"]

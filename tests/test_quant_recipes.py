@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from project import server_command
 
 from specsweep.cell import unsupported_reason
 from specsweep.config.compose import compose_cell
-from specsweep.images.base import ImageRecord
-from specsweep.models.prepare import ModelRecord
 from specsweep.quantize.run import check_recipe, linear_input_widths
-from project import server_command
+from specsweep.records.image import ImageRecord
+from specsweep.records.model import ModelRecord
 
 # Gemma-3-270M's text config (hidden 640, 4 heads of 256, MLP 2048): the layer widths group sizes must divide.
 GEMMA3_270M = {"hidden_size": 640, "num_attention_heads": 4, "head_dim": 256, "intermediate_size": 2048}

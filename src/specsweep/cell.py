@@ -15,21 +15,23 @@ from typing import Callable
 
 from specsweep.atomic import write_json, write_text
 from specsweep.bench.engine import Bench, BenchSettings
+from specsweep.bench.stats import RequestTiming
 from specsweep.cache_check import CorruptEntry, require_receipt_intact
 from specsweep.config.compose import canonical, cell_yaml, config_hash, project_relative
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
 from specsweep.evals.in_cell import run_evals
-from specsweep.images.base import ImageKind, ImageRecord, LaunchSpec, kind_of
+from specsweep.images.base import ImageKind, LaunchSpec, kind_of
 from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
-from specsweep.images.cpu_host import FALLBACK_ENV, ServingChoice, uses_wna16
-from specsweep.images.preflight import PreflightRecord
+from specsweep.images.cpu_host import FALLBACK_ENV, uses_wna16
 from specsweep.images.preload import ld_preload
 from specsweep.models.hub import HubSnapshot, snapshot_problems
-from specsweep.models.prepare import ModelRecord
-from specsweep.quantize.run import QuantRecord
 from specsweep.records import manifest as mf
+from specsweep.records.host import ServingChoice
+from specsweep.records.image import ImageRecord, PreflightRecord
+from specsweep.records.model import ModelRecord
+from specsweep.records.quant import QuantRecord
 from specsweep.records.types import CELL_SCHEMA_VERSION, FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import ServerCommand
 from specsweep.serve.logs import failure_excerpt
@@ -79,6 +81,24 @@ def quant_kernel(server_log: Path) -> str | None:
     return found.group(1) if found else None
 
 
+def request_record(run: int, timing: RequestTiming) -> RequestRecord:
+    """What the bench client saw of one request, as the cell records it."""
+    return RequestRecord(
+        run=run,
+        ok=timing.error is None,
+        error=timing.error,
+        prompt_tokens=timing.prompt_tokens,
+        completion_tokens=timing.total_tokens,
+        token_source=timing.token_source,
+        ttfr_s=None if timing.first_response_ts is None else timing.first_response_ts - timing.start_ts,
+        e2e_ttft_s=None if timing.first_token_ts is None else timing.first_token_ts - timing.start_ts,
+        token_ids=timing.token_ids,
+        text=timing.text,
+        spec_per_step_drafted=(timing.spec_stats or {}).get("per_step_drafted"),
+        spec_per_step_accepted=(timing.spec_stats or {}).get("per_step_accepted"),
+    )
+
+
 def _record(name: str, concurrency: int, prompt_file: str, prompt_text: str, max_tokens: int, row, requests) -> WorkloadRecord:
     return WorkloadRecord(
         workload=name,
@@ -87,7 +107,7 @@ def _record(name: str, concurrency: int, prompt_file: str, prompt_text: str, max
         prompt_sha256=hashlib.sha256(prompt_text.encode()).hexdigest(),
         max_tokens=max_tokens,
         row=row,
-        requests=[RequestRecord.from_timing(index // concurrency, timing) for index, timing in enumerate(requests)],
+        requests=[request_record(index // concurrency, timing) for index, timing in enumerate(requests)],
     )
 
 

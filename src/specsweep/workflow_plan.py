@@ -24,9 +24,9 @@ from specsweep.config.grid import Cell, expand, split_overrides
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
-from specsweep.images.cpu_host import read_cpu_facts
 from specsweep.images.preflight import needs_of
 from specsweep.quantize.run import calibration_path
+from specsweep.records.host import read_cpu_facts
 from specsweep.serve.reaper import OWNER_ENV, run_markers
 
 

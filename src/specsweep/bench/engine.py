@@ -15,13 +15,14 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
 import aiohttp
-from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, computed_field
+from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from specsweep.bench.corpus import PromptSource
 from specsweep.bench.inputs import BenchAbort, check_fits, max_model_len
-from specsweep.bench.stats import Metric, PromptMismatch, RequestTiming, prompt_mismatch, run_metrics
+from specsweep.bench.stats import RequestTiming, prompt_mismatch, run_metrics
 from specsweep.bench.stream import stream
-from specsweep.metrics.specdecode import SpecDelta, SpecSnapshot, diff, from_request_stats, parse
+from specsweep.metrics.specdecode import SpecSnapshot, diff, from_request_stats, parse
+from specsweep.records.bench import BenchRow, PromptMismatch, RowErrors
 
 BENCH_VERSION = "0.4.0"  # the llama-benchy JSON schema these reports follow
 
@@ -45,43 +46,6 @@ class BenchSettings(BaseModel):
     # Per request, from sending it to its last byte (the session's total timeout).
     request_timeout_s: PositiveFloat = 600
     extra_body: dict[str, Any] = {}
-
-
-class RowErrors(BaseModel):
-    failed: int
-    total: int
-    # Distinct reasons, most frequent first, "(xN)" when N requests failed the same way.
-    messages: list[str]
-
-    @computed_field  # the requests the row's figures come from
-    @property
-    def used(self) -> int:
-        return self.total - self.failed
-
-
-class BenchRow(BaseModel):
-    concurrency: int
-    context_size: int
-    prompt_size: int
-    response_size: int
-    is_context_prefill_phase: bool = False
-    pp_throughput: Metric | None
-    pp_req_throughput: Metric | None
-    tg_throughput: Metric | None
-    tg_req_throughput: Metric | None
-    peak_throughput: Metric | None
-    peak_req_throughput: Metric | None
-    ttfr: Metric | None
-    est_ppt: Metric | None
-    e2e_ttft: Metric | None
-    # specsweep's additions to llama-benchy's schema.
-    acceptance: SpecDelta | None
-    errors: RowErrors
-    token_count_source: list[str]
-    # Synthetic tests: the server's prompt counts differ from the planned pp (+ depth) by more than 1 %.
-    prompt_tokens_mismatch: PromptMismatch | None = None
-    # Good requests whose stream had no usage block: their prompt size is the bench's, unconfirmed.
-    requests_without_usage: int = 0
 
 
 class BenchReport(BaseModel):

@@ -19,11 +19,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-
-class Metric(BaseModel):
-    mean: float
-    std: float
-    values: list[float]
+from specsweep.records.bench import Metric, PromptMismatch
 
 
 def metric(values: list[float], multiplier: float = 1.0) -> Metric | None:
@@ -100,23 +96,6 @@ def prompt_tokens_used(reported: int, expected: int) -> int:
     `prompt_tokens_mismatch` warning instead (see `prompt_mismatch`).
     """
     return reported if reported > 0 else expected
-
-
-class PromptMismatch(BaseModel):
-    """The server counted other prompt sizes than the bench planned: the row is not the pp it is named."""
-
-    client_tokens: int
-    server_tokens_min: int
-    server_tokens_max: int
-    # (server - client) / client for the request furthest off.
-    relative_diff: float
-    # Requests off by more than the tolerance, of those whose usage block gave a prompt count.
-    requests: int
-    checked: int
-
-    def server_tokens(self) -> str:
-        low, high = self.server_tokens_min, self.server_tokens_max
-        return str(low) if low == high else f"{low}-{high}"
 
 
 def prompt_off(server: int, client: int) -> bool:

@@ -6,8 +6,8 @@ import csv
 import io
 import json
 
-from specsweep.bench.engine import BenchReport, BenchRow
-from specsweep.bench.stats import Metric
+from specsweep.bench.engine import BenchReport
+from specsweep.records.bench import BenchRow, Metric
 
 
 def _suffix(report: BenchReport, run: BenchRow) -> str:

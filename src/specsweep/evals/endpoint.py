@@ -11,27 +11,15 @@ import time
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel
 
 from specsweep.atomic import write_text
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import EndpointQualityCfg
 from specsweep.evals.distributions import Position, ScoredWindows
 from specsweep.evals.windows import heldout_windows, windows_sha256
+from specsweep.records.evals import EndpointRecord
 
 SCORED_FILE = "prompt_logprobs.json"
-
-
-class EndpointRecord(BaseModel):
-    """What a cell's endpoint scored; the per-position logprobs are in the cell dir's SCORED_FILE."""
-
-    scored: str
-    windows_sha256: str
-    n_windows: int
-    window: int
-    top_k: int
-    n_tokens: int
-    wall_s: float
 
 
 def parse_prompt_logprobs(window: list[int], prompt_logprobs: list[dict | None], top_k: int) -> list[Position]:

@@ -7,26 +7,12 @@ import time
 import traceback
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from specsweep.config.schema import CellCfg
 from specsweep.evals import endpoint, lm_eval, lossless
-from specsweep.evals.endpoint import EndpointRecord
-from specsweep.evals.lm_eval import LmEvalRecord
-from specsweep.evals.lossless import GreedyRecord
+from specsweep.records.evals import CellEvals
 
 LM_EVAL_LOG = "lm_eval.log"
 LM_EVAL_RESULTS = "lm_eval_results.json"
-
-
-class CellEvals(BaseModel):
-    greedy: GreedyRecord | None = None
-    endpoint_quality: EndpointRecord | None = None
-    lm_eval: LmEvalRecord | None = None
-    # Seconds each eval added to the cell's server lifetime.
-    wall_s: dict[str, float] = {}
-    # One line per eval that broke; the cell's throughput figures stand, the sweep's status step fails on these.
-    errors: list[str] = []
 
 
 def runs_endpoint_quality(cfg: CellCfg) -> bool:

@@ -15,9 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel
 
 from specsweep.atomic import write_text
 from specsweep.config.compose import project_relative
@@ -25,36 +22,9 @@ from specsweep.config.schema import LmEvalCfg
 from specsweep.config.secrets import server_environment
 from specsweep.envs import EnvRecord, ensure_env
 from specsweep.paths import project_root
+from specsweep.records.evals import LmEvalRecord, LmEvalScore
 
 LM_EVAL_REQUIREMENTS = "workflow/envs/lm-eval.txt"
-
-
-class LmEvalScore(BaseModel):
-    task: str
-    # lm-eval's name: metric and filter, e.g. "acc,none", "exact_match,strict-match".
-    metric: str
-    value: float
-    stderr: float | None
-    n_samples: int | None
-
-
-class LmEvalRecord(BaseModel):
-    status: Literal["ok", "failed"]
-    error: str | None = None
-    model: str
-    tasks: list[str]
-    num_fewshot: int | None
-    limit: int | None
-    lm_eval_version: str | None
-    # Every metric lm-eval reported; the first of each task is its headline figure.
-    scores: list[LmEvalScore] = []
-    wall_s: float
-
-    def headline(self) -> dict[str, LmEvalScore]:
-        found: dict[str, LmEvalScore] = {}
-        for score in self.scores:
-            found.setdefault(score.task, score)
-        return found
 
 
 def lm_eval_env() -> EnvRecord:

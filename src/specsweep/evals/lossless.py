@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 import httpx
 from pydantic import BaseModel
 
 from specsweep.bench.corpus import load_tokenizer
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import LosslessCfg
+from specsweep.records.evals import GreedyOutput, GreedyRecord
 
 # How much text around a divergence the reports show.
 DIVERGENCE_TOKENS = 12
@@ -20,22 +22,6 @@ DIVERGENCE_TOKENS = 12
 class LosslessPrompt(BaseModel):
     id: str
     prompt: str
-
-
-class GreedyOutput(BaseModel):
-    id: str
-    token_ids: list[int]
-    # Each token decoded alone: the text at any position, without the tokenizer at report time.
-    pieces: list[str]
-    finish_reason: str | None
-
-
-class GreedyRecord(BaseModel):
-    prompts: str
-    prompts_sha256: str
-    max_tokens: int
-    concurrency: int = 1
-    outputs: list[GreedyOutput]
 
 
 class Divergence(BaseModel):

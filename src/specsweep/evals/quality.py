@@ -14,9 +14,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel
 
 from specsweep.atomic import write_json
 from specsweep.cache_check import require_receipt_intact, sha256_file
@@ -25,38 +22,12 @@ from specsweep.config.schema import QualityCfg
 from specsweep.envs import model_tools_env
 from specsweep.evals.distributions import ScoredWindows, compare
 from specsweep.evals.windows import heldout_windows, windows_sha256
-from specsweep.models.prepare import ModelRecord
 from specsweep.paths import cache_dir
-from specsweep.quantize.run import QuantRecord
+from specsweep.records.model import ModelRecord
+from specsweep.records.quality import QualityRecord
+from specsweep.records.quant import QuantRecord
 
 JOB = Path(__file__).with_name("quality_job.py")
-
-
-class QualityRecord(BaseModel):
-    model: str
-    quant: str
-    quant_kind: str
-    scheme: str
-    status: Literal["ok", "not_measured"]
-    reason: str | None = None
-    method: str | None = None
-    ppl: float | None = None
-    ppl_base: float | None = None
-    kld: float | None = None
-    # 100 * ppl_base / ppl: 100 means no loss; below 100 the quant predicts the held-out text worse.
-    ppl_recovery_pct: float | None = None
-    top1_agreement: float | None = None
-    # The same comparison as the served endpoint's (specsweep.evals.distributions.compare on the top-k kept here).
-    kld_topk: float | None = None
-    top_k: int | None = None
-    n_tokens: int | None = None
-    window: int | None = None
-    text: str
-    text_sha256: str
-    windows_sha256: str | None = None
-    # The quant's in-process scored windows: what the served quant's prompt logprobs are checked against.
-    scored: str | None = None
-    wall_s: float | None = None
 
 
 def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> QualityRecord:

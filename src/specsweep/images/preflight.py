@@ -12,10 +12,9 @@ import json
 import time
 from typing import Iterable
 
-from pydantic import BaseModel
-
 from specsweep.config.schema import CellCfg, ModelDrafter
-from specsweep.images.base import ImageKind, ImageRecord
+from specsweep.images.base import ImageKind
+from specsweep.records.image import ImageRecord, Needs, PreflightRecord, Problem
 from specsweep.serve.speculative import speculative_config_json
 
 # Run inside the image (its Python, no specsweep): vLLM's own lists of what it supports.
@@ -64,18 +63,6 @@ PACKAGES_FOR = {
 }
 
 
-class Needs(BaseModel):
-    """What the planned cells of one image ask of its vLLM."""
-
-    methods: list[str] = []
-    load_formats: list[str] = []
-    kv_cache_dtypes: list[str] = []
-    tool_parsers: list[str] = []
-    reasoning_parsers: list[str] = []
-    # Drafter architecture -> the vLLM PR that added it (None when not known).
-    architectures: dict[str, int | None] = {}
-
-
 def needs_of(cells: Iterable[CellCfg]) -> Needs:
     methods, formats, dtypes, tools, reasoning, archs = set(), set(), set(), set(), set(), {}
     for cell in cells:
@@ -91,33 +78,6 @@ def needs_of(cells: Iterable[CellCfg]) -> Needs:
             archs[cell.drafter.vllm_architecture] = cell.drafter.vllm_pr
     return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
                  tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())))  # fmt: skip
-
-
-class Problem(BaseModel):
-    need: str
-    message: str
-    fix: str
-
-
-class PreflightRecord(BaseModel):
-    image: str
-    image_location: str
-    vllm_version: str
-    vllm_commit: str | None
-    vllm_prs: list[int]
-    needs: Needs
-    problems: list[Problem]
-    checked_at: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def failure(self) -> str:
-        """One message for every cell of the image: each problem and its fix."""
-        listed = "; ".join(f"{p.message} (fix: {p.fix})" for p in self.problems)
-        return f"preflight of image {self.image} ({self.image_location[:19]}, vLLM {self.vllm_version}) failed: {listed}"
 
 
 def compare(needs: Needs, found: dict, kind: ImageKind) -> list[Problem]:

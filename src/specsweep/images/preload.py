@@ -13,19 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from specsweep.cache_check import FILES_MANIFEST, reusable, sha256_file, write_files_manifest
 from specsweep.config.schema import PreloadLib
+from specsweep.records.image import PreloadRecord
 from specsweep.staging import staged_dir
-
-
-class PreloadRecord(BaseModel):
-    library: str
-    path: str
-    # "debian:libtcmalloc-minimal4=2.10-1" or "env:intel-openmp==2024.2.1"-like provenance.
-    source: str
-    sha256: str
 
 
 class PreloadError(RuntimeError):

@@ -19,10 +19,11 @@ import yaml
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import SparkDockerImage
-from specsweep.images.base import ImageRecord, image_kind, preview_record
+from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerKind
 from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.paths import cache_dir
+from specsweep.records.image import ImageRecord
 
 BUILD_METADATA = "/workspace/build-metadata.yaml"
 _SHA = re.compile(r"[0-9a-f]{40}")

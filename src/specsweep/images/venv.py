@@ -9,9 +9,11 @@ from specsweep.cache_check import require_receipt_intact
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
 from specsweep.envs import ensure_env, env_root
-from specsweep.images.base import ImageKind, ImageRecord, LaunchSpec, image_kind, preview_record
-from specsweep.images.cpu_host import choose_serving, read_cpu_facts
+from specsweep.images.base import ImageKind, LaunchSpec, image_kind, preview_record
+from specsweep.images.cpu_host import choose_serving
 from specsweep.images.preload import install_preloads
+from specsweep.records.host import read_cpu_facts
+from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand, vllm_args
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
-from typing import Literal
 
-from pydantic import BaseModel
+from specsweep.records.bench import SpecDelta
 
 DRAFTS = "vllm:spec_decode_num_drafts_total"
 DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens_total"
@@ -28,20 +27,6 @@ class SpecSnapshot:
     draft_tokens: float = 0.0
     accepted: float = 0.0
     accepted_per_pos: dict[int, float] = field(default_factory=dict)
-
-
-class SpecDelta(BaseModel):
-    """Acceptance over one workload. Rates are None when nothing was drafted (no division by zero)."""
-
-    drafts: int
-    draft_tokens: int
-    accepted: int
-    acceptance_rate: float | None
-    mean_acceptance_length: float | None
-    per_position: list[float]
-    # "metrics": /metrics counter differences (include any concurrent traffic); "per_request": the
-    # server's own per-request stats, exact to these requests.
-    source: Literal["metrics", "per_request"] = "metrics"
 
 
 def parse(text: str) -> SpecSnapshot:

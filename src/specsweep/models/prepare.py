@@ -13,29 +13,18 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from specsweep.atomic import write_json
-from specsweep.config.compose import project_relative
-from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
 from specsweep.cache_check import MODEL_RECORD as RECORD
 from specsweep.cache_check import PACKAGES_MARKER, reusable, sha256_file, write_files_manifest
+from specsweep.config.compose import project_relative
+from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
 from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env
 from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
+from specsweep.records.model import ModelRecord
 from specsweep.staging import staged_dir
 
 CONVERTER = Path(__file__).with_name("gguf_to_hf.py")
-
-
-class ModelRecord(BaseModel):
-    name: str
-    # What vLLM is given: a local dir (a converted package, or a hub snapshot under HF_HOME).
-    location: str
-    revision: str | None = None
-    source_sha256: str | None = None
-    weights_sha256: dict[str, str] = {}
-    details: dict = {}
 
 
 def _model_key(model: ModelCfg) -> str:

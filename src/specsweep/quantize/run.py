@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel
-
 from specsweep.atomic import write_json
+from specsweep.cache_check import QUANT_MANIFEST as MANIFEST
+from specsweep.cache_check import reusable, sha256_file
 from specsweep.config.compose import project_relative
-from specsweep.models.hub import fetch_snapshot
 from specsweep.config.schema import (
     GROUPED_SCHEMES,
     AutoRoundQuant,
@@ -33,29 +32,14 @@ from specsweep.config.schema import (
     QuantCfg,
     TextFileCalibration,
 )
-from specsweep.cache_check import QUANT_MANIFEST as MANIFEST
-from specsweep.cache_check import reusable, sha256_file
 from specsweep.envs import EnvRecord, model_tools_env
-from specsweep.models.prepare import ModelRecord
+from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
+from specsweep.records.model import ModelRecord
+from specsweep.records.quant import QuantRecord
 from specsweep.staging import staged_dir
 
 JOB = Path(__file__).with_name("job.py")
-
-
-class QuantRecord(BaseModel):
-    """What the quantize stage hands to cells and to the quality stage."""
-
-    model: str
-    quant: str
-    kind: str
-    scheme: str
-    # What vLLM is given: a local checkpoint dir (quantized here, or a hub snapshot pinned to `revision`, a commit).
-    location: str
-    revision: str | None = None
-    # The quant is the base itself (no quantization): quality compares it with itself.
-    is_base: bool = False
-    manifest: dict = {}
 
 
 def quant_scheme(quant: QuantCfg) -> str:

@@ -15,11 +15,11 @@ from pydantic import BaseModel
 
 import specsweep
 from specsweep.config.secrets import REDACTED, is_secret_key
-from specsweep.images.base import ImageRecord
-from specsweep.images.cpu_host import CpuFacts, ServingChoice, read_cpu_facts
-from specsweep.models.prepare import ModelRecord
 from specsweep.paths import project_root
-from specsweep.quantize.run import QuantRecord
+from specsweep.records.host import CpuFacts, ServingChoice, read_cpu_facts
+from specsweep.records.image import ImageRecord
+from specsweep.records.model import ModelRecord
+from specsweep.records.quant import QuantRecord
 
 # Bumped whenever a field changes meaning or one is added; readers refuse a newer one. A record without the field
 # predates versioning (1).

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.atomic import write_bytes, write_text
-from specsweep.evals.quality import QualityRecord
-from specsweep.images.cpu_host import CpuFacts
+from specsweep.records.host import CpuFacts
 from specsweep.records.manifest import MANIFEST_SCHEMA_VERSION, check_schema
+from specsweep.records.quality import QualityRecord
 from specsweep.records.types import CELL_SCHEMA_VERSION, CellRecord, MemoryRecord
 
 # Last server-log lines of a failed cell on its table row (the record keeps more).

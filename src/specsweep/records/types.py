@@ -6,10 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from specsweep.bench.engine import BenchRow
-from specsweep.bench.stats import RequestTiming
-from specsweep.evals.in_cell import CellEvals
-
+from specsweep.records.bench import BenchRow
+from specsweep.records.evals import CellEvals
 
 # Where a failed cell's bench.json is moved once the sweep has reported it, so the next run reruns the cell.
 FAILURE_RECORD = "failure.json"
@@ -29,23 +27,6 @@ class RequestRecord(BaseModel):
     # Per verify step, tokens drafted and accepted (vLLM's per_step_drafted / per_step_accepted; drafter cells).
     spec_per_step_drafted: list[int] | None = None
     spec_per_step_accepted: list[int] | None = None
-
-    @classmethod
-    def from_timing(cls, run: int, timing: RequestTiming) -> "RequestRecord":
-        return cls(
-            run=run,
-            ok=timing.error is None,
-            error=timing.error,
-            prompt_tokens=timing.prompt_tokens,
-            completion_tokens=timing.total_tokens,
-            token_source=timing.token_source,
-            ttfr_s=None if timing.first_response_ts is None else timing.first_response_ts - timing.start_ts,
-            e2e_ttft_s=None if timing.first_token_ts is None else timing.first_token_ts - timing.start_ts,
-            token_ids=timing.token_ids,
-            text=timing.text,
-            spec_per_step_drafted=(timing.spec_stats or {}).get("per_step_drafted"),
-            spec_per_step_accepted=(timing.spec_stats or {}).get("per_step_accepted"),
-        )
 
 
 class WorkloadRecord(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from specsweep.images.cpu_host import CpuFacts
+from specsweep.records.host import CpuFacts
 from specsweep.records.table import MEMORY_COLUMNS
 
 QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from specsweep.evals.distributions import ScoredWindows, compare, same_checkpoint_problem
 from specsweep.evals.lossless import compare_greedy, describe
-from specsweep.evals.quality import QualityRecord
+from specsweep.records.quality import QualityRecord
 from specsweep.records.table import MANIFEST_KEYS
 from specsweep.records.types import CellRecord
 
