@@ -245,7 +245,7 @@ def test_memory_is_recorded_for_every_served_cell(served: pd.DataFrame) -> None:
         # Weight files on disk, vLLM's KV cache (memory and tokens, as its log says), and the sampled peak.
         assert 0.1 < row.mem_weights_gib < 2, row.cell_id
         assert row.mem_kv_cache_gib > 0 and row.kv_cache_tokens > 1000 and row.max_model_len > 0, row.cell_id
-        assert row.mem_peak_rss_gib > row.mem_weights_gib and 0 < row.mem_peak_pss_gib <= row.mem_peak_rss_gib, row.cell_id
+        assert row.mem_peak_rss_gib > row.mem_weights_gib and 0 < row.mem_pss_at_end_gib <= row.mem_peak_rss_gib, row.cell_id
 
 
 def test_compare_the_sweep_with_itself_and_bf16_with_w4a16(swept: Path) -> None:

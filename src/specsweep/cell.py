@@ -335,6 +335,7 @@ def run_cell(
                     workloads, latency_ms = _measure(server, cfg, quant.location)
                     evals = run_evals(cfg, server.base_url, command.served_name, quant.location, out_dir,
                                       lm_eval_selected, image.offline)  # fmt: skip
+                    peak.final_pss()
                 finally:
                     server.stop()
             record = record.model_copy(update={

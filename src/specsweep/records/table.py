@@ -34,7 +34,7 @@ MANIFEST_KEYS = [
 
 # Memory per cell (records.types.MemoryRecord), in GiB where it is a size: the same on every row of the cell.
 MEMORY_COLUMNS = ["mem_weights_gib", "mem_drafter_weights_gib", "mem_checkpoint_gib", "mem_model_gib", "mem_kv_cache_gib",
-                  "kv_cache_tokens", "kv_cache_max_concurrency", "max_model_len", "mem_peak_rss_gib", "mem_peak_pss_gib"]  # fmt: skip
+                  "kv_cache_tokens", "kv_cache_max_concurrency", "max_model_len", "mem_peak_rss_gib", "mem_pss_at_end_gib"]  # fmt: skip
 
 
 def _gib(value: int | None) -> float | None:
@@ -53,7 +53,7 @@ def memory_columns(memory: MemoryRecord | None) -> dict:
         "kv_cache_max_concurrency": m.kv_cache_max_concurrency,
         "max_model_len": m.max_model_len,
         "mem_peak_rss_gib": _gib(m.peak_rss_bytes),
-        "mem_peak_pss_gib": _gib(m.peak_pss_bytes),
+        "mem_pss_at_end_gib": _gib(m.pss_at_end_bytes),
     }
 
 

@@ -55,11 +55,11 @@ class MemoryRecord(BaseModel):
     kv_cache_tokens: int | None = None
     kv_cache_max_concurrency: float | None = None
     max_model_len: int | None = None
-    # Sampled while the server lived: the largest sum over its processes (API server, engine core, workers; found
-    # by the cell's marker, in a container too) of RSS and of PSS (shared pages split between the processes that
-    # map them, so model weights mapped by two processes count once).
+    # Sampled while the server lived: the largest sum of RSS over its processes (API server, engine core, workers;
+    # found by the cell's marker, in a container too). Pages two processes share count twice there; PSS (shared
+    # pages split between the processes that map them) is read once, after the workloads and evals.
     peak_rss_bytes: int | None = None
-    peak_pss_bytes: int | None = None
+    pss_at_end_bytes: int | None = None
     processes: int | None = None
     samples: int = 0
 

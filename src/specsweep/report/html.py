@@ -128,8 +128,8 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
                   "<p>GiB. Weights: the served checkpoint's and the drafter's weight files on disk; checkpoint / model: "
                   "what vLLM logged it loaded (CPU: checkpoint size; GPU: weights in device memory); KV cache: the "
                   "memory vLLM gave it and its capacity in tokens, and how many requests of max_model_len tokens fit; "
-                  "peak RSS / PSS: the largest sum over the server's processes while it served (PSS counts pages "
-                  "shared between them once).</p>", _table(memory, "{:.2f}")]  # fmt: skip
+                  "peak RSS: the largest sum over the server's processes while it served (pages they share counted "
+                  "per process); PSS at end: shared pages split between them, after the workloads and evals.</p>", _table(memory, "{:.2f}")]  # fmt: skip
     if len(skipped_cells):
         parts += ["<h2>Skipped cells</h2>", _table(skipped_cells)]
     parts += ["<h2>Manifest</h2>", f"<dl>{manifest}</dl>", "<h2>Results table</h2>", _table(table), "</body></html>"]

@@ -80,7 +80,7 @@ def best_k_table(data: SweepData) -> str:
 MEMORY_HEADERS = {"mem_weights_gib": "weights", "mem_drafter_weights_gib": "drafter weights",
                   "mem_checkpoint_gib": "checkpoint", "mem_model_gib": "model (GPU)", "mem_kv_cache_gib": "KV cache",
                   "kv_cache_tokens": "KV tokens", "kv_cache_max_concurrency": "fits × max_model_len",
-                  "max_model_len": "max_model_len", "mem_peak_rss_gib": "peak RSS", "mem_peak_pss_gib": "peak PSS"}  # fmt: skip
+                  "max_model_len": "max_model_len", "mem_peak_rss_gib": "peak RSS", "mem_pss_at_end_gib": "PSS at end"}  # fmt: skip
 
 
 def memory_table(memory: pd.DataFrame) -> str:
@@ -150,7 +150,8 @@ def render(data: SweepData) -> str:
         parts += ["", evals_table(data), ""]
     if len(memory := memory_per_cell(table)):
         parts += ["## Memory per cell", "", "GiB; KV cache: memory and capacity in tokens vLLM reported, with the "
-                  "requests of max_model_len tokens that fit; peak RSS / PSS: the server's processes while serving.", "",
+                  "requests of max_model_len tokens that fit; peak RSS: the server's processes while serving (shared pages "
+                  "counted per process); PSS at end: shared pages split, after the workloads.", "",
                   memory_table(memory), ""]  # fmt: skip
     failed_cells = failed(table)
     if len(failed_cells):

@@ -53,13 +53,17 @@ def from_server_log(text: str) -> dict:
 
 
 class PeakMemory:
-    """Samples the summed RSS and PSS of the processes carrying `marker_env=marker_value` (the cell's server and
-    its workers) every `interval_s` in a thread, keeping the peak. The marker finds a container's processes too
-    (they are host processes), where a process tree from the `docker run` client would not."""
+    """Samples the summed RSS of the processes carrying `marker_env=marker_value` (the cell's server and its
+    workers) every `interval_s` in a thread, keeping the peak. The marker finds a container's processes too (they
+    are host processes), where a process tree from the `docker run` client would not.
+
+    RSS comes from /proc/<pid>/statm (the kernel's counters, read in microseconds). PSS would need smaps_rollup,
+    which walks the server's page tables under its mmap lock at every sample: a sampler must not slow what it
+    measures, so PSS is read once, at the end of the server's life, not sampled."""
 
     def __init__(self, marker_env: str, marker_value: str, interval_s: float = 0.5) -> None:
         self.marker_env, self.marker_value, self.interval_s = marker_env, marker_value, interval_s
-        self.peak_rss = self.peak_pss = self.processes = None
+        self.peak_rss = self.processes = self.final_pss_bytes = None
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
@@ -84,24 +88,31 @@ class PeakMemory:
                 continue
 
     def sample(self) -> None:
-        rss = pss = alive = 0
+        rss = alive = 0
         for pid, process in list(self._known.items()):
             try:
-                info = process.memory_full_info()
+                rss += process.memory_info().rss
             except psutil.NoSuchProcess:
                 del self._known[pid]
                 continue
             except (psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
             alive += 1
         if not alive:
             return
         self.samples += 1
         if self.peak_rss is None or rss > self.peak_rss:
             self.peak_rss, self.processes = rss, alive
-        self.peak_pss = max(self.peak_pss or 0, pss)
+
+    def final_pss(self) -> None:
+        """PSS summed over the processes still alive: once, when the workloads and evals are done."""
+        total = 0
+        for process in list(self._known.values()):
+            try:
+                total += getattr(process.memory_full_info(), "pss", 0)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        self.final_pss_bytes = total or None
 
     def _run(self) -> None:
         tick = 0
@@ -120,6 +131,6 @@ def memory_record(server_log: Path, weights: str | None, drafter_weights: str | 
         weights_disk_bytes=weights_on_disk(weights),
         drafter_weights_disk_bytes=weights_on_disk(drafter_weights),
         **from_server_log(text),
-        **({"peak_rss_bytes": peak.peak_rss, "peak_pss_bytes": peak.peak_pss, "processes": peak.processes,
+        **({"peak_rss_bytes": peak.peak_rss, "pss_at_end_bytes": peak.final_pss_bytes, "processes": peak.processes,
             "samples": peak.samples} if peak else {}),
     )  # fmt: skip
