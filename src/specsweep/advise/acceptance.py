@@ -11,7 +11,7 @@ one measurement at k_max gives every k <= k_max: E[tokens per step | k] = 1 + su
 the target model adds at every verify step). That formula assumes a step at k starts at positions like those a
 step at k_max starts at; it does not: a k_max step swallows a long run whole, a smaller k lands inside it and gets
 the rest of it next step. With a trace, `Trace.runs` + `replay` keep the positions (on the embedded ngram sweep the
-marginal formula was 7-13 % low at k = 3..6 where the replay matched the measured steps exactly at most k). A
+marginal formula matched the measured steps at no k < k_max, the replay exactly at half of them). A
 parallel drafter (DFlash) proposes its block jointly: it must be measured at each k.
 """
 
