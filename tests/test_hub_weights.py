@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from project import job_config, project_env
+
 from specsweep.cache_check import sha256_file
 from specsweep.config.compose import compose_cell
-from specsweep.models.hub import HubError, HubSnapshot, fetch_snapshot, snapshot_problems
+from specsweep.models.hub import HubError, fetch_snapshot, snapshot_problems
+from specsweep.records.hub import HubSnapshot
 
 pytestmark = pytest.mark.slow  # needs the prepared packaged model (minutes on a cold cache)
 

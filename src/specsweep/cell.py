@@ -26,9 +26,10 @@ from specsweep.images.base import ImageKind, LaunchSpec, kind_of
 from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
 from specsweep.images.cpu_host import FALLBACK_ENV, uses_wna16
 from specsweep.images.preload import ld_preload
-from specsweep.models.hub import HubSnapshot, snapshot_problems
+from specsweep.models.hub import snapshot_problems
 from specsweep.records import manifest as mf
 from specsweep.records.host import ServingChoice
+from specsweep.records.hub import HubSnapshot
 from specsweep.records.image import ImageRecord, PreflightRecord
 from specsweep.records.model import ModelRecord
 from specsweep.records.quant import QuantRecord
@@ -258,17 +259,17 @@ def check_inputs(
     """What the cell serves still matches its manifests (a truncated or edited cached file fails the cell, naming the
     file and the fix, instead of being served and measured)."""
     model_receipt, quant_receipt, image_receipt = receipts
-    _require_weights(model.location, model.details.get("hub"), f"base model {model.name}", model_receipt, "prepare_model")
+    _require_weights(model.location, model.details.hub, f"base model {model.name}", model_receipt, "prepare_model")
     if quant.location != model.location:  # quant=none serves the base dir itself
-        _require_weights(quant.location, quant.manifest.get("hub"), f"checkpoint {quant.quant}", quant_receipt, "quantize")
+        _require_weights(quant.location, quant.manifest.hub, f"checkpoint {quant.quant}", quant_receipt, "quantize")
     kind.check_intact(image, str(image_receipt))
 
 
-def _require_weights(location: str, hub: dict | None, what: str, receipt: Path, step: str) -> None:
+def _require_weights(location: str, hub: HubSnapshot | None, what: str, receipt: Path, step: str) -> None:
     """A hub snapshot against the files its receipt recorded; anything specsweep built against its own manifest."""
     if hub is None:
         require_receipt_intact(location, what, receipt, step)
-    elif problems := snapshot_problems(HubSnapshot.model_validate(hub)):
+    elif problems := snapshot_problems(hub):
         raise CorruptEntry(f"{what} at {location} is not the snapshot its receipt recorded: {problems[0]}"
                            f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; delete {receipt} and "
                            f"rerun (the {step} step downloads and checks it again)")  # fmt: skip

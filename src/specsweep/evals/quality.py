@@ -46,7 +46,7 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         return QualityRecord(
             **common,
             status="not_measured",
-            reason=f"{quant.manifest.get('repo_id', quant.location)} is a hub checkpoint: measured through its served "
+            reason=f"{quant.manifest.repo_id or quant.location} is a hub checkpoint: measured through its served "
             "endpoint only (eval.endpoint_quality, the evals table)",
         )
     windows = heldout_windows(base.location, text, quality.window, quality.num_windows)
@@ -54,7 +54,7 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
     env = model_tools_env()
     identity = {
         "quant": quant.location,
-        "files": quant.manifest.get("files_sha256") or base.weights_sha256,
+        "files": quant.manifest.files_sha256 or base.weights_sha256,
         "base": base.weights_sha256,
         "quality": quality.model_dump(mode="json"),
         "windows": digest,

@@ -16,37 +16,14 @@ import re
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from specsweep.cache_check import sha256_file
+from specsweep.records.hub import HubFile, HubSnapshot
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HubError(RuntimeError):
     pass
-
-
-class HubFile(BaseModel):
-    path: str
-    size: int
-    sha256: str
-    # Where the sha256 came from: "hub" (the LFS metadata, checked against the file) or "computed" (a small git file).
-    sha256_source: str
-
-
-class HubSnapshot(BaseModel):
-    repo_id: str
-    # As configured (a branch, tag or commit) and as resolved at prepare time.
-    revision: str
-    commit: str
-    local_dir: str
-    files: list[HubFile]
-    offline: bool
-
-    @property
-    def sha256(self) -> dict[str, str]:
-        return {file.path: file.sha256 for file in self.files}
 
 
 def _offline() -> bool:

