@@ -179,10 +179,11 @@ def test_manifest_records_what_produced_the_numbers(swept: Path) -> None:
     argv = manifest["server_argv"]
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert json.loads(argv[argv.index("--speculative-config") + 1])["num_speculative_tokens"] == 4
-    # Versioned, and standing alone: the resolved config it hashed, the git state, the GPU facts (none here).
+    # Versioned, and standing alone: the resolved config it hashed, the git state (None here: the test project is a
+    # copy, not a checkout), the GPU facts (none here).
     assert manifest["schema_version"] == 2 and manifest["config"]["k"] == 4
     assert manifest["config"] == yaml.safe_load((swept / "results/embedded/gemma3_270m-bf16-ngram-k4/config.yaml").read_text())
-    assert len(manifest["git_sha"]) == 40 and "gpu" in manifest
+    assert {"git_sha", "git_dirty", "gpu", "hardware", "host_cpu"} <= set(manifest)
     gptq = json.loads((swept / "results/embedded/gemma3_270m-w4a16_gptq-none/manifest.json").read_text())
     assert len(gptq["quant_calibration_sha256"]) == 64
 

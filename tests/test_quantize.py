@@ -15,6 +15,7 @@ import pytest
 
 from project import job_config
 from specsweep.cache_check import sha256_file
+from specsweep.records.quant import QuantManifest
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +60,10 @@ def quality(where: Path, quant: str) -> dict:
 def test_checkpoint_files_match_their_manifest(receipts: Path) -> None:
     record = quantized(receipts, "w4a16_gptq")
     location = Path(record["location"])
+    # The checkpoint's manifest and the receipt's, read through the same record model.
     manifest = json.loads((location / "quant_manifest.json").read_text())
-    assert manifest == record["manifest"]
+    assert QuantManifest.model_validate(manifest) == QuantManifest.model_validate(record["manifest"])
+    assert manifest["files_sha256"] == record["manifest"]["files_sha256"]
     weights = [name for name in manifest["files_sha256"] if name.endswith(".safetensors")]
     assert weights, manifest["files_sha256"]
     for name, digest in manifest["files_sha256"].items():
