@@ -28,6 +28,14 @@ def _edit(sweep_dir: Path, cell: str, change) -> None:
     path.write_text(record.model_dump_json())
 
 
+def _scale_tg(record: CellRecord, factor: float, reverse: bool = False) -> None:
+    for workload in record.workloads:
+        metric = workload.row.tg_throughput
+        values = reversed(metric.values) if reverse else metric.values
+        metric.values = [v * factor for v in values]
+        metric.mean *= factor
+
+
 def test_a_sweep_against_itself_flags_nothing(sweep: Path):
     comparison = compare(sweep, sweep)
     assert comparison.changes and not comparison.flagged and not comparison.only_in_a and not comparison.only_in_b
@@ -44,13 +52,7 @@ def test_a_slower_image_is_flagged_and_the_image_difference_named(sweep: Path, t
     config["image"]["name"] = "another_image"
     (other / cell / "config.yaml").write_text(yaml.safe_dump(config))
 
-    def slower(record: CellRecord) -> None:
-        for workload in record.workloads:
-            metric = workload.row.tg_throughput
-            metric.values = [v * 0.8 for v in metric.values]
-            metric.mean *= 0.8
-
-    _edit(other, cell, slower)
+    _edit(other, cell, lambda record: _scale_tg(record, 0.8))
     comparison = compare(sweep, other)
     flagged = comparison.flagged
     assert flagged and {(c.cell_a, c.metric) for c in flagged} == {(cell, "tg_tps")}
@@ -66,14 +68,8 @@ def test_a_change_inside_the_noise_is_not_flagged(sweep: Path, tmp_path: Path):
     shutil.copytree(sweep, other)
     cell = "gemma3_270m-bf16-ngram-k4"
 
-    def shuffled(record: CellRecord) -> None:
-        # The same two runs' values, swapped in order and nudged by 0.1 %: no change a test could see.
-        for workload in record.workloads:
-            metric = workload.row.tg_throughput
-            metric.values = [v * 1.001 for v in reversed(metric.values)]
-            metric.mean *= 1.001
-
-    _edit(other, cell, shuffled)
+    # The same two runs' values, swapped in order and nudged by 0.1 %: no change a test could see.
+    _edit(other, cell, lambda record: _scale_tg(record, 1.001, reverse=True))
     assert not compare(sweep, other).flagged
 
 

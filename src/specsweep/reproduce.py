@@ -24,6 +24,7 @@ from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.records import manifest as mf
 from specsweep.records.types import CellRecord
+from specsweep.report.compare import flatten
 
 # Manifest fields that say what produced the numbers, by what they are about (times, ports, argv are not facts of
 # that kind: they differ on every run).
@@ -53,21 +54,12 @@ def locate(target: str, results: Path = Path("results")) -> Path:
     raise ValueError(f"{target} is no cell dir (with manifest.json), W&B run id or cell id under {results}/*/")
 
 
-def _flatten(value, prefix: str) -> dict[str, object]:
-    if isinstance(value, dict):
-        out: dict[str, object] = {}
-        for key in sorted(value):
-            out.update(_flatten(value[key], f"{prefix}.{key}"))
-        return out
-    return {prefix: value}
-
-
 def differences(recorded: dict, now: dict) -> list[str]:
     """One line per checked fact that differs (dict-valued facts per key: which weight file, which CPU flag)."""
     lines = []
     for what, fields in CHECKED.items():
         for field in fields:
-            old, new = _flatten(recorded.get(field), field), _flatten(now.get(field), field)
+            old, new = flatten(recorded.get(field), field), flatten(now.get(field), field)
             for key in sorted(set(old) | set(new)):
                 if old.get(key) != new.get(key):
                     lines.append(f"{what}: {key} recorded {old.get(key)!r}, now {new.get(key)!r}")

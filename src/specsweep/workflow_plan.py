@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from specsweep.advise.driver import planned
 from specsweep.config.compose import ConfigError, cell_yaml, compose_raw, project_relative
-from specsweep.config.grid import Cell, expand, split_overrides
+from specsweep.config.grid import Cell, expand, max_num_seqs, split_overrides
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
@@ -163,7 +163,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     return SweepPlan(
         sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages, drafters=drafters,
         report_json=report_cfg.model_dump_json(),
-        max_num_seqs=max((c.config.serve.max_num_seqs or 0 for c in cells), default=0) or None,
+        max_num_seqs=max_num_seqs(cells),
     )  # fmt: skip
 
 

@@ -117,8 +117,9 @@ def _trace_figures(traces: list[Trace], cost: StepCost, k_max: int) -> dict:
     traces = [t for t in traces if t.accepted]
     if not traces:
         return {}
-    hf = [replay_hf(t.runs(), cost, k_max) for t in traces]
-    best = [oracle(t.runs(), cost, k_max) for t in traces]
+    runs = [t.runs() for t in traces]
+    hf = [replay_hf(r, cost, k_max) for r in runs]
+    best = [oracle(r, cost, k_max) for r in runs]
     pooled = Trace(drafted=tuple(d for t in traces for d in t.drafted), accepted=tuple(a for t in traces for a in t.accepted))
     return {
         "trace_steps": len(pooled.accepted),
@@ -129,11 +130,12 @@ def _trace_figures(traces: list[Trace], cost: StepCost, k_max: int) -> dict:
     }
 
 
-def replayed_tokens_per_step(traces: list[Trace], k: int) -> float:
-    """Mean over requests of tokens per step at a fixed k (the measured figure is a mean of per-request t/s)."""
+def replayed_tokens_per_step(runs: list[list[int]], k: int) -> float:
+    """Mean over requests (their Trace.runs) of tokens per step at a fixed k (the measured figure is a mean of
+    per-request t/s)."""
     lengths = []
-    for trace in traces:
-        steps, accepted = replay(trace.runs(), k)
+    for request in runs:
+        steps, accepted = replay(request, k)
         lengths.append((steps + accepted) / steps)
     return sum(lengths) / len(lengths)
 
@@ -156,10 +158,11 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
     chain = first["drafter_kind"] in CHAIN_DRAFTERS
     top_traces = [t for t in traces.get((str(top["cell_id"]), first["workload"], int(first["concurrency"])), []) if t.accepted]
     replayed = chain and bool(top_traces)
+    top_runs = [t.runs() for t in top_traces]
 
     def tokens_per_step(k: int) -> float:
         if replayed:
-            return replayed_tokens_per_step(top_traces, k)
+            return replayed_tokens_per_step(top_runs, k)
         # A parallel drafter's k is its own block: its marginals come from its own cell.
         return expected_tokens_per_step(marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k), k)
 

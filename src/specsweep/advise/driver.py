@@ -24,7 +24,7 @@ from specsweep.advise.acceptance import CHAIN_DRAFTERS
 from specsweep.advise.adaptive import predicted_objective, search
 from specsweep.advise.advice import Advice, advise_sweep_dir, load_traces
 from specsweep.atomic import write_json
-from specsweep.config.grid import Cell, cell_from
+from specsweep.config.grid import Cell, cell_from, max_num_seqs
 
 STATE = "adaptive.json"
 
@@ -142,8 +142,7 @@ def adapt(cells: list[Cell], sweep_dir: Path, run_snakemake: Callable[[], None])
                                         predicted_before_measuring=result.predicted_before_measuring,
                                         order=result.order, best_k=result.best_k)  # fmt: skip
         print(f"[adapt] {key}: best k {result.best_k} after measuring k in {result.order}", file=sys.stderr, flush=True)
-    max_num_seqs = max((c.config.serve.max_num_seqs or 0 for c in cells), default=0) or None
-    served = schedule_overrides(advise_sweep_dir(sweep_dir, max_num_seqs), cells)
+    served = schedule_overrides(advise_sweep_dir(sweep_dir, max_num_seqs(cells)), cells)
     if new := [o for o in served if o not in state.schedule_cells]:
         state.schedule_cells += new
         write_json(path, state.model_dump(mode="json"))

@@ -33,6 +33,11 @@ class Cell:
     quality: QualityCfg | None = None
 
 
+def max_num_seqs(cells: list[Cell]) -> int | None:
+    """The largest serve.max_num_seqs of these cells (None: vLLM's default): where a batch-size schedule ends."""
+    return max((c.config.serve.max_num_seqs or 0 for c in cells), default=0) or None
+
+
 def split_overrides(text: str | list[str] | None) -> list[str]:
     """`--config overrides="a=1 b=2"` is shell-split; a YAML list (a config file, `specsweep run`) is taken
     item by item, verbatim, so values with spaces, quotes or brackets need no quoting."""

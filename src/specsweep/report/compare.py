@@ -80,9 +80,11 @@ class _Cell:
     record: CellRecord
 
 
-def _load(sweep_dir: Path) -> list[_Cell]:
+def _load(sweep_dir: Path, only: tuple[str, ...] = ()) -> list[_Cell]:
     cells = []
     for directory in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
+        if only and directory.name not in only:
+            continue
         if not (directory / "bench.json").is_file() or not (directory / "config.yaml").is_file():
             continue
         record = CellRecord.model_validate_json((directory / "bench.json").read_text())
@@ -119,13 +121,19 @@ def _alignment_key(config: dict, ignored: list[str]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def _diff(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Nested dicts as dotted keys: a difference is then named to the leaf (which weight file, which CPU flag)."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key in sorted(value):
+            out.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
         return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+    return {prefix: value}
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    old, new = flatten(a), flatten(b)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 def _welch(a: list[float], b: list[float]) -> float | None:
@@ -188,9 +196,7 @@ def compare(sweep_a: Path, sweep_b: Path, ignore: list[str] = (), pair: tuple[st
     """`only`: A's cells to compare (default all). `pair`: (config key, A's value, B's value), e.g. ("quant", "bf16", "w4a16_gptq"): a group is selected by its
     option's name and ignored whole (a quant's scheme and recipe differ with it), a plain key by its value."""
     ignored = [*DEFAULT_IGNORED, *ignore]
-    cells_a, cells_b = _load(sweep_a), _load(sweep_b)
-    if only:
-        cells_a = [c for c in cells_a if c.cell_id in only]
+    cells_a, cells_b = _load(sweep_a, only), _load(sweep_b)
     if pair is not None:
         key, value_a, value_b = pair
 
