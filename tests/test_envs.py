@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
+
+from specsweep.config.compose import compose_cell
 from specsweep.envs import env_key
+from specsweep.images.base import build_image
+from specsweep.models.prepare import prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "workflow/envs/vllm_cpu_plugin"
@@ -32,3 +39,38 @@ def test_the_cpu_image_installs_the_wna16_plugin() -> None:
     assert 'specsweep_wna16_fallback = "specsweep_vllm_cpu:register"' in (PLUGIN / "pyproject.toml").read_text()
     assert {"none", "W4A16"} <= set(image.servable_quant_schemes)
     assert "NVFP4A16" not in image.servable_quant_schemes
+
+
+TOKENIZER_COPIES = """
+import copy, json, sys
+from vllm.plugins import load_general_plugins
+from vllm.tokenizers.hf import maybe_make_thread_pool
+from transformers import AutoTokenizer
+
+load_general_plugins()
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+copied = copy.deepcopy(tok)
+pool = maybe_make_thread_pool(copy.copy(tok), 2)
+texts = [json.loads(line)["prompt"] for line in open(sys.argv[2])] + ["<start_of_turn>user\\n日本語 ☃ x**2<end_of_turn>"]
+print(json.dumps({
+    "shared": [copied.__dict__[name] is tok.__dict__[name] for name in ("_vocab", "_merges")],
+    "own_rust_tokenizer": copied._tokenizer is not tok._tokenizer,
+    "same_ids": [copied.encode(t) == tok.encode(t) == pool.encode(t) for t in texts],
+    "same_text": [pool.decode(tok.encode(t)) == tok.decode(tok.encode(t)) for t in texts],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_the_servers_tokenizer_copies_share_the_read_only_tables_and_tokenize_the_same() -> None:
+    """The plugin's entry point is installed in the CPU vLLM env and vLLM's tokenizer pool gives the same tokens."""
+    cell = compose_cell([]).cell
+    python = Path(build_image(cell.image).location) / "bin" / "python"
+    model = prepare_model(cell.model)
+    out = subprocess.run([str(python), "-c", TOKENIZER_COPIES, model.location, str(ROOT / "data/eval/lossless_prompts.jsonl")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["shared"] == [True, True]
+    assert facts["own_rust_tokenizer"]
+    assert all(facts["same_ids"]) and all(facts["same_text"]) and len(facts["same_ids"]) == 5

