@@ -227,17 +227,17 @@ def test_quantize_rebuilds_a_corrupt_checkpoint(
     cell = compose_cell(["quant=w4a16_rtn"]).cell
     base = ModelRecord(name=cell.model.name, location=str(tmp_path / "base"))
 
-    first = run._local_quant(cell.quant, cell.model, base)
+    first = run._local_quant(cell.quant, cell.model, base, None)
     location = Path(first.location)
     assert location.parent == cache / "quants" and verify_entry(location) == []
     built_at = (location / "quant_manifest.json").stat().st_mtime_ns
-    assert run._local_quant(cell.quant, cell.model, base) == first  # intact: reused, not rebuilt
+    assert run._local_quant(cell.quant, cell.model, base, None) == first  # intact: reused, not rebuilt
     assert (location / "quant_manifest.json").stat().st_mtime_ns == built_at
 
     with (location / "model.safetensors").open("r+b") as handle:
         handle.truncate(10)
     capsys.readouterr()
-    run._local_quant(cell.quant, cell.model, base)
+    run._local_quant(cell.quant, cell.model, base, None)
     # The manifest records digests only: the truncation is caught by the hash.
     assert f"[cache] {location}: model.safetensors: content differs from the manifest" in capsys.readouterr().err
     assert (location / "model.safetensors").read_bytes() == WEIGHTS and verify_entry(location) == []

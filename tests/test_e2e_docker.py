@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from project import cell_processes, make_project, project_env
+
 from specsweep.config.compose import compose_cell
 from specsweep.images.container import LABEL_WORKDIR
 from specsweep.images.cpu_docker import base_key, ensure_base
@@ -185,3 +185,33 @@ def test_the_spark_spec_reuses_the_id_it_built_and_rebuilds_when_that_image_is_g
     subprocess.run(["git", "-C", str(checkout), "remote", "add", "origin", str(tmp_path / "absent")], check=True)
     with pytest.raises(EngineError, match=r"`git -C .* fetch --quiet origin` failed"):
         kind._built_id()
+
+
+def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served: tuple[Path, str]) -> None:
+    """image.quantizer.where=image, the Spark's way (the tools' pins in a venv on the image's torch, job.py in a container
+    with the launcher's flags), through the DAG's quantize job: round to nearest is deterministic, so the checkpoint
+    must be the model-tools env's, file for file."""
+    from specsweep.models.prepare import prepare_model
+    from specsweep.quantize.run import quantize
+    from specsweep.records.quant import QuantRecord
+    from specsweep.workflow_plan import plan_sweep
+
+    project, _ = served
+    overrides = ["image=vllm_cpu_docker", "quant=w4a16_rtn", "drafter=none", "image.quantizer.where=image"]
+    (key,) = [k for k, q in plan_sweep(overrides).quants.items() if q.image_key]
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={' '.join(overrides)}", "--",
+                             f"results/_quants/{key}.json"], cwd=project, env=project_env(project), capture_output=True,
+                            text=True, timeout=1500)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    made = QuantRecord.model_validate_json((project / f"results/_quants/{key}.json").read_text())
+    tools_tag = made.manifest.quantize_env.split(": ", 1)[1]
+    assert made.manifest.quantize_image_id == docker("image", "inspect", "--format", "{{.Id}}", tools_tag).stdout.strip()
+    cell = compose_cell(overrides[1:3]).cell
+    on_host = quantize(cell.quant, cell.model, prepare_model(cell.model))
+    assert on_host.manifest.quantize_image_id is None and on_host.location != made.location
+    assert made.manifest.files_sha256 == on_host.manifest.files_sha256 and "model.safetensors" in made.manifest.files_sha256
+    # The tools' own pins ran (compressed-tensors 0.19, where the serving image's vLLM 0.32 has 0.17), on the image's torch.
+    assert made.manifest.versions == on_host.manifest.versions and made.manifest.versions["compressed-tensors"] == "0.19.0"
+    job_log = (project / f"results/_logs/quantize/{key}.log").read_text()
+    assert "docker run --name specsweep-quantize-gemma3_270m-w4a16_rtn-" in job_log and made.manifest.quantize_image_id in job_log
+    assert containers_of(project) == []

@@ -162,3 +162,42 @@ def test_a_prepared_drafter_and_model_are_served_from_their_snapshots(monkeypatc
     assert "--revision" not in argv  # the snapshot is the pinned commit
     assert '"model":"/root/.cache/huggingface/hub/models--google--gemma-4-31B-it-assistant/snapshots/beef"' in argv[
         argv.index("--speculative-config") + 1]
+
+
+def test_the_quantizer_venv_takes_the_tools_pins_but_the_images_torch() -> None:
+    from specsweep.config.schema import QuantizerCfg
+    from specsweep.quantize.in_image import tools_key, tools_requirements
+
+    quantizer = compose_cell(SPARK).cell.image.quantizer
+    assert quantizer.where == "image"
+    pins = tools_requirements(quantizer)
+    names = {pin.split("==")[0] for pin in pins}
+    assert {"llmcompressor", "auto-round", "compressed-tensors", "transformers"} <= names
+    assert "torch" not in names and "compressed-tensors==0.19.0" in pins
+    assert "nvidia-ml-py" in names
+    assert "nvidia-ml-py" not in {p.split("==")[0] for p in tools_requirements(QuantizerCfg(from_image=["torch", "nvidia-*"]))}
+    # Keyed by the serving image and the pins: another image or other pins are another tools image.
+    assert tools_key("sha256:a", quantizer) == tools_key("sha256:a", quantizer) != tools_key("sha256:b", quantizer)
+    assert tools_key("sha256:a", QuantizerCfg(where="image", from_image=["torch", "nvidia-*"])) != tools_key("sha256:a", quantizer)
+
+
+def test_the_quantize_container_gets_the_launchers_flags_labels_and_each_path_at_itself(monkeypatch, tmp_path: Path) -> None:
+    from specsweep.quantize.in_image import TOOLS_PYTHON, ToolsImage, job_command
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("SPECSWEEP_RUN_OWNER", "123:4.00")
+    image = compose_cell(SPARK).cell.image
+    tools = ToolsImage(tag="specsweep/quantize-tools:k", id="sha256:tools", key="k")
+    snapshot = str(tmp_path / "hf/hub/models--google--gemma-4-31B-it/snapshots/abc")
+    argv = job_command(image, tools, "specsweep-quantize-x", Path("/p/job.py"), Path("/c/x.spec.json"),
+                       [snapshot, "/p/data/calibration/c.txt"], ["/c/quants"])  # fmt: skip
+    assert argv[:4] == ["docker", "run", "--name", "specsweep-quantize-x"]
+    flags = " ".join(argv)
+    # launch-cluster.sh's GPU, IPC and allocator settings, as for a server of this image.
+    assert "--gpus all" in flags and "--ipc=host" in flags and "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in flags
+    assert "--label specsweep.owner=123:4.00" in flags and "--label specsweep.cell=quantize/specsweep-quantize-x" in flags
+    assert "-v /c/quants:/c/quants " in flags and "-v /p/data/calibration/c.txt:/p/data/calibration/c.txt:ro" in flags
+    assert "-v /p/job.py:/p/job.py:ro" in flags and "-v /c/x.spec.json:/c/x.spec.json:ro" in flags
+    # The snapshot is under HF_HOME, which the launcher mounts at /root/.cache/huggingface (its links stay inside).
+    assert f"{snapshot}:" not in flags and f"{tmp_path / 'hf'}:/root/.cache/huggingface" in flags
+    assert argv[-4:] == ["sha256:tools", TOOLS_PYTHON, "/p/job.py", "/c/x.spec.json"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from project import make_project, project_env, snakemake
+
 from specsweep.config.compose import ConfigError
 from specsweep.config.grid import expand
 
@@ -202,7 +203,8 @@ def test_each_job_gets_only_its_stages_resolved_config() -> None:
             job = json.loads(stage.job_json)
             assert kind.model_validate(job) and not {"drafter", "k", "bench", "serve"} & set(job)
     for key, quant in full.quants.items():
-        assert set(json.loads(quant.job_json)) == {"model", "quant"}
+        # No image: the embedded sweep quantizes in the model-tools env (image.quantizer.where = image names one).
+        assert json.loads(quant.job_json).keys() == {"model", "quant", "image"} and json.loads(quant.job_json)["image"] is None
         assert set(QualityJob.model_validate_json(quant.quality_json).model_dump()) == {"model", "quant", "quality"}
         if key in narrowed.quants:
             assert narrowed.quants[key].job_json == quant.job_json
@@ -211,3 +213,45 @@ def test_each_job_gets_only_its_stages_resolved_config() -> None:
     for cell_id, plan in full.cells.items():
         job = CellJob.model_validate_json(plan.job_json)
         assert job.id == cell_id and job.cell == plan.cell.config
+
+
+def test_jobs_reuse_their_runs_plan_and_plan_for_themselves_otherwise(tmp_path: Path, monkeypatch) -> None:
+    import pickle
+
+    from specsweep.workflow_plan import PLAN_FILE_ENV, SweepPlan, plan_for_run
+
+    monkeypatch.delenv(PLAN_FILE_ENV, raising=False)
+    dead = tmp_path / ".snakemake/specsweep/plan-999999999.pickle"
+    dead.parent.mkdir(parents=True)
+    dead.write_bytes(b"a run whose process is gone")
+    plan = plan_for_run("drafter=ngram k=4", None, True, tmp_path)
+    saved = Path(os.environ[PLAN_FILE_ENV])
+    assert saved.parent == dead.parent and not dead.exists()
+    assert pickle.loads(saved.read_bytes()) == (json.dumps(["drafter=ngram k=4", None]), plan)
+    # A job of that run loads what the file holds ...
+    saved.write_bytes(pickle.dumps((json.dumps(["drafter=ngram k=4", None]), "the run's plan")))
+    assert plan_for_run("drafter=ngram k=4", None, False, tmp_path) == "the run's plan"
+    # ... a job asked for something else, or finding no readable file, composes its own.
+    other = plan_for_run("drafter=none", None, False, tmp_path)
+    assert isinstance(other, SweepPlan) and {c.split("-")[-1] for c in other.cells} == {"none"}
+    saved.write_bytes(b"cut short")
+    assert isinstance(plan_for_run("drafter=ngram k=4", None, False, tmp_path), SweepPlan)
+
+
+def test_the_spark_sweeps_own_quants_are_made_in_its_image_and_hub_quants_are_not() -> None:
+    from specsweep.config.jobs import QuantJob
+    from specsweep.workflow_plan import plan_sweep
+
+    plan = plan_sweep([], "spark")
+    (image_key,) = plan.images
+    in_image = {key.split("-")[1] for key, quant in plan.quants.items() if quant.image_key == image_key}
+    assert in_image == {"nvfp4a16_gptq", "int4_autoround"}
+    for key, quant in plan.quants.items():
+        job = QuantJob.model_validate_json(quant.job_json)
+        assert (job.image is not None) == (quant.image_key is not None)
+        if job.image is not None:
+            assert job.image.kind == "spark_docker" and job.image.quantizer.where == "image"
+    # The image's config is part of an in-image quant's key: another image is another checkpoint.
+    other = plan_sweep(["image.quantizer.from_image=[torch]"], "spark")
+    assert {k for k, q in other.quants.items() if q.image_key} != {k for k, q in plan.quants.items() if q.image_key}
+    assert {k for k, q in other.quants.items() if not q.image_key} == {k for k, q in plan.quants.items() if not q.image_key}

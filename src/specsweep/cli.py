@@ -159,11 +159,17 @@ def cmd_quant_run(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
     from specsweep.models.prepare import ModelRecord
     from specsweep.quantize.run import quantize
+    from specsweep.records.image import ImageRecord
 
     job = read_job(args.job_config, QuantJob)
     base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
+    image = None
+    if job.image is not None:
+        if not args.image_receipt:
+            raise SystemExit(f"specsweep quant run: {job.quant.name} is quantized in image {job.image.name}: pass --image-receipt")
+        image = (job.image, ImageRecord.model_validate_json(Path(args.image_receipt).read_text()))
     try:
-        record = quantize(job.quant, job.model, base)
+        record = quantize(job.quant, job.model, base, image)
     except ValueError as err:
         raise SystemExit(f"specsweep quant run: {err}") from err
     write_json(Path(args.receipt), record.model_dump())
@@ -498,6 +504,7 @@ def parser() -> argparse.ArgumentParser:
     p = with_job_config(quant.add_parser("run", help="quantize the base model with the cell's quant recipe"))
     p.add_argument("--receipt", required=True, help="where to write the quant record (JSON)")
     p.add_argument("--model-receipt", required=True, help="the prepared base model's record")
+    p.add_argument("--image-receipt", default=None, help="the image's record, when the quant is made inside it")
     p.set_defaults(func=cmd_quant_run)
     p = with_job_config(quant.add_parser("quality", help="perplexity / KL divergence of a quant vs its base"))
     p.add_argument("--out", required=True, help="where to write the quality record (JSON)")

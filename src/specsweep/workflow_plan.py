@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import pickle
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 from pydantic import BaseModel
 
 from specsweep.advise.driver import planned
+from specsweep.atomic import write_bytes
 from specsweep.config.compose import ConfigError, cell_yaml, compose_raw, project_relative
 from specsweep.config.grid import Cell, expand, max_num_seqs, split_overrides
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
@@ -80,6 +84,8 @@ class QuantStage(Stage):
     """A quant of a model: quantize once, measure quality once, whatever cells use it."""
 
     model_key: str
+    # The image it is quantized in (image.quantizer.where = image); None: the model-tools env.
+    image_key: str | None
     # Files the quantize job reads (calibration text): editing them reruns the quant.
     inputs: tuple[str, ...]
     # The quality job's config (specsweep.config.jobs.QualityJob).
@@ -136,7 +142,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         cfg = cell.config
         model = _stage(cfg.model.name, cfg.model.model_dump(mode="json"), ModelJob(model=cfg.model))
         image = _stage(cfg.image.name, cfg.image.model_dump(mode="json"), ImageJob(image=cfg.image))
-        quant = _quant_stage(cell, model)
+        quant = _quant_stage(cell, model, image)
         models.setdefault(model.key, model)
         quants.setdefault(quant.key, quant)
         images.setdefault(image.key, image)
@@ -167,6 +173,42 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     )  # fmt: skip
 
 
+# Where the main Snakemake process left its plan for the jobs it spawns (each runs in a child `snakemake` process
+# that re-reads the Snakefile).
+PLAN_FILE_ENV = "SPECSWEEP_PLAN_FILE"
+
+
+def plan_for_run(overrides: str | None, sweep: str | None, main_process: bool, workdir: Path) -> SweepPlan:
+    """The sweep's plan, composed once per Snakemake run: the main process plans and leaves the plan in a file its
+    jobs inherit (PLAN_FILE_ENV); a job loads it instead of composing every cell again (1.5–3 s of Hydra per job).
+
+    A job asked for other overrides than its run's (not something Snakemake does) plans for itself."""
+    asked = json.dumps([overrides, sweep])
+    if not main_process:
+        saved = os.environ.get(PLAN_FILE_ENV)
+        if saved:
+            try:
+                with open(saved, "rb") as handle:
+                    planned_for, plan = pickle.load(handle)
+                if planned_for == asked:
+                    return plan
+            except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+                pass
+        return plan_sweep(overrides, sweep)
+    plan = plan_sweep(overrides, sweep)
+    # One file per run, named by its main process; files of runs whose process is gone are removed.
+    path = Path(workdir).resolve() / ".snakemake" / "specsweep" / f"plan-{os.getpid()}.pickle"
+    for stale in path.parent.glob("plan-*.pickle"):
+        if stale != path and not psutil.pid_exists(int(stale.stem.removeprefix("plan-") or 0)):
+            stale.unlink(missing_ok=True)
+    try:
+        write_bytes(path, pickle.dumps((asked, plan)))
+    except OSError:
+        return plan  # the jobs compose it themselves: slower, the same plan
+    os.environ[PLAN_FILE_ENV] = str(path)
+    return plan
+
+
 def lm_eval_cells(cells: list[Cell]) -> set[str]:
     """The cells lm-eval runs on (eval.lm_eval.cells). baselines: each (model, quant)'s no-drafter cell (a quant's
     score, and its recovery against the base's); baselines_plus_one adds the first drafter cell of a quant that has
@@ -191,10 +233,15 @@ def sweep_level_settings(overrides: str | list[str] | None, cells: list[Cell]) -
     return SweepCfg.model_validate(raw["sweep"]), ReportCfg.model_validate(raw["report"])
 
 
-def _quant_stage(cell: Cell, model: Stage) -> QuantStage:
+def _quant_stage(cell: Cell, model: Stage, image: Stage) -> QuantStage:
     cfg = cell.config
-    stage = _stage(f"{cfg.model.name}-{cfg.quant.name}", {"model": model.key, "quant": cfg.quant.model_dump(mode="json")},
-                   QuantJob(model=cfg.model, quant=cfg.quant))  # fmt: skip
+    node: dict = {"model": model.key, "quant": cfg.quant.model_dump(mode="json")}
+    # A quant made inside the sweep's image (image.quantizer.where = image) depends on that image.
+    in_image = quantizes_in_image(cfg)
+    if in_image:
+        node["image"] = image.key
+    stage = _stage(f"{cfg.model.name}-{cfg.quant.name}", node,
+                   QuantJob(model=cfg.model, quant=cfg.quant, image=cfg.image if in_image else None))  # fmt: skip
     inputs = []
     calibration = calibration_path(cfg.quant)
     if calibration is not None:
@@ -211,10 +258,17 @@ def _quant_stage(cell: Cell, model: Stage) -> QuantStage:
         key=stage.key,
         job_json=stage.job_json,
         model_key=model.key,
+        image_key=image.key if in_image else None,
         inputs=tuple(inputs),
         quality_json=job_text(QualityJob(model=cfg.model, quant=cfg.quant, quality=cell.quality)),
         quality_inputs=(str(text),),
     )
+
+
+def quantizes_in_image(cfg) -> bool:
+    """The cell's quant is made by llmcompressor / auto-round inside its image (not in the model-tools env)."""
+    quantizer = getattr(cfg.image, "quantizer", None)
+    return cfg.quant.kind in ("llmcompressor", "autoround") and quantizer is not None and quantizer.where == "image"
 
 
 def host_cpu_key() -> str:

@@ -7,7 +7,7 @@ from specsweep.records.status import check_sweep, status_text
 from specsweep.report.notice import report_notice
 from specsweep.images.container import reap_containers
 from specsweep.serve.reaper import mark_run, reap_orphans, remove_stale_lock
-from specsweep.workflow_plan import host_cpu_key, plan_sweep, specsweep_job
+from specsweep.workflow_plan import host_cpu_key, plan_for_run, specsweep_job
 
 HOST_CPU_KEY = host_cpu_key()
 
@@ -20,7 +20,7 @@ if workflow.is_main_process:
     mark_run(Path.cwd())
 
 try:
-    PLAN = plan_sweep(config.get("overrides", ""), config.get("sweep"))
+    PLAN = plan_for_run(config.get("overrides", ""), config.get("sweep"), workflow.is_main_process, Path.cwd())
 except ConfigError as err:
     sys.exit(f"specsweep: config error: {err}")
 

@@ -3,6 +3,8 @@ rule quantize:
     input:
         model=lambda w: f"results/_models/{PLAN.quants[w.key].model_key}.json",
         data=lambda w: PLAN.quants[w.key].inputs,
+        # Quantized inside the sweep's image (image.quantizer.where = image): that image first.
+        image=lambda w: [f"results/_images/{PLAN.quants[w.key].image_key}.json"] if PLAN.quants[w.key].image_key else [],
     output:
         receipt="results/_quants/{key}.json",
     params:
@@ -13,8 +15,9 @@ rule quantize:
         # Quantizing takes every core (the GPU on the Spark): never next to a cell being timed.
         model_server=1,
     run:
-        specsweep_job(["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model], log.job,
-                      PLAN.quants[wildcards.key].job_json)  # fmt: skip
+        specsweep_job(["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model,
+                       *(["--image-receipt", input.image[0]] if input.image else [])],
+                      log.job, PLAN.quants[wildcards.key].job_json)  # fmt: skip
 
 
 rule quant_quality:

@@ -33,6 +33,8 @@ class ImageJob(Strict):
 class QuantJob(Strict):
     model: ModelCfg
     quant: QuantCfg
+    # The sweep's image, when it quantizes inside itself (image.quantizer.where = image); else None.
+    image: ImageCfg | None = None
 
 
 class QualityJob(Strict):

@@ -336,6 +336,18 @@ class ContainerRun(Strict):
     cluster: ClusterCfg = ClusterCfg()
 
 
+class QuantizerCfg(Strict):
+    """Where the quantize stage runs llmcompressor and auto-round for the sweeps on a container image."""
+
+    # model_tools: the host's model-tools venv (CPU torch). image: a venv of the tools' own pins layered on this
+    # image's Python (its torch: on the Spark the CUDA build for its GPU), run in a container of the image with the
+    # serving launcher's flags (specsweep.quantize.in_image).
+    where: Literal["model_tools", "image"] = "model_tools"
+    # The tools' full pin set; the packages matching from_image are left out (the image provides them).
+    requirements: str = "workflow/envs/model-tools.txt"
+    from_image: list[str] = ["torch", "triton"]
+
+
 class DebianBase(Strict):
     """A minimal Debian made with debootstrap: the base of images built here (no registry to pull one from)."""
 
@@ -361,6 +373,7 @@ class CpuDockerImage(Strict):
     offline: bool = True
     servable_quant_schemes: list[str] | None = None
     unservable_reasons: dict[str, str] = {}
+    quantizer: QuantizerCfg = QuantizerCfg()
 
 
 class SparkDockerImage(Strict):
@@ -384,6 +397,7 @@ class SparkDockerImage(Strict):
     offline: bool = False
     servable_quant_schemes: list[str] | None = None
     unservable_reasons: dict[str, str] = {}
+    quantizer: QuantizerCfg = QuantizerCfg()
 
 
 ContainerImage = Union[CpuDockerImage, SparkDockerImage]

@@ -60,7 +60,7 @@ def quantization_scheme(scheme: str, group_size: int | None):
     return resolved
 
 
-def run_llmcompressor(model, tokenizer, spec: dict, out_dir: Path) -> dict:
+def run_llmcompressor(model, tokenizer, spec: dict, out_dir: Path, device: str) -> dict:
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
@@ -98,7 +98,7 @@ def run_llmcompressor(model, tokenizer, spec: dict, out_dir: Path) -> dict:
     return {"applied": applied, "calibration": calibration}
 
 
-def run_autoround(model, tokenizer, spec: dict, out_dir: Path) -> dict:
+def run_autoround(model, tokenizer, spec: dict, out_dir: Path, device: str) -> dict:
     import torch
     from auto_round import AutoRound
 
@@ -114,11 +114,12 @@ def run_autoround(model, tokenizer, spec: dict, out_dir: Path) -> dict:
         seqlen=len(windows[0]),
         batch_size=min(8, len(windows)),
         seed=0,
-        device_map="cpu",
+        device_map=device,
         layer_config=layer_config,
         # Measured on a 2-core CPU: torch.compile and disk offload of blocks only add time for small models.
         enable_torch_compile=False,
-        low_cpu_mem_usage=False,
+        # On the GPU (a 31B base) blocks are loaded as they are tuned, so host memory holds one copy.
+        low_cpu_mem_usage=device == "cuda",
     )
     if recipe_cfg.get("lr") is not None:
         options["lr"] = recipe_cfg["lr"]
@@ -153,11 +154,17 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     started = time.monotonic()
-    log(f"loading base model {spec['base_dir']}")
+    # On a GPU (the Spark's quantizer container) the base stays in bfloat16: a 31B model in float32 would not fit
+    # its 128 GB; llmcompressor moves each layer to the GPU as it goes, auto-round is given the device. On CPU
+    # float32, whose kernels every CPU has.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    log(f"loading base model {spec['base_dir']} ({str(dtype).removeprefix('torch.')}, quantizing on {device})")
     tokenizer = AutoTokenizer.from_pretrained(spec["base_dir"])
-    model = AutoModelForCausalLM.from_pretrained(spec["base_dir"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(spec["base_dir"], dtype=dtype)
     runner = {"llmcompressor": run_llmcompressor, "autoround": run_autoround}[spec["recipe"]["kind"]]
-    result = runner(model, tokenizer, spec, out_dir)
+    result = runner(model, tokenizer, spec, out_dir, device)
+    result["applied"].update(device=device, dtype=str(dtype).removeprefix("torch."))
     tools = ["torch", "transformers", "compressed-tensors", "llmcompressor", "auto-round"]
     applied = {
         **result,

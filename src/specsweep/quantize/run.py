@@ -1,7 +1,8 @@
 """The quantize stage: one compressed-tensors checkpoint per (model, quant), cached by content.
 
 A registry keyed by quant `kind`: `none` serves the base as is, `hub` records a pinned pre-quantized repo,
-`llmcompressor` and `autoround` run `job.py` inside the quantizer env. The checkpoint is built in a staging
+`llmcompressor` and `autoround` run `job.py` in the quantizer: the host's model-tools env, or (image.quantizer.where
+= image) a container of the sweep's image with the tools layered on its torch (specsweep.quantize.in_image). The checkpoint is built in a staging
 dir and renamed into place with its `quant_manifest.json` (recipe as applied, calibration identity and
 hash, tool versions, wall time, peak RAM, sha256 of every file), so a crash never leaves a checkpoint
 that looks complete, and every clone, CI run and sweep reuses a finished one once its files still match
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +37,7 @@ from specsweep.config.schema import (
 from specsweep.envs import EnvRecord, model_tools_env
 from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
+from specsweep.records.image import ImageRecord
 from specsweep.records.model import ModelRecord
 from specsweep.records.quant import QuantRecord
 from specsweep.staging import staged_dir
@@ -96,13 +99,50 @@ def linear_input_widths(config: dict) -> dict[str, int]:
     }
 
 
-def _identity(quant: QuantCfg, base: ModelRecord, env: EnvRecord) -> str:
+@dataclass(frozen=True)
+class Quantizer:
+    """Where job.py runs. `identity` keys the checkpoint cache; `name` and `image_id` go in its manifest."""
+
+    name: str
+    identity: str
+    image_id: str | None
+    run: Callable[[Path, list[str], list[str]], int]
+    # Where a host path is inside the quantizer (a container maps HF_HOME).
+    path_in: Callable[[str], str] = str
+
+
+def host_quantizer(env: EnvRecord) -> Quantizer:
+    def run(spec: Path, read_only: list[str], writable: list[str]) -> int:
+        return subprocess.run([str(env.python_bin), str(JOB), str(spec)], stdin=subprocess.DEVNULL).returncode
+
+    return Quantizer(name=env.key, identity=env.requirements_sha256, image_id=None, run=run)
+
+
+def quantizer_for(image: tuple[object, ImageRecord] | None) -> Quantizer:
+    """The model-tools env, unless the sweep's image quantizes inside itself (image.quantizer.where = image)."""
+    cfg = image[0] if image else None
+    if cfg is None or getattr(cfg, "quantizer", None) is None or cfg.quantizer.where == "model_tools":
+        return host_quantizer(model_tools_env())
+    from specsweep.images.container import container_path
+    from specsweep.quantize import in_image
+
+    record = image[1]
+    tools = in_image.ensure_tools_image(cfg, record)
+
+    def run(spec: Path, read_only: list[str], writable: list[str]) -> int:
+        return in_image.run_job(cfg, tools, JOB, spec, read_only, writable)
+
+    return Quantizer(name=f"image {record.name}: {tools.tag}", identity=f"image:{tools.key}", image_id=tools.id, run=run,
+                     path_in=container_path)  # fmt: skip
+
+
+def _identity(quant: QuantCfg, base: ModelRecord, quantizer: Quantizer) -> str:
     calibration = calibration_path(quant)
     identity = {
         "quant": quant.model_dump(mode="json"),
         "base": base.location,
         "base_weights": base.weights_sha256,
-        "env": env.requirements_sha256,
+        "env": quantizer.identity,
         "job": sha256_file(JOB),
         "calibration": sha256_file(calibration) if calibration else None,
     }
@@ -111,25 +151,26 @@ def _identity(quant: QuantCfg, base: ModelRecord, env: EnvRecord) -> str:
 
 # ---------------------------------------------------------------- registry
 
-Quantizer = Callable[[QuantCfg, ModelCfg, ModelRecord], QuantRecord]
-QUANTIZERS: dict[str, Quantizer] = {}
+# (quant, model, base, the sweep's image config and record or None) -> the checkpoint's record
+QuantFunction = Callable[[QuantCfg, ModelCfg, ModelRecord, "tuple[object, ImageRecord] | None"], QuantRecord]
+QUANTIZERS: dict[str, QuantFunction] = {}
 
 
-def quantizer(kind: str) -> Callable[[Quantizer], Quantizer]:
-    def register(function: Quantizer) -> Quantizer:
+def quant_kind(kind: str) -> Callable[[QuantFunction], QuantFunction]:
+    def register(function: QuantFunction) -> QuantFunction:
         QUANTIZERS[kind] = function
         return function
 
     return register
 
 
-def quantize(quant: QuantCfg, model: ModelCfg, base: ModelRecord) -> QuantRecord:
+def quantize(quant: QuantCfg, model: ModelCfg, base: ModelRecord, image: tuple[object, ImageRecord] | None = None) -> QuantRecord:
     check_recipe(quant, model, base)
-    return QUANTIZERS[quant.kind](quant, model, base)
+    return QUANTIZERS[quant.kind](quant, model, base, image)
 
 
-@quantizer("none")
-def _no_quant(quant, model, base) -> QuantRecord:
+@quant_kind("none")
+def _no_quant(quant, model, base, image) -> QuantRecord:
     return QuantRecord(
         model=model.name,
         quant=quant.name,
@@ -142,8 +183,8 @@ def _no_quant(quant, model, base) -> QuantRecord:
     )
 
 
-@quantizer("hub")
-def _hub_quant(quant, model, base) -> QuantRecord:
+@quant_kind("hub")
+def _hub_quant(quant, model, base, image) -> QuantRecord:
     """A published checkpoint: downloaded into HF_HOME and pinned to a commit before any cell serves it."""
     snapshot = fetch_snapshot(quant.repo_id, quant.revision)
     return QuantRecord(
@@ -158,8 +199,8 @@ def _hub_quant(quant, model, base) -> QuantRecord:
     )
 
 
-def _job_spec(quant: LlmCompressorQuant | AutoRoundQuant, base: ModelRecord, out_dir: Path) -> dict:
-    spec: dict = {"base_dir": base.location, "out_dir": str(out_dir), "recipe": quant.model_dump(mode="json")}
+def _job_spec(quant: LlmCompressorQuant | AutoRoundQuant, base_dir: str, out_dir: Path) -> dict:
+    spec: dict = {"base_dir": base_dir, "out_dir": str(out_dir), "recipe": quant.model_dump(mode="json")}
     calibration = getattr(quant, "calibration", None)
     if calibration is not None:
         spec["calibration"] = calibration.model_dump(mode="json")
@@ -169,21 +210,21 @@ def _job_spec(quant: LlmCompressorQuant | AutoRoundQuant, base: ModelRecord, out
     return spec
 
 
-@quantizer("llmcompressor")
-@quantizer("autoround")
-def _local_quant(quant, model, base) -> QuantRecord:
-    env = model_tools_env()
-    out = cache_dir() / "quants" / f"{model.name}-{quant.name}-{_identity(quant, base, env)}"
+@quant_kind("llmcompressor")
+@quant_kind("autoround")
+def _local_quant(quant, model, base, image) -> QuantRecord:
+    quantizer = quantizer_for(image)
+    out = cache_dir() / "quants" / f"{model.name}-{quant.name}-{_identity(quant, base, quantizer)}"
     if not reusable(out):
-        _build_checkpoint(quant, model, base, env, out)
+        _build_checkpoint(quant, model, base, quantizer, out)
     manifest = json.loads((out / MANIFEST).read_text())
     return QuantRecord(
         model=model.name, quant=quant.name, kind=quant.kind, scheme=quant_scheme(quant), location=str(out), manifest=manifest
     )
 
 
-def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, env: EnvRecord, out: Path) -> None:
-    print(f"[quantize] {model.name} / {quant.name} ({quant.kind}, {quant_scheme(quant)}) in env {env.key}", file=sys.stderr, flush=True)
+def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, quantizer: Quantizer, out: Path) -> None:
+    print(f"[quantize] {model.name} / {quant.name} ({quant.kind}, {quant_scheme(quant)}) in {quantizer.name}", file=sys.stderr, flush=True)
     started = time.monotonic()
     with staged_dir(out) as staging:
         # Named after the staging dir, so a killed build's leftovers are removed with it (job.py puts an
@@ -191,11 +232,12 @@ def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, env: EnvRecord,
         spec_file = staging.with_name(staging.name + ".spec.json")
         export = staging.with_name(staging.name + ".export")
         try:
-            write_json(spec_file, _job_spec(quant, base, staging))
-            result = subprocess.run([str(env.python_bin), str(JOB), str(spec_file)], stdin=subprocess.DEVNULL)
-            if result.returncode != 0:
+            write_json(spec_file, _job_spec(quant, quantizer.path_in(base.location), staging))
+            calibration = calibration_path(quant)
+            returncode = quantizer.run(spec_file, [base.location, *([str(calibration)] if calibration else [])], [str(out.parent)])
+            if returncode != 0:
                 raise RuntimeError(
-                    f"quantizing {model.name} with {quant.name} failed (exit {result.returncode}); the job's output "
+                    f"quantizing {model.name} with {quant.name} failed (exit {returncode}); the job's output "
                     "is above in this log. Fix the recipe in conf/quant/ and rerun."
                 )
             applied = json.loads((staging / "applied.json").read_text())
@@ -210,7 +252,8 @@ def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, env: EnvRecord,
                 "applied": applied["applied"],
                 "calibration": applied["calibration"],
                 "versions": applied["versions"],
-                "quantize_env": env.key,
+                "quantize_env": quantizer.name,
+                "quantize_image_id": quantizer.image_id,
                 "wall_s": applied["wall_s"],
                 "job_wall_s": round(time.monotonic() - started, 1),
                 "peak_rss_mb": applied["peak_rss_mb"],

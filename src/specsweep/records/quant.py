@@ -35,7 +35,9 @@ class QuantManifest(BaseModel):
     applied: dict[str, Any] = {}
     calibration: CalibrationFacts | None = None
     versions: dict[str, str] = {}
+    # Where job.py ran: the model-tools env's key, or the image and the tools image built on it (and its id).
     quantize_env: str | None = None
+    quantize_image_id: str | None = None
     wall_s: float | None = None
     job_wall_s: float | None = None
     peak_rss_mb: float | None = None
@@ -53,7 +55,7 @@ class QuantRecord(BaseModel):
     """What the quantize stage hands to cells and to the quality stage."""
 
     # Bumped whenever a field changes meaning or one is added.
-    schema_version: int = 1
+    schema_version: int = 2
     model: str
     quant: str
     kind: str
