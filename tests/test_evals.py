@@ -164,3 +164,20 @@ def test_lossless_cfg_default_prompts_ship():
     from specsweep.evals.lossless import load_prompts
 
     assert [p.id for p in load_prompts(LosslessCfg().prompts)] == ["story", "code", "list", "repeat"]
+
+
+def test_a_quality_group_without_in_process_figures_records_why_and_loads_nothing(tmp_path) -> None:
+    """The Spark sweep's 31B quants (quality=endpoint_only): no in-process job, a not_measured record naming the
+    served path (the model dirs here do not exist: nothing may read them)."""
+    from specsweep.config.compose import compose_cell
+    from specsweep.evals.quality import evaluate
+    from specsweep.records.model import ModelRecord
+    from specsweep.records.quant import QuantRecord
+
+    quality = compose_cell(["quality=endpoint_only"]).quality
+    assert quality.in_process is False and quality.text == compose_cell([]).quality.text
+    base = ModelRecord(name="gemma4_31b_it", location=str(tmp_path / "absent-base"))
+    quant = QuantRecord(model="gemma4_31b_it", quant="nvfp4a16_gptq", kind="llmcompressor", scheme="NVFP4A16",
+                        location=str(tmp_path / "absent-quant"))  # fmt: skip
+    record = evaluate(quant, base, quality)
+    assert record.status == "not_measured" and "eval.endpoint_quality" in record.reason and record.ppl is None

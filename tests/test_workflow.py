@@ -251,6 +251,8 @@ def test_the_spark_sweeps_own_quants_are_made_in_its_image_and_hub_quants_are_no
         assert (job.image is not None) == (quant.image_key is not None)
         if job.image is not None:
             assert job.image.kind == "spark_docker" and job.image.quantizer.where == "image"
+        # A 31B base is not forwarded in float32 on the host: quality through the served endpoints only.
+        assert json.loads(quant.quality_json)["quality"]["in_process"] is False
     # The image's config is part of an in-image quant's key: another image is another checkpoint.
     other = plan_sweep(["image.quantizer.from_image=[torch]"], "spark")
     assert {k for k, q in other.quants.items() if q.image_key} != {k for k, q in plan.quants.items() if q.image_key}

@@ -603,3 +603,6 @@ class QualityCfg(Strict):
     num_windows: int = Field(ge=1)
     # Top-k kept per position: the served endpoint returns at most vLLM's --max-logprobs (20 by default).
     top_k: int = Field(default=20, ge=1)
+    # Also in-process on the host (full distributions, the check of the served figures). False for models the host
+    # cannot forward in float32 (the Spark's 31B: 124 GB): their quants are measured through their servers only.
+    in_process: bool = True

@@ -49,6 +49,13 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
             reason=f"{quant.manifest.repo_id or quant.location} is a hub checkpoint: measured through its served "
             "endpoint only (eval.endpoint_quality, the evals table)",
         )
+    if not quality.in_process:
+        return QualityRecord(
+            **common,
+            status="not_measured",
+            reason=f"quality.in_process is false for {quant.model} ({quality.name}): measured through the served endpoint "
+            "only (eval.endpoint_quality, the evals table)",
+        )
     windows = heldout_windows(base.location, text, quality.window, quality.num_windows)
     digest = windows_sha256(windows)
     env = model_tools_env()
