@@ -57,6 +57,11 @@ def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
     assert len(cells) == 1 + 4 * 7 and "gemma4_31b_it-bf16-none" in cells and "gemma4_31b_it-ebircak_nvfp4a16_gptq-gemma_mtp-k7" in cells
     assert "gemma4_31b_it-intel_int4_autoround-dflash-k15" in cells
     assert "results/spark/table.csv" in output
+    # The project's own quants are made inside the Spark image, after it is built; the hub quants are downloaded.
+    quantize_jobs = [block.split("log:")[0] for block in output.split("rule quantize:")[1:]]
+    made_in_image = {re.search(r"_quants/gemma4_31b_it-(\w+?)-[0-9a-f]{10}\.json", job).group(1)
+                     for job in quantize_jobs if "results/_images/spark_vllm_docker-" in job}  # fmt: skip
+    assert len(quantize_jobs) == 5 and made_in_image == {"nvfp4a16_gptq", "int4_autoround"}
 
 
 def test_overrides_narrow_the_sweep(project: Path) -> None:
