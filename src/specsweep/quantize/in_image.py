@@ -110,8 +110,10 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
     docker("rm", "-f", builder, check=False)
     try:
         (work / "requirements.txt").write_text("\n".join(tools_requirements(quantizer)) + "\n")
-        run_logged([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", facts["python"],
-                    "-d", str(work), "-r", str(work / "requirements.txt")], log,
+        # The pins are a full resolved set: --no-deps keeps pip from fetching a torch (GBs of CUDA wheels on the Spark)
+        # that the image provides; the offline install below still resolves every dependency and fails on a gap.
+        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+                    facts["python"], "-d", str(work), "-r", str(work / "requirements.txt")], log,
                    f"pip download -r {quantizer.requirements} for Python {facts['python']} (the quantizer's wheels)",
                    tag="quantize")  # fmt: skip
         docker("run", "-d", "--name", builder, "--network", "none", "--label", f"{KEY_LABEL}={key}",
