@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,11 +193,17 @@ def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served
     with the launcher's flags), through the DAG's quantize job: round to nearest is deterministic, so the checkpoint
     must be the model-tools env's, file for file."""
     from specsweep.models.prepare import prepare_model
+    from specsweep.paths import cache_dir
     from specsweep.quantize.run import quantize
     from specsweep.records.quant import QuantRecord
     from specsweep.workflow_plan import plan_sweep
 
     project, _ = served
+    # A checkpoint an earlier run made inside an image is in the shared cache: removed, so the container runs now.
+    for made_before in (cache_dir() / "quants").glob("gemma3_270m-w4a16_rtn-*"):
+        manifest = made_before / "quant_manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("quantize_image_id"):
+            shutil.rmtree(made_before)
     overrides = ["image=vllm_cpu_docker", "quant=w4a16_rtn", "drafter=none", "image.quantizer.where=image"]
     (key,) = [k for k, q in plan_sweep(overrides).quants.items() if q.image_key]
     result = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={' '.join(overrides)}", "--",
