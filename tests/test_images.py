@@ -201,3 +201,20 @@ def test_the_quantize_container_gets_the_launchers_flags_labels_and_each_path_at
     # The snapshot is under HF_HOME, which the launcher mounts at /root/.cache/huggingface (its links stay inside).
     assert f"{snapshot}:" not in flags and f"{tmp_path / 'hf'}:/root/.cache/huggingface" in flags
     assert argv[-4:] == ["sha256:tools", TOOLS_PYTHON, "/p/job.py", "/c/x.spec.json"]
+
+
+def test_an_in_image_quant_is_keyed_without_building_the_tools_image() -> None:
+    """A Spark sweep whose checkpoints are cached must not build (or even look for) the tools image."""
+    from specsweep.quantize.in_image import tools_key
+    from specsweep.quantize.run import HostQuantizer, ImageQuantizer, quantizer_for
+    from specsweep.records.image import ImageRecord
+
+    image = compose_cell(SPARK).cell.image
+    record = ImageRecord.model_construct(name=image.name, location="sha256:" + "ab" * 32)
+    quantizer = quantizer_for((image, record))
+    assert isinstance(quantizer, ImageQuantizer) and quantizer.image_id is None
+    assert quantizer.identity == f"image:{tools_key(record.location, image.quantizer)}"
+    assert quantizer.name.endswith(f"specsweep/quantize-tools:{tools_key(record.location, image.quantizer)}")
+    cpu = compose_cell(["image=vllm_cpu_docker"]).cell.image
+    assert cpu.quantizer.where == "model_tools"
+    assert type(quantizer_for((cpu, record))) is HostQuantizer and type(quantizer_for(None)) is HostQuantizer

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -99,41 +98,59 @@ def linear_input_widths(config: dict) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True)
 class Quantizer:
-    """Where job.py runs. `identity` keys the checkpoint cache; `name` and `image_id` go in its manifest."""
+    """Where job.py runs. `identity` keys the checkpoint cache; `name` and `image_id` (known once it ran) go in the
+    checkpoint's manifest; `path_in` maps a host path to where the quantizer sees it."""
 
     name: str
     identity: str
-    image_id: str | None
-    run: Callable[[Path, list[str], list[str]], int]
-    # Where a host path is inside the quantizer (a container maps HF_HOME).
-    path_in: Callable[[str], str] = str
+    image_id: str | None = None
+
+    def run(self, spec: Path, read_only: list[str], writable: list[str]) -> int:
+        raise NotImplementedError
+
+    def path_in(self, host_path: str) -> str:
+        return host_path
 
 
-def host_quantizer(env: EnvRecord) -> Quantizer:
-    def run(spec: Path, read_only: list[str], writable: list[str]) -> int:
-        return subprocess.run([str(env.python_bin), str(JOB), str(spec)], stdin=subprocess.DEVNULL).returncode
+class HostQuantizer(Quantizer):
+    def __init__(self, env: EnvRecord) -> None:
+        self.env, self.name, self.identity = env, env.key, env.requirements_sha256
 
-    return Quantizer(name=env.key, identity=env.requirements_sha256, image_id=None, run=run)
+    def run(self, spec: Path, read_only: list[str], writable: list[str]) -> int:
+        return subprocess.run([str(self.env.python_bin), str(JOB), str(spec)], stdin=subprocess.DEVNULL).returncode
+
+
+class ImageQuantizer(Quantizer):
+    """Inside the sweep's image (specsweep.quantize.in_image). Keyed without building anything: a sweep whose
+    checkpoints are cached never builds the tools image."""
+
+    def __init__(self, cfg, record: ImageRecord) -> None:
+        from specsweep.quantize.in_image import tools_key
+
+        self.cfg, self.record = cfg, record
+        key = tools_key(record.location, cfg.quantizer)
+        self.name, self.identity = f"image {record.name}: specsweep/quantize-tools:{key}", f"image:{key}"
+
+    def run(self, spec: Path, read_only: list[str], writable: list[str]) -> int:
+        from specsweep.quantize import in_image
+
+        tools = in_image.ensure_tools_image(self.cfg, self.record)
+        self.image_id = tools.id
+        return in_image.run_job(self.cfg, tools, JOB, spec, read_only, writable)
+
+    def path_in(self, host_path: str) -> str:
+        from specsweep.images.container import container_path
+
+        return container_path(host_path)
 
 
 def quantizer_for(image: tuple[object, ImageRecord] | None) -> Quantizer:
     """The model-tools env, unless the sweep's image quantizes inside itself (image.quantizer.where = image)."""
     cfg = image[0] if image else None
     if cfg is None or getattr(cfg, "quantizer", None) is None or cfg.quantizer.where == "model_tools":
-        return host_quantizer(model_tools_env())
-    from specsweep.images.container import container_path
-    from specsweep.quantize import in_image
-
-    record = image[1]
-    tools = in_image.ensure_tools_image(cfg, record)
-
-    def run(spec: Path, read_only: list[str], writable: list[str]) -> int:
-        return in_image.run_job(cfg, tools, JOB, spec, read_only, writable)
-
-    return Quantizer(name=f"image {record.name}: {tools.tag}", identity=f"image:{tools.key}", image_id=tools.id, run=run,
-                     path_in=container_path)  # fmt: skip
+        return HostQuantizer(model_tools_env())
+    return ImageQuantizer(cfg, image[1])
 
 
 def _identity(quant: QuantCfg, base: ModelRecord, quantizer: Quantizer) -> str:
