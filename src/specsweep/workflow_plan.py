@@ -29,7 +29,7 @@ from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, Quali
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.images.preflight import needs_of
-from specsweep.quantize.run import calibration_path
+from specsweep.quantize.run import calibration_path, quantizes_in_image
 from specsweep.records.host import read_cpu_facts
 from specsweep.serve.reaper import OWNER_ENV, run_markers
 
@@ -237,7 +237,7 @@ def _quant_stage(cell: Cell, model: Stage, image: Stage) -> QuantStage:
     cfg = cell.config
     node: dict = {"model": model.key, "quant": cfg.quant.model_dump(mode="json")}
     # A quant made inside the sweep's image (image.quantizer.where = image) depends on that image.
-    in_image = quantizes_in_image(cfg)
+    in_image = cfg.quant.kind in ("llmcompressor", "autoround") and quantizes_in_image(cfg.image)
     if in_image:
         node["image"] = image.key
     stage = _stage(f"{cfg.model.name}-{cfg.quant.name}", node,
@@ -263,12 +263,6 @@ def _quant_stage(cell: Cell, model: Stage, image: Stage) -> QuantStage:
         quality_json=job_text(QualityJob(model=cfg.model, quant=cfg.quant, quality=cell.quality)),
         quality_inputs=(str(text),),
     )
-
-
-def quantizes_in_image(cfg) -> bool:
-    """The cell's quant is made by llmcompressor / auto-round inside its image (not in the model-tools env)."""
-    quantizer = getattr(cfg.image, "quantizer", None)
-    return cfg.quant.kind in ("llmcompressor", "autoround") and quantizer is not None and quantizer.where == "image"
 
 
 def host_cpu_key() -> str:

@@ -35,12 +35,12 @@ from specsweep.images.container import (
     LABEL_CELL,
     LABEL_OWNER,
     LABEL_WORKDIR,
-    ContainerKind,
     container_path,
     remove_stale,
     run_flags,
     stop,
 )
+from specsweep.images.cpu_docker import image_id
 from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.paths import cache_dir
 from specsweep.records.image import ImageRecord
@@ -52,7 +52,7 @@ KEY_LABEL = "specsweep.quantize-tools-key"
 # The image's Python: its version (wheels are fetched for it) and where its packages live (appended to the venv).
 SITE_PROBE = """
 import json, site, sys
-print(json.dumps({"python": "%d.%d" % sys.version_info[:2], "site": [p for p in site.getsitepackages()]}))
+print(json.dumps({"python": "%d.%d" % sys.version_info[:2], "site": site.getsitepackages()}))
 """
 CHECK = "import importlib.metadata as md, torch, llmcompressor, auto_round, compressed_tensors; print(md.version('compressed-tensors'))"
 
@@ -80,26 +80,17 @@ def tools_key(image_id: str, quantizer: QuantizerCfg) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _container_kind(record_cfg) -> ContainerKind:
-    kind = kind_of(record_cfg)
-    if not isinstance(kind, ContainerKind):
-        raise EngineError(
-            f"image {record_cfg.name} is a {record_cfg.kind} image: only container images quantize inside themselves; "
-            "set image.quantizer.where=model_tools"
-        )
-    return kind
-
-
 def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
     """The serving image plus the tools venv: found by its key, else built (minutes: the wheels, then a commit)."""
     require_engine()
     quantizer = image_cfg.quantizer
     key = tools_key(record.location, quantizer)
     tag = f"specsweep/quantize-tools:{key}"
-    found = docker("image", "inspect", "--format", "{{.Id}}", tag, check=False)
-    if found.returncode == 0:
-        return ToolsImage(tag=tag, id=found.stdout.strip(), key=key)
-    kind = _container_kind(image_cfg)
+    found = image_id(tag)
+    if found:
+        return ToolsImage(tag=tag, id=found, key=key)
+    # Only container images have a quantizer config (image.quantizer): this is a ContainerKind.
+    kind = kind_of(image_cfg)
     facts = kind.probe(record.location, SITE_PROBE, f"finding the Python of image {record.name}")
     work = cache_dir() / "build" / f"quantize-tools-{key}"
     log = cache_dir() / "build" / f"quantize-tools-{key}.log"
@@ -137,10 +128,10 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
     finally:
         docker("rm", "-f", builder, check=False)
         shutil.rmtree(work, ignore_errors=True)
-    found = docker("image", "inspect", "--format", "{{.Id}}", tag, check=False)
-    if found.returncode != 0:
+    found = image_id(tag)
+    if found is None:
         raise EngineError(f"docker commit finished but no image is tagged {tag}; see {log}")
-    return ToolsImage(tag=tag, id=found.stdout.strip(), key=key)
+    return ToolsImage(tag=tag, id=found, key=key)
 
 
 def job_command(image_cfg, tools: ToolsImage, name: str, job: Path, spec: Path, read_only: list[str],

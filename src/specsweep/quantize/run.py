@@ -2,8 +2,8 @@
 
 A registry keyed by quant `kind`: `none` serves the base as is, `hub` records a pinned pre-quantized repo,
 `llmcompressor` and `autoround` run `job.py` in the quantizer: the host's model-tools env, or (image.quantizer.where
-= image) a container of the sweep's image with the tools layered on its torch (specsweep.quantize.in_image). The checkpoint is built in a staging
-dir and renamed into place with its `quant_manifest.json` (recipe as applied, calibration identity and
+= image) a container of the sweep's image with the tools layered on its torch (specsweep.quantize.in_image). The
+checkpoint is built in a staging dir and renamed into place with its `quant_manifest.json` (recipe as applied, calibration identity and
 hash, tool versions, wall time, peak RAM, sha256 of every file), so a crash never leaves a checkpoint
 that looks complete, and every clone, CI run and sweep reuses a finished one once its files still match
 the manifest (a corrupt one is rebuilt).
@@ -145,12 +145,17 @@ class ImageQuantizer(Quantizer):
         return container_path(host_path)
 
 
+def quantizes_in_image(image_cfg) -> bool:
+    """The image makes its sweeps' quants inside itself (image.quantizer.where = image; container images only)."""
+    quantizer = getattr(image_cfg, "quantizer", None)
+    return quantizer is not None and quantizer.where == "image"
+
+
 def quantizer_for(image: tuple[object, ImageRecord] | None) -> Quantizer:
-    """The model-tools env, unless the sweep's image quantizes inside itself (image.quantizer.where = image)."""
-    cfg = image[0] if image else None
-    if cfg is None or getattr(cfg, "quantizer", None) is None or cfg.quantizer.where == "model_tools":
+    """The model-tools env, unless the sweep's image quantizes inside itself."""
+    if image is None or not quantizes_in_image(image[0]):
         return HostQuantizer(model_tools_env())
-    return ImageQuantizer(cfg, image[1])
+    return ImageQuantizer(*image)
 
 
 def _identity(quant: QuantCfg, base: ModelRecord, quantizer: Quantizer) -> str:
