@@ -6,7 +6,8 @@
 1. Brute force (`snakemake --config sweep=k_advisor`): no drafter and ngram k = 1..7 on the bf16 base, two
    workloads at concurrency 1 and 2, three runs each.
 2. Predictions: per (workload, concurrency), tg t/s for every k from the k = 7 cell's traces and the step cost
-   fitted on the measured drafter cells, against each measured k (error %).
+   fitted on every measured cell, against each measured k (error %); and again from what an adaptive search has
+   after its first round (no drafter + k = 7 only).
 3. Adaptive, for real: `specsweep adapt sweep=k_advisor sweep.name=k_advisor_adaptive` (its own results dir, so
    every cell it needs is served again): the k it picks, that k's brute-force t/s against the brute-force best, and
    the server-seconds (each cell's job wall time from its manifest) of its cells against brute force's.
@@ -28,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.advise.adaptive import objective
-from specsweep.advise.advice import advise_sweep_dir
+from specsweep.advise.advice import advise, advise_sweep_dir, load_traces
 from specsweep.advise.driver import AdaptiveState, state_path
 from specsweep.advise.policies import batch_size_schedule
 from specsweep.paths import project_root
@@ -48,6 +49,12 @@ def server_seconds(sweep_dir: Path, cell_id: str) -> float:
     return (finished - started).total_seconds()
 
 
+def _measured(by_k: dict[int, pd.DataFrame], k: int, workload: str, concurrency: int) -> float | None:
+    rows = by_k.get(k)
+    row = rows[(rows["workload"] == workload) & (rows["concurrency"] == concurrency)] if rows is not None else rows
+    return float(row["tg_req_tps_mean"].iloc[0]) if row is not None and len(row) else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-run", action="store_true", help="only read results/ (run nothing)")
@@ -60,7 +67,7 @@ def main() -> None:
     table = table[(table["status"] == "ok") & table["workload"].notna()]
     by_k = {0 if pd.isna(k) else int(k): rows for k, rows in table.groupby(table["k"].fillna(0))}
 
-    print("\n## Predicted vs measured tg t/s per request (k_max = 7 traces replayed, step cost fitted on every drafter cell)\n")
+    print("\n## Predicted vs measured tg t/s per request (k_max = 7 traces replayed, step cost fitted on every cell)\n")
     advice = advise_sweep_dir(brute_dir, max_num_seqs=4)
     errors = []
     print("| workload | c | k | predicted | measured | error % |\n|---|---:|---:|---:|---:|---:|")
@@ -71,9 +78,17 @@ def main() -> None:
                   f"{p.measured_tg_req_tps:.2f} | {p.error_pct:+.1f} |")  # fmt: skip
     print(f"\nmax |error| {max(errors):.1f} %, mean |error| {sum(errors) / len(errors):.1f} % over {len(errors)} predictions")
     for group in advice.groups:
-        print(f"- {group.workload} c{group.concurrency}: step cost {group.cost_intercept_ms:.1f} ms + "
-              f"{group.cost_per_token_ms:.2f} ms·k (fit RMS {group.cost_fit_rms_error_pct:.1f} %); best k {group.best_k}; "
-              f"HF heuristic {group.hf_heuristic_tg_req_tps or math.nan:.2f} t/s, oracle {group.oracle_tg_req_tps or math.nan:.2f} t/s")  # fmt: skip
+        print(f"- {group.workload} c{group.concurrency}: plain step {group.plain_step_ms:.1f} ms ({100 * group.plain_step_share:.0f} % "
+              f"of k = 7's steps), drafted {group.draft_step_fixed_ms:+.1f} ms + {group.cost_per_token_ms:.2f} ms·k (fit RMS "
+              f"{group.cost_fit_rms_error_pct:.1f} %); best k {group.best_k}; HF heuristic "
+              f"{group.hf_heuristic_tg_req_tps or math.nan:.2f} t/s, oracle {group.oracle_tg_req_tps or math.nan:.2f} t/s")  # fmt: skip
+    first_round = [str(by_k[k]["cell_id"].iloc[0]) for k in (0, K_MAX)]
+    configs, traces = load_traces(brute_dir, first_round)
+    early = advise(table[table["cell_id"].isin(first_round)], "first round", 4, configs, traces)
+    early_errors = [abs(100 * (p.predicted_tg_req_tps / measured - 1)) for g in early.groups for p in g.predictions
+                    if (measured := _measured(by_k, p.k, g.workload, g.concurrency))]  # fmt: skip
+    print(f"\nfrom no drafter + k = {K_MAX} alone (an adaptive search's first round): max |error| "
+          f"{max(early_errors):.1f} %, mean {sum(early_errors) / len(early_errors):.1f} % over {len(early_errors)} predictions")
 
     print("\n## Adaptive vs brute force\n")
     brute = {k: objective(rows) for k, rows in by_k.items()}

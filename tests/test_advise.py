@@ -20,12 +20,12 @@ from specsweep.advise.acceptance import (
     replay,
 )
 from specsweep.advise.advice import advise, markdown
-from specsweep.advise.cost import StepCost, fit
-from specsweep.advise.policies import batch_size_schedule, best_fixed_k, fixed_k_tps, oracle, replay_hf
+from specsweep.advise.cost import StepCost, StepMix, fit
+from specsweep.advise.policies import batch_size_schedule, best_fixed_k, fixed_k, fixed_k_tps, oracle, replay_hf
 from specsweep.config.compose import compose_cell
 from specsweep.images.base import build_image
 
-COST = StepCost(intercept_s=0.010, per_token_s=0.002, points=((0, 0.010), (3, 0.016)))
+COST = StepCost(plain_s=0.010, per_token_s=0.002)
 TRACE = Trace(drafted=(3, 3, 3, 3), accepted=(3, 1, 0, 2))
 
 
@@ -63,29 +63,57 @@ def test_runs_rebuild_every_position_and_replay_lands_where_a_smaller_k_would():
     assert replay(runs, 1) == (6, 4)
 
 
-def test_step_cost_fit():
-    cost = fit([(0, 0.010), (2, 0.014), (4, 0.018)])
-    assert (cost.intercept_s, cost.per_token_s, cost.rms_error_pct) == pytest.approx((0.010, 0.002, 0.0))
-    noisy = fit([(0, 0.010), (2, 0.015), (4, 0.018)])
+def _mix(k: int, plain: float, drafted: float, cost: StepCost) -> StepMix:
+    """A cell measured exactly as the model says: its steps per decoded token at their step times."""
+    return StepMix(k, plain, drafted, plain * cost.step_time(0) + drafted * cost.step_time(k))
+
+
+def test_a_trace_counts_the_steps_that_drafted_nothing():
+    # 14 tokens: the prefill's, 4 drafted steps emitting 4 + 2 + 1 + 3 = 10, so 3 plain steps vLLM did not list.
+    trace = Trace.from_request([3, 3, 3, 3], [3, 1, 0, 2], completion_tokens=14)
+    assert (trace.plain_steps, trace.decoded_tokens) == (3, 13)
+    # A request cut short by max_tokens inside a step never counts negative plain steps.
+    assert Trace.from_request([3], [3], completion_tokens=3).plain_steps == 0
+
+
+def test_step_cost_fit_with_plain_steps():
+    truth = StepCost(plain_s=0.010, per_token_s=0.002)
+    # No drafter (1 plain step per token) and k = 4 with half its steps plain: the two identify the model.
+    cost = fit([StepMix.no_drafter(100.0), _mix(4, 0.2, 0.2, truth)])
+    assert (cost.plain_s, cost.per_token_s, cost.per_draft_step_s, cost.rms_error_pct) == pytest.approx((0.010, 0.002, 0, 0))
+    assert not cost.fixed_cost_fitted and cost.step_time(0) == pytest.approx(0.010)
+    # The plain steps are what a line through drafted steps alone reads as a fixed cost of speculating: counted as
+    # drafting at every step (k = 2 and 4, 2.5 and 3.5 tokens per drafted step), the same cells give a line
+    # meeting k = 0 well above the plain step.
+    cells = [_mix(2, 0.2, 0.25, truth), _mix(4, 0.2, 0.2, truth)]
+    as_if_always_drafting = fit([StepMix(m.k, 0.0, m.drafted_steps, m.seconds) for m in cells])
+    assert as_if_always_drafting.step_time(0) > 0.015 and fit(cells).plain_s == pytest.approx(0.010)
+    # Three drafted k: a fixed cost per drafted step is fitted.
+    dear = StepCost(plain_s=0.010, per_token_s=0.002, per_draft_step_s=0.005)
+    fitted = fit([StepMix.no_drafter(100.0)] + [_mix(k, 0.1, 1 / (k + 1), dear) for k in (1, 3, 5)])
+    assert fitted.fixed_cost_fitted and (fitted.plain_s, fitted.per_token_s, fitted.per_draft_step_s) == pytest.approx((0.010, 0.002, 0.005))
+    noisy = fit([StepMix.no_drafter(100.0), _mix(2, 0.0, 0.4, truth), StepMix(4, 0.0, 0.3, 0.0063)])
     assert noisy.rms_error_pct > 0
-    # Two drafted k: the line is theirs, the no-drafter step is kept apart (speculating has a fixed cost).
-    apart = fit([(0, 0.010), (1, 0.015), (3, 0.019)])
-    assert (apart.intercept_s, apart.per_token_s, apart.no_draft_s) == pytest.approx((0.013, 0.002, 0.010))
-    assert (apart.step_time(0), apart.step_time(2)) == pytest.approx((0.010, 0.017))
-    # One drafted k: the no-drafter step anchors the line.
-    anchored = fit([(0, 0.010), (3, 0.016)])
-    assert (anchored.per_token_s, anchored.no_draft_s, anchored.step_time(0)) == pytest.approx((0.002, None, 0.010))
-    with pytest.raises(ValueError, match="two or more k"):
-        fit([(4, 0.02), (4, 0.021)])
+    # A drafter that always drafts and no no-drafter cell: nothing tells the fixed cost from the plain step, so it
+    # is not fitted even with three k (the plain step then holds it).
+    always = fit([_mix(k, 0.0, 1 / (k + 1), dear) for k in (1, 3, 5)])
+    assert not always.fixed_cost_fitted and always.plain_s == pytest.approx(0.015) and always.step_time(3) == pytest.approx(0.021)
+    with pytest.raises(ValueError, match="measure no drafter and k_max"):
+        fit([_mix(4, 0.0, 0.3, truth), _mix(4, 0.0, 0.31, truth)])
 
 
 def test_fixed_k_prediction_by_hand():
     # k=2: 1 + .75 + .5 = 2.25 tokens per step of 10 + 2*2 = 14 ms.
     m = [0.75, 0.5, 0.25]
     assert fixed_k_tps(expected_tokens_per_step(m, 2), COST, 2) == pytest.approx(2.25 / 0.014)
-    assert best_fixed_k(lambda k: expected_tokens_per_step(m, k), COST, 3) == (2, pytest.approx(2.25 / 0.014))
+    assert best_fixed_k(lambda k: fixed_k_tps(expected_tokens_per_step(m, k), COST, k), 3) == (2, pytest.approx(2.25 / 0.014))
     # Poor acceptance: drafting loses, k = 0 (no drafter) is best.
-    assert best_fixed_k(lambda k: expected_tokens_per_step([0.05, 0.0, 0.0], k), COST, 3)[0] == 0
+    assert best_fixed_k(lambda k: fixed_k_tps(expected_tokens_per_step([0.05, 0.0, 0.0], k), COST, k), 3)[0] == 0
+    # On the trace with 3 plain steps: k=2 replays 4 drafted steps (6 accepted) + 3 plain = 13 tokens in
+    # 4 * 14 + 3 * 10 = 86 ms.
+    trace = Trace.from_request([3, 3, 3, 3], [3, 1, 0, 2], completion_tokens=14)
+    result = fixed_k(trace.runs(), COST, 2, trace.plain_steps)
+    assert (result.tokens, result.seconds, result.steps) == pytest.approx((13, 0.086, 7))
 
 
 def test_hf_heuristic_replayed_on_the_runs_by_hand():
@@ -94,6 +122,9 @@ def test_hf_heuristic_replayed_on_the_runs_by_hand():
     result = replay_hf(TRACE.runs(), COST, 3)
     assert (result.tokens, result.seconds, result.mean_k) == pytest.approx((10, 0.074, 2.4))
     assert result.tg_req_tps == pytest.approx(10 / 0.074)
+    # Plain steps (no draft proposed) are paid at the plain step under every policy.
+    plain = replay_hf(TRACE.runs(), COST, 3, plain_steps=3)
+    assert (plain.tokens, plain.seconds, plain.mean_k, plain.steps) == pytest.approx((13, 0.104, 2.4, 8))
     # From k=1: positions 0 (k1 accepts 1 -> 3), 2 (k3 accepts 3), 6 (k3 accepts 0 -> 2), 7 (k2 accepts 2).
     assert replay_hf(TRACE.runs(), COST, 3, k_start=1).seconds == pytest.approx(0.012 + 0.016 + 0.016 + 0.014)
 
@@ -123,11 +154,11 @@ def test_oracle_is_the_best_of_every_path():
     assert result.tg_req_tps >= replay_hf(runs, COST, 3).tg_req_tps
     assert result.tg_req_tps >= max(len(runs) / (replay(runs, k)[0] * COST.step_time(k)) for k in (1, 2, 3))
     # Drafting dearer than a plain step's tokens: the bound is never drafting (1 token per 1 ms).
-    dear = StepCost(intercept_s=0.001, per_token_s=0.010, points=())
+    dear = StepCost(plain_s=0.001, per_token_s=0.010)
     assert oracle(runs, dear, 3).tg_req_tps == pytest.approx(1 / 0.001) and oracle(runs, dear, 3).mean_k == 0
-    # A fixed cost of speculating that the plain step does not pay: short runs are better not drafted, and no
-    # simple rule says which; the ratio method still finds the best path.
-    overhead = StepCost(intercept_s=0.016, per_token_s=0.002, points=(), no_draft_s=0.010)
+    # A fixed cost per drafted step: short runs are better not drafted, and no simple rule says which; the ratio
+    # method still finds the best path.
+    overhead = StepCost(plain_s=0.010, per_token_s=0.002, per_draft_step_s=0.006)
     for trace_runs in (runs, [2, 1, 0, 6, 5, 4, 3, 2, 1, 0, 1, 0, 0, 3, 2, 1, 0]):
         assert oracle(trace_runs, overhead, 4).tg_req_tps == pytest.approx(_exhaustive_best(trace_runs, overhead, 4))
 
@@ -152,7 +183,7 @@ def test_advice_from_a_table_predicts_every_k_and_recommends_a_schedule():
             _row("none", None, 4, 100.0, 1.0, [], "none"), _row("k3", 3, 4, 2.5 / 0.028, 2.5, m)]  # fmt: skip
     advice = advise(pd.DataFrame(rows), "s", max_num_seqs=4, speculative_configs={"k3": {"method": "ngram", "num_speculative_tokens": 3}})
     c1, c4 = sorted(advice.groups, key=lambda g: g.concurrency)
-    assert (c1.cost_intercept_ms, c1.cost_per_token_ms) == pytest.approx((10, 2))
+    assert (c1.plain_step_ms, c1.cost_per_token_ms, c1.draft_step_fixed_ms) == pytest.approx((10, 2, 0))
     assert [p.k for p in c1.predictions] == [1, 2, 3]
     assert c1.predictions[1].predicted_tg_req_tps == pytest.approx(2.25 / 0.014)
     assert c1.predictions[2].error_pct == pytest.approx(0, abs=1e-9) and c1.predictions[0].measured_tg_req_tps is None
@@ -183,7 +214,7 @@ def test_advice_replays_dynamic_policies_on_the_k_max_cells_traces():
             _row("k3", 3, 1, 2.5 / 0.016, 2.5, m)]  # fmt: skip
     traces = {("k3", "w", 1): [TRACE, Trace(drafted=(3, 3), accepted=(0, 3))]}
     (group,) = advise(pd.DataFrame(rows), "s", traces=traces).groups
-    cost = StepCost(intercept_s=group.cost_intercept_ms / 1000, per_token_s=group.cost_per_token_ms / 1000, points=())
+    cost = StepCost(plain_s=group.plain_step_ms / 1000, per_token_s=group.cost_per_token_ms / 1000)
     hf = [replay_hf(t.runs(), cost, 3) for t in traces[("k3", "w", 1)]]
     assert group.trace_steps == 6
     assert group.hf_heuristic_tg_req_tps == pytest.approx(sum(r.tokens for r in hf) / sum(r.seconds for r in hf))
@@ -208,7 +239,7 @@ def test_adaptive_search_finds_the_brute_force_best_with_few_cells():
     from specsweep.advise.adaptive import objective, search
 
     marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
-    cost = StepCost(intercept_s=0.050, per_token_s=0.006, points=())
+    cost = StepCost(plain_s=0.050, per_token_s=0.006)
     brute = {k: objective(_cell(k, marginal, cost)) for k in range(0, 8)}
     result = search(lambda ks: {k: _cell(k, marginal, cost) for k in ks}, k_max=7)
     assert result.best_k == max(brute, key=brute.get)
@@ -218,11 +249,35 @@ def test_adaptive_search_finds_the_brute_force_best_with_few_cells():
     # The predicted best measured slower than predicted (its step is 10 ms dearer than the fit): the search moves on
     # and ends within TOLERANCE of the true best of that world.
     def skewed_cell(k: int) -> pd.DataFrame:
-        return _cell(k, marginal, cost if k != 5 else StepCost(0.060, 0.006, ()))
+        return _cell(k, marginal, cost if k != 5 else StepCost(0.050, 0.006, per_draft_step_s=0.010))
 
     truth = {k: objective(skewed_cell(k)) for k in range(0, 8)}
     skewed = search(lambda ks: {k: skewed_cell(k) for k in ks}, k_max=7)
     assert skewed.best_k != 5 and truth[skewed.best_k] >= max(truth.values()) * (1 - 0.03)
+
+
+def test_adaptive_search_needs_only_k_max_when_the_trace_counts_the_plain_steps():
+    """ngram: long runs where the prompt repeats, stretches without a match between them (40 plain steps of 82
+    tokens). From the no-drafter cell and k_max's trace the model predicts every k, so the search measures two
+    cells and stops at the brute-force best."""
+    from specsweep.advise.adaptive import objective, predicted_objective, search
+
+    trace = Trace.from_request([7] * 6, [7, 5, 7, 6, 7, 4], completion_tokens=83)
+    truth = StepCost(plain_s=0.050, per_token_s=0.002)
+
+    def cell(k: int) -> pd.DataFrame:
+        if k == 0:
+            return pd.DataFrame([_row("k0", None, 1, 1 / truth.step_time(0), 1.0, [], "none")])
+        result = fixed_k(trace.runs(), truth, k, trace.plain_steps)
+        drafted = result.steps - trace.plain_steps
+        return pd.DataFrame([_row(f"k{k}", k, 1, result.tg_req_tps, (result.tokens - trace.plain_steps) / drafted,
+                                  trace.marginal()[:k])])  # fmt: skip
+
+    brute = {k: objective(cell(k)) for k in range(0, 8)}
+    result = search(lambda ks: {k: cell(k) for k in ks}, k_max=7,
+                    predict=lambda table: predicted_objective(table, 7, {("k7", "w", 1): [trace]}))  # fmt: skip
+    assert result.order == [0, 7] and result.best_k == max(brute, key=brute.get)
+    assert all(result.predicted[k] == pytest.approx(brute[k]) for k in range(1, 8))
 
 
 def test_adaptive_driver_rounds_plan_only_what_the_search_needs(tmp_path: Path):
@@ -231,7 +286,7 @@ def test_adaptive_driver_rounds_plan_only_what_the_search_needs(tmp_path: Path):
 
     cells = expand([], "k_advisor")
     marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
-    cost = StepCost(intercept_s=0.050, per_token_s=0.006, points=())
+    cost = StepCost(plain_s=0.050, per_token_s=0.006)
     runs = []
 
     def run_snakemake() -> None:
@@ -271,7 +326,7 @@ def test_adaptive_driver_serves_the_recommended_schedule_and_the_advice_checks_i
 
     cells = expand([], "k_advisor")
     marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
-    costs = {1: StepCost(0.050, 0.004, ()), 2: StepCost(0.050, 0.030, ())}
+    costs = {1: StepCost(0.050, 0.004), 2: StepCost(0.050, 0.030)}
     served = []
 
     def run_snakemake() -> None:

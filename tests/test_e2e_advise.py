@@ -14,12 +14,16 @@ pytestmark = pytest.mark.slow
 def test_advice_for_every_ngram_group(swept: Path) -> None:
     advice = json.loads((swept / "results/embedded/advice.json").read_text())
     groups = {(g["quant"], g["workload"], g["concurrency"]): g for g in advice["groups"]}
-    # bf16 ran ngram at k=2 and 4 plus no drafter: the line goes through the two drafted k, the no-drafter step
-    # is kept apart, and k < 4 are the k = 4 cell's traces replayed.
+    # bf16 ran ngram at k=2 and 4 plus no drafter: the step cost is fitted on the three cells (two drafted k: no
+    # fixed cost per drafted step), each drafted cell's plain steps counted from its traces, and k < 4 are the
+    # k = 4 cell's traces replayed.
     group = groups[("bf16", "code_edit", 1)]
     assert group["k_max"] == 4 and [p["k"] for p in group["predictions"]] == [1, 2, 3, 4]
-    assert sorted(k for k, _ in group["cost_points"]) == [2, 4] and group["no_draft_step_ms"] > 0
-    assert group["cost_intercept_ms"] > 0 and group["acceptance_model"] == "trace replay"
+    points = {p["k"]: p for p in group["cost_points"]}
+    assert sorted(points) == [0, 2, 4] and points[0]["plain_steps_per_token"] == 1
+    assert all(0 < points[k]["drafted_steps_per_token"] < 1 for k in (2, 4))
+    assert group["plain_step_ms"] > 0 and group["cost_per_token_ms"] > 0 and not group["draft_step_fixed_fitted"]
+    assert 0 <= group["plain_step_share"] < 1 and group["acceptance_model"] == "trace replay"
     measured = {p["k"]: p for p in group["predictions"] if p["measured_tg_req_tps"] is not None}
     assert set(measured) == {2, 4} and all(abs(p["error_pct"]) < 50 for p in measured.values())
     # Every drafter cell carried per-step traces; the replays are consistent with their definitions.

@@ -11,8 +11,10 @@ one measurement at k_max gives every k <= k_max: E[tokens per step | k] = 1 + su
 the target model adds at every verify step). That formula assumes a step at k starts at positions like those a
 step at k_max starts at; it does not: a k_max step swallows a long run whole, a smaller k lands inside it and gets
 the rest of it next step. With a trace, `Trace.runs` + `replay` keep the positions (on the embedded ngram sweep the
-marginal formula matched the measured steps at no k < k_max, the replay exactly at half of them). A
-parallel drafter (DFlash) proposes its block jointly: it must be measured at each k.
+marginal formula matched the measured steps at no k < k_max, the replay exactly at half of them). Steps that
+drafted nothing (ngram without a match) are not in vLLM's lists; a trace counts them (`Trace.plain_steps`) and every
+policy pays them as plain steps: whether a position has a match does not depend on k. A parallel drafter (DFlash)
+proposes its block jointly: it must be measured at each k.
 """
 
 from __future__ import annotations
@@ -50,10 +52,23 @@ def expected_tokens_per_step(marginal: list[float], k: int) -> float:
 
 @dataclass(frozen=True)
 class Trace:
-    """Per verify step: tokens drafted and accepted (vLLM's per_step_drafted / per_step_accepted)."""
+    """Per verify step: tokens drafted and accepted (vLLM's per_step_drafted / per_step_accepted), and the verify
+    steps that drafted nothing, which those lists leave out (`from_request`)."""
 
     drafted: tuple[int, ...]
     accepted: tuple[int, ...]
+    plain_steps: int = 0
+
+    @classmethod
+    def from_request(cls, drafted: list[int], accepted: list[int], completion_tokens: int) -> Trace:
+        """The first token comes from the prefill; every later step emits its accepted tokens + 1, a step that
+        drafted nothing 1 token: the tokens the listed steps do not account for are plain steps."""
+        listed = sum(a + 1 for a in accepted)
+        return cls(drafted=tuple(drafted), accepted=tuple(accepted), plain_steps=max(0, completion_tokens - 1 - listed))
+
+    @property
+    def decoded_tokens(self) -> int:
+        return self.plain_steps + sum(a + 1 for a in self.accepted)
 
     def __post_init__(self) -> None:
         if len(self.drafted) != len(self.accepted):
@@ -78,8 +93,8 @@ class Trace:
         a step started at p with unlimited k. A step at p that drafted d and accepted a < d shows R(p + i) = a - i
         for i = 0..a (the same proposal, shifted: its (a+1)-th token was wrong); a step that accepted all d tokens is
         censored and continues into the next step's run when that one accepted anything (the bonus token then
-        extended the drafter's guess). Steps start at every position the request reaches, so the list covers the
-        whole output; `replay` walks it with any fixed k <= the traced k."""
+        extended the drafter's guess). The list covers every position a drafted step emitted (the plain steps'
+        tokens are apart); `replay` walks it with any fixed k <= the traced k."""
         spans: list[int] = [0] * len(self.accepted)
         following = 0
         for step in range(len(self.accepted) - 1, -1, -1):

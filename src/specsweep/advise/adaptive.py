@@ -1,10 +1,9 @@
 """Adaptive k search: measure few cells, predict the rest, confirm the best by measuring it.
 
 1. Measure k_max and the no-drafter cell (k = 0, a cell of the sweep anyway): the acceptance process of every
-   k <= k_max comes from k_max's traces; the step-cost line goes through k = 0 and k_max. A sweep without a
-   no-drafter cell measures k = 1 instead.
-2. Predict every k; measure the predicted best. Its measurement is a second drafted point: the line now leaves the
-   no-drafter step apart (a drafter pays a fixed cost k = 0 does not; specsweep.advise.cost).
+   k <= k_max comes from k_max's traces, and the two cells identify the step cost (the plain step, the cost per
+   drafted token; specsweep.advise.cost). A sweep without a no-drafter cell measures k = 1 instead.
+2. Predict every k; measure the predicted best unless it is k_max (each measurement is one more point of the fit).
 3. Predict again. While the predicted best is not measured and its prediction beats the best measurement by more
    than TOLERANCE, measure it and predict again: the best is confirmed when the model's best is a measured cell.
 4. While a neighbour of the best measured k is not measured and its prediction, widened by the prediction error

@@ -10,15 +10,17 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from specsweep.advise.acceptance import (
-    CHAIN_DRAFTERS,
-    Trace,
-    conditional_from_marginal,
-    expected_tokens_per_step,
-    replay,
+from specsweep.advise.acceptance import CHAIN_DRAFTERS, Trace, conditional_from_marginal, expected_tokens_per_step
+from specsweep.advise.cost import StepCost, StepMix, fit
+from specsweep.advise.policies import (
+    PolicyResult,
+    batch_size_schedule,
+    best_fixed_k,
+    fixed_k,
+    fixed_k_tps,
+    oracle,
+    replay_hf,
 )
-from specsweep.advise.cost import StepCost, fit, measured_step_time
-from specsweep.advise.policies import batch_size_schedule, best_fixed_k, fixed_k_tps, oracle, replay_hf
 
 GROUP = ["model", "quant", "drafter", "workload", "concurrency"]
 
@@ -26,9 +28,20 @@ GROUP = ["model", "quant", "drafter", "workload", "concurrency"]
 class KPrediction(BaseModel):
     k: int
     predicted_tg_req_tps: float
+    # Tokens per verify step, the steps that drafted nothing included.
     predicted_tokens_per_step: float
     measured_tg_req_tps: float | None = None
     error_pct: float | None = None
+
+
+class CostPoint(BaseModel):
+    """A measured cell of the step-cost fit, per decoded token (specsweep.advise.cost.StepMix)."""
+
+    k: int
+    plain_steps_per_token: float
+    drafted_steps_per_token: float
+    measured_ms_per_token: float
+    fitted_ms_per_token: float
 
 
 class GroupAdvice(BaseModel):
@@ -41,12 +54,14 @@ class GroupAdvice(BaseModel):
     k_max: int
     marginal: list[float]
     conditional: list[float]
-    cost_intercept_ms: float
+    # T(d) = plain + fixed + per_token * d for a step that drafted d >= 1 tokens, plain for one that drafted none.
+    plain_step_ms: float
     cost_per_token_ms: float
+    draft_step_fixed_ms: float
+    # False: the fixed cost per drafted step was taken as 0 (fewer than three drafted k measured).
+    draft_step_fixed_fitted: bool
     cost_fit_rms_error_pct: float
-    # The no-drafter server's step, kept off the line (None: it anchors the line, one drafted k only).
-    no_draft_step_ms: float | None = None
-    cost_points: list[tuple[int, float]]
+    cost_points: list[CostPoint]
     predictions: list[KPrediction]
     best_k: int
     best_predicted_tg_req_tps: float
@@ -57,8 +72,10 @@ class GroupAdvice(BaseModel):
     # The k_max cell: its --speculative-config is the base of the recommendation.
     k_max_cell: str
     # From the k_max cell's per-request traces (--per-request-spec-decode-metrics detailed), when it has them:
-    # verify steps seen, P(accepted = j), HF's heuristic replayed and the oracle bound, per-request t/s.
+    # verify steps seen (drafted ones), the share of all verify steps that drafted nothing, P(accepted = j), HF's
+    # heuristic replayed and the oracle bound, per-request t/s.
     trace_steps: int = 0
+    plain_step_share: float | None = None
     accepted_length_distribution: list[float] = []
     hf_heuristic_tg_req_tps: float | None = None
     hf_heuristic_mean_k: float | None = None
@@ -112,32 +129,51 @@ def _marginal(row: pd.Series, k: int) -> list[float]:
     return [float(row.get(f"acceptance_pos_{i}", math.nan)) for i in range(1, k + 1)]
 
 
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _per_request(traces: list[Trace], policy) -> list[PolicyResult]:
+    return [policy(t.runs(), t.plain_steps) for t in traces]
+
+
+def _pooled_tps(results: list[PolicyResult]) -> float:
+    return sum(r.tokens for r in results) / sum(r.seconds for r in results)
+
+
 def _trace_figures(traces: list[Trace], cost: StepCost, k_max: int) -> dict:
     """Dynamic policies replayed request by request (HF resets k at every generate call), summed."""
-    traces = [t for t in traces if t.accepted]
-    if not traces:
-        return {}
-    runs = [t.runs() for t in traces]
-    hf = [replay_hf(r, cost, k_max) for r in runs]
-    best = [oracle(r, cost, k_max) for r in runs]
+    hf = _per_request(traces, lambda runs, plain: replay_hf(runs, cost, k_max, plain_steps=plain))
+    best = _per_request(traces, lambda runs, plain: oracle(runs, cost, k_max, plain_steps=plain))
     pooled = Trace(drafted=tuple(d for t in traces for d in t.drafted), accepted=tuple(a for t in traces for a in t.accepted))
+    plain = sum(t.plain_steps for t in traces)
     return {
         "trace_steps": len(pooled.accepted),
+        "plain_step_share": plain / (plain + len(pooled.accepted)),
         "accepted_length_distribution": pooled.length_distribution(),
-        "hf_heuristic_tg_req_tps": sum(r.tokens for r in hf) / sum(r.seconds for r in hf),
+        "hf_heuristic_tg_req_tps": _pooled_tps(hf),
         "hf_heuristic_mean_k": sum(r.mean_k * len(t.accepted) for r, t in zip(hf, traces)) / len(pooled.accepted),
-        "oracle_tg_req_tps": sum(r.tokens for r in best) / sum(r.seconds for r in best),
+        "oracle_tg_req_tps": _pooled_tps(best),
     }
 
 
-def replayed_tokens_per_step(runs: list[list[int]], k: int) -> float:
-    """Mean over requests (their Trace.runs) of tokens per step at a fixed k (the measured figure is a mean of
-    per-request t/s)."""
-    lengths = []
-    for request in runs:
-        steps, accepted = replay(request, k)
-        lengths.append((steps + accepted) / steps)
-    return sum(lengths) / len(lengths)
+def _step_mix(row, traces: list[Trace]) -> StepMix | None:
+    """The cell's steps per decoded token from its traces (plain steps counted), else from its mean acceptance length."""
+    if not row.tg_req_tps_mean:
+        return None
+    if traces:
+        return StepMix(k=int(row.k), plain_steps=_mean(t.plain_steps / t.decoded_tokens for t in traces),
+                       drafted_steps=_mean(len(t.accepted) / t.decoded_tokens for t in traces),
+                       seconds=1.0 / float(row.tg_req_tps_mean))  # fmt: skip
+    if not row.mean_acceptance_length:
+        return None
+    return StepMix.without_traces(int(row.k), float(row.mean_acceptance_length), float(row.tg_req_tps_mean))
+
+
+def _cost_point(cost: StepCost, mix: StepMix) -> CostPoint:
+    return CostPoint(k=mix.k, plain_steps_per_token=mix.plain_steps, drafted_steps_per_token=mix.drafted_steps,
+                     measured_ms_per_token=1000 * mix.seconds, fitted_ms_per_token=1000 * cost.seconds_per_token(mix))  # fmt: skip
 
 
 def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple, list[Trace]]) -> GroupAdvice | None:
@@ -150,51 +186,58 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
     marginal = _marginal(top, k_max)
     if any(math.isnan(m) for m in marginal):
         return None
-    points = [(int(r.k), measured_step_time(float(r.mean_acceptance_length), float(r.tg_req_tps_mean)))
-              for r in drafted.itertuples() if r.mean_acceptance_length and r.tg_req_tps_mean]  # fmt: skip
-    if len(baseline):
-        points.append((0, measured_step_time(1.0, float(baseline["tg_req_tps_mean"].mean()))))
-    cost = fit(points)
-    chain = first["drafter_kind"] in CHAIN_DRAFTERS
-    top_traces = [t for t in traces.get((str(top["cell_id"]), first["workload"], int(first["concurrency"])), []) if t.accepted]
-    replayed = chain and bool(top_traces)
-    top_runs = [t.runs() for t in top_traces]
+    workload, concurrency = first["workload"], int(first["concurrency"])
 
-    def tokens_per_step(k: int) -> float:
+    def traces_of(cell_id) -> list[Trace]:
+        return [t for t in traces.get((str(cell_id), workload, concurrency), []) if t.accepted]
+
+    mixes = [m for r in drafted.itertuples() if (m := _step_mix(r, traces_of(r.cell_id)))]
+    if len(baseline):
+        mixes.append(StepMix.no_drafter(float(baseline["tg_req_tps_mean"].mean())))
+    cost = fit(mixes)
+    chain = first["drafter_kind"] in CHAIN_DRAFTERS
+    top_traces = traces_of(top["cell_id"])
+    replayed = chain and bool(top_traces)
+
+    def predicted(k: int) -> tuple[float, float]:
+        """(per-request t/s, tokens per step) of a fixed-k server."""
+        if k == 0:
+            return 1.0 / cost.step_time(0), 1.0
         if replayed:
-            return replayed_tokens_per_step(top_runs, k)
+            results = _per_request(top_traces, lambda runs, plain: fixed_k(runs, cost, k, plain))
+            return _mean(r.tg_req_tps for r in results), _mean(r.tokens_per_step for r in results)
         # A parallel drafter's k is its own block: its marginals come from its own cell.
-        return expected_tokens_per_step(marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k), k)
+        length = expected_tokens_per_step(marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k), k)
+        return fixed_k_tps(length, cost, k), length
 
     measured = {int(r.k): float(r.tg_req_tps_mean) for r in drafted.itertuples()}
     ks = range(1, k_max + 1) if chain else sorted(measured)
     predictions = []
     for k in ks:
-        length = tokens_per_step(k)
-        predicted = fixed_k_tps(length, cost, k)
+        tps, length = predicted(k)
         actual = measured.get(k)
         predictions.append(KPrediction(
-            k=k, predicted_tg_req_tps=predicted, predicted_tokens_per_step=length,
-            measured_tg_req_tps=actual, error_pct=100 * (predicted / actual - 1) if actual else None,
+            k=k, predicted_tg_req_tps=tps, predicted_tokens_per_step=length,
+            measured_tg_req_tps=actual, error_pct=100 * (tps / actual - 1) if actual else None,
         ))  # fmt: skip
     if chain:
-        best_k, best_tps = best_fixed_k(tokens_per_step, cost, k_max)
+        best_k, best_tps = best_fixed_k(lambda k: predicted(k)[0], k_max)
     else:
         best = max(predictions, key=lambda p: p.predicted_tg_req_tps)
         best_k, best_tps = best.k, best.predicted_tg_req_tps
-        if len(baseline) and cost.step_time(0) and 1 / cost.step_time(0) > best_tps:
+        if len(baseline) and 1 / cost.step_time(0) > best_tps:
             best_k, best_tps = 0, 1 / cost.step_time(0)
     return GroupAdvice(
         model=first["model"], quant=first["quant"], drafter=first["drafter"], drafter_kind=first["drafter_kind"],
-        workload=first["workload"], concurrency=int(first["concurrency"]), k_max=k_max, marginal=marginal,
-        conditional=conditional_from_marginal(marginal), cost_intercept_ms=1000 * cost.intercept_s,
-        cost_per_token_ms=1000 * cost.per_token_s, cost_fit_rms_error_pct=cost.rms_error_pct,
-        no_draft_step_ms=None if cost.no_draft_s is None else 1000 * cost.no_draft_s,
-        cost_points=list(cost.points), predictions=predictions, best_k=best_k, best_predicted_tg_req_tps=best_tps,
-        acceptance_model="trace replay" if replayed else "marginal",
+        workload=workload, concurrency=concurrency, k_max=k_max, marginal=marginal,
+        conditional=conditional_from_marginal(marginal), plain_step_ms=1000 * cost.plain_s,
+        cost_per_token_ms=1000 * cost.per_token_s, draft_step_fixed_ms=1000 * cost.per_draft_step_s,
+        draft_step_fixed_fitted=cost.fixed_cost_fitted, cost_fit_rms_error_pct=cost.rms_error_pct,
+        cost_points=[_cost_point(cost, m) for m in sorted(mixes, key=lambda m: m.k)], predictions=predictions,
+        best_k=best_k, best_predicted_tg_req_tps=best_tps, acceptance_model="trace replay" if replayed else "marginal",
         note=None if chain else f"{first['drafter_kind']} drafts its block in parallel: only measured k are predicted",
         k_max_cell=str(top["cell_id"]),
-        **(_trace_figures(top_traces, cost, k_max) if chain else {}),
+        **(_trace_figures(top_traces, cost, k_max) if replayed else {}),
     )  # fmt: skip
 
 
@@ -251,13 +294,15 @@ def advise(table: pd.DataFrame, sweep: str, max_num_seqs: int | None = None,
 def markdown(advice: Advice) -> str:
     lines = [f"# specsweep advise: {advice.sweep}", "",
              "Predicted per-request tg t/s for every k from the k_max cell's acceptance (its per-request traces "
-             "replayed at each k where it has them) and the fitted step cost T(k) = t0 + t1·k; measured where a cell "
-             "ran.", ""]  # fmt: skip
+             "replayed at each k where it has them) and the fitted step cost: a verify step that drafts d tokens costs "
+             "plain + fixed + per-token·d, one that drafts nothing costs plain; measured where a cell ran.", ""]  # fmt: skip
     for g in advice.groups:
+        fixed = f"{g.draft_step_fixed_ms:+.2f} ms fixed" if g.draft_step_fixed_fitted else "no fixed cost (not fitted)"
+        share = "" if g.plain_step_share is None else f"; {100 * g.plain_step_share:.0f} % of the k_max cell's steps drafted nothing"
         lines += [f"## {g.quant} / {g.drafter} / {g.workload} c{g.concurrency}", "",
-                  f"step cost: {g.cost_intercept_ms:.2f} ms + {g.cost_per_token_ms:.2f} ms·k (fit RMS error "
-                  f"{g.cost_fit_rms_error_pct:.1f} %)"
-                  + ("" if g.no_draft_step_ms is None else f", no drafter {g.no_draft_step_ms:.2f} ms")
+                  f"step cost: plain {g.plain_step_ms:.2f} ms, drafted {fixed} + {g.cost_per_token_ms:.2f} ms per "
+                  f"token (fit RMS error {g.cost_fit_rms_error_pct:.1f} % over k in "
+                  f"{[p.k for p in g.cost_points]}){share}"
                   + "; marginal acceptance " + ", ".join(f"{m:.2f}" for m in g.marginal)
                   + f"; tokens per step by {g.acceptance_model}",
                   "", "| k | predicted t/s | measured t/s | error % |", "|---:|---:|---:|---:|"]  # fmt: skip
@@ -299,7 +344,7 @@ def load_traces(sweep_dir: Path, cell_ids) -> tuple[dict[str, dict], dict[tuple[
             configs[str(cell_id)] = json.loads(text)
         for workload in record.get("workloads", []):
             traces[(str(cell_id), workload["workload"], int(workload["concurrency"]))] = [
-                Trace(drafted=tuple(r["spec_per_step_drafted"]), accepted=tuple(r["spec_per_step_accepted"]))
+                Trace.from_request(r["spec_per_step_drafted"], r["spec_per_step_accepted"], r["completion_tokens"])
                 for r in workload["requests"] if r.get("ok") and r.get("spec_per_step_accepted")
             ]
     return configs, traces

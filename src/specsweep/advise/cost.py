@@ -1,17 +1,23 @@
-"""Step time vs k: the cost model behind every prediction.
+"""Step time vs drafted tokens: the cost model behind every prediction.
 
-Model: with a drafter on, one verify step of a batch costs T(k) = t0 + t1 * k seconds, where k is the number of
-drafted tokens per sequence: t0 is the target model's decode step plus the fixed cost of speculating at all
-(proposing, the rejection sampler, bookkeeping), t1 the marginal cost of drafting and verifying one more token.
-A server without a drafter pays no fixed speculation cost, so its step time T_none is its own measured point, not
-k = 0 on the line (on the embedded ngram sweep the line through k = 1..7 met k = 0 about 10 ms above the
-no-drafter step). With only one drafted k measured, the no-drafter point anchors the line instead (less accurate
-at small k; `adaptive` measures a second k before trusting it).
+Model: a verify step that drafted d tokens for the sequence costs T(d) = t_plain + t_draft * d seconds (d >= 1),
+and a step that drafted nothing costs t_plain: the step of a server without a drafter. t_draft is the cost of
+proposing and verifying one more token. Steps that draft nothing are common with ngram (no n-gram match at that
+position: about half of all verify steps on the embedded prompts, at every k) and vLLM's per-step lists leave them
+out; they are counted from the request's tokens (specsweep.advise.acceptance.Trace.plain_steps).
 
-Measured per cell as T = L / tg_req: a request emits L tokens per step on average (1 + mean accepted, the cell's own
-measured mean acceptance length) at tg_req tokens/s, so steps take L / tg_req; the no-drafter cell has L = 1.
-Fitted by least squares per (quant, drafter, workload, concurrency); its error is the RMS of the relative
-residuals, reported with the fit.
+What a cell measures, per workload and concurrency, is seconds per decoded token (1 / its per-request tg t/s) and,
+from its traces, its mix of steps per token: p plain steps and s drafted steps at its k, so
+seconds/token = (p + s) * t_plain + s * k * t_draft. The no-drafter cell is p = 1, s = 0. Without traces a cell
+counts as drafting at every step (s = 1 / its mean acceptance length, p = 0). The parameters are fitted by least
+squares over the measured cells (the no-drafter cell among them); its error is the RMS of the relative residuals.
+
+A fixed cost per drafted step c (T(d) = t_plain + c + t_draft * d) is fitted too once three or more drafted k were
+measured (fewer cannot tell it from t_plain and t_draft); else it is taken as 0. On the embedded ngram sweep
+(k = 1..7 and no drafter, two workloads at concurrency 1 and 2) c came out at -0.5 to -2.9 ms, i.e. none, and
+t_plain fitted on the drafter cells alone was within 1-2 ms of the no-drafter server's step: the "fixed cost of
+speculating" a line through drafted steps alone shows (about 10 ms there) is the plain steps' time spread over the
+drafted ones. So a no-drafter cell and one drafted k identify the model.
 """
 
 from __future__ import annotations
@@ -19,50 +25,70 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+# Distinct drafted k needed before the fixed cost per drafted step is fitted instead of taken as 0.
+FIXED_COST_MIN_K = 3
+
+
+@dataclass(frozen=True)
+class StepMix:
+    """One cell's measurement at one workload and concurrency, per decoded token."""
+
+    k: int  # 0: no drafter
+    plain_steps: float
+    drafted_steps: float
+    seconds: float
+
+    @classmethod
+    def no_drafter(cls, tg_req_tps: float) -> StepMix:
+        return cls(k=0, plain_steps=1.0, drafted_steps=0.0, seconds=1.0 / tg_req_tps)
+
+    @classmethod
+    def without_traces(cls, k: int, mean_acceptance_length: float, tg_req_tps: float) -> StepMix:
+        return cls(k=k, plain_steps=0.0, drafted_steps=1.0 / mean_acceptance_length, seconds=1.0 / tg_req_tps)
+
 
 @dataclass(frozen=True)
 class StepCost:
-    intercept_s: float
+    plain_s: float
     per_token_s: float
-    # (k, measured step time in s) the line went through.
-    points: tuple[tuple[int, float], ...]
-    # The no-drafter server's step, when measured apart from the line.
-    no_draft_s: float | None = None
+    per_draft_step_s: float = 0.0
+    # The measurements it was fitted on; whether the fixed cost per drafted step was fitted or taken as 0.
+    mixes: tuple[StepMix, ...] = ()
+    fixed_cost_fitted: bool = False
 
-    def step_time(self, k: int) -> float:
-        if k == 0 and self.no_draft_s is not None:
-            return self.no_draft_s
-        return self.intercept_s + self.per_token_s * k
+    def step_time(self, drafted: int) -> float:
+        if drafted == 0:
+            return self.plain_s
+        return self.plain_s + self.per_draft_step_s + self.per_token_s * drafted
+
+    def seconds_per_token(self, mix: StepMix) -> float:
+        return mix.plain_steps * self.step_time(0) + mix.drafted_steps * self.step_time(mix.k)
 
     @property
     def rms_error_pct(self) -> float:
-        residuals = [(self.intercept_s + self.per_token_s * k - t) / t for k, t in self.points]
+        if not self.mixes:
+            return math.nan
+        residuals = [self.seconds_per_token(m) / m.seconds - 1 for m in self.mixes]
         return 100 * math.sqrt(sum(r * r for r in residuals) / len(residuals))
 
 
-def measured_step_time(tokens_per_step: float, tg_req_tps: float) -> float:
-    return tokens_per_step / tg_req_tps
+def _design(mixes: list[StepMix], with_fixed: bool) -> np.ndarray:
+    # Each row divided by the measured seconds: least squares on relative residuals, the error reported.
+    return np.array([[(m.plain_steps + m.drafted_steps) / m.seconds, m.drafted_steps * m.k / m.seconds]
+                     + ([m.drafted_steps / m.seconds] if with_fixed else []) for m in mixes])  # fmt: skip
 
 
-def _line(points: list[tuple[int, float]]) -> tuple[float, float]:
-    n = len(points)
-    mean_k = sum(k for k, _ in points) / n
-    mean_t = sum(t for _, t in points) / n
-    slope = sum((k - mean_k) * (t - mean_t) for k, t in points) / sum((k - mean_k) ** 2 for k, _ in points)
-    return mean_t - slope * mean_k, slope
-
-
-def fit(points: list[tuple[int, float]]) -> StepCost:
-    """Least-squares line through the drafted points (k >= 1) when they have two distinct k, the no-drafter step
-    (k = 0) kept apart; else the line through every point."""
-    drafted = [(k, t) for k, t in points if k > 0]
-    plain = [t for k, t in points if k == 0]
-    if len({k for k, _ in drafted}) >= 2:
-        intercept, slope = _line(drafted)
-        no_draft = sum(plain) / len(plain) if plain else None
-        return StepCost(intercept, slope, tuple(sorted(drafted)), no_draft)
-    if len({k for k, _ in points}) < 2:
-        raise ValueError(f"the step-cost fit needs cells at two or more k (have k in {sorted({k for k, _ in points})}); "
-                         "measure k=1 and k_max")  # fmt: skip
-    intercept, slope = _line(points)
-    return StepCost(intercept, slope, tuple(sorted(points)))
+def fit(mixes: list[StepMix]) -> StepCost:
+    """The fixed cost per drafted step is fitted where FIXED_COST_MIN_K drafted k were measured and something tells
+    it from t_plain (a no-drafter cell or plain steps); else it is 0."""
+    drafted_k = {m.k for m in mixes if m.k > 0 and m.drafted_steps > 0}
+    for with_fixed in (True, False) if len(drafted_k) >= FIXED_COST_MIN_K else (False,):
+        design = _design(mixes, with_fixed)
+        if drafted_k and np.linalg.matrix_rank(design) == design.shape[1]:
+            solution, *_ = np.linalg.lstsq(design, np.ones(len(mixes)), rcond=None)
+            plain, per_token, *fixed = (float(x) for x in solution)
+            return StepCost(plain, per_token, fixed[0] if fixed else 0.0, tuple(mixes), with_fixed)
+    raise ValueError(f"the step-cost fit needs a no-drafter cell and a drafted k, or two drafted k (have k in "
+                     f"{sorted({m.k for m in mixes})}); measure no drafter and k_max")  # fmt: skip

@@ -1,15 +1,15 @@
 """Predicted generation speed of draft-length policies, from the acceptance process and the step cost.
 
 All of them walk a request's positions (`Trace.runs`: R(p), the tokens in a row the drafter gets right from p):
-a step at p that drafts k accepts min(k, R(p)), emits those plus the target's token, and costs T(k).
-- fixed k: tokens per step (replayed on the runs, or 1 + sum_{i<=k} m_i from /metrics alone) / T(k).
+a step at p that drafts k accepts min(k, R(p)), emits those plus the target's token, and costs T(k). The request's
+plain steps (no draft proposed) cost T(0) each under every policy.
+- fixed k: the replayed steps (or, from /metrics alone, 1 + sum_{i<=k} m_i tokens per step) at T(k).
 - HF transformers' heuristic (AssistedCandidateGenerator: all drafted tokens accepted -> k += 2, else
   k = max(1, k - 1)), capped at the traced k_max.
 - oracle: the best any policy could do knowing R(p) in advance, k in 0..min(R(p), k_max) at every step (drafting
   past R(p) only costs time). Maximising tokens / seconds is a ratio: Dinkelbach's method (for a ratio r, one
   dynamic programme over positions maximises tokens - r * seconds; r <- the best path's ratio; repeat) finds it
-  for any step cost, including the no-drafter step that is cheaper than the line's k = 0. No policy on these runs,
-  HF's or any fixed k, beats it.
+  for any step cost, a fixed cost per drafted step included. No policy on these runs, HF's or any fixed k, beats it.
 - vLLM's batch-size schedule (`num_speculative_tokens_per_batch_size`): per concurrency, the best fixed k there.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from specsweep.advise.acceptance import replay
 from specsweep.advise.cost import StepCost
 
 
@@ -26,27 +27,40 @@ class PolicyResult:
     policy: str
     tokens: float
     seconds: float
+    # Over the drafted steps.
     mean_k: float
+    # Every verify step, plain ones included.
+    steps: int = 0
 
     @property
     def tg_req_tps(self) -> float:
         return self.tokens / self.seconds
 
+    @property
+    def tokens_per_step(self) -> float:
+        return self.tokens / self.steps
+
 
 def fixed_k_tps(tokens_per_step: float, cost: StepCost, k: int) -> float:
+    """From /metrics alone: every step drafts k and emits `tokens_per_step` on average."""
     return tokens_per_step / cost.step_time(k)
 
 
-def best_fixed_k(tokens_per_step: Callable[[int], float], cost: StepCost, k_max: int) -> tuple[int, float]:
+def fixed_k(runs: list[int], cost: StepCost, k: int, plain_steps: int = 0) -> PolicyResult:
+    steps, accepted = replay(runs, k)
+    tokens = plain_steps + steps + accepted
+    return PolicyResult("fixed k", tokens, plain_steps * cost.step_time(0) + steps * cost.step_time(k), k, plain_steps + steps)
+
+
+def best_fixed_k(predicted_tps: Callable[[int], float], k_max: int) -> tuple[int, float]:
     """The k in 0..k_max with the highest predicted per-request t/s (k = 0: no drafter is best)."""
-    options = [(0, 1.0 / cost.step_time(0))] + [(k, fixed_k_tps(tokens_per_step(k), cost, k)) for k in range(1, k_max + 1)]
-    return max(options, key=lambda option: option[1])
+    return max(((k, predicted_tps(k)) for k in range(0, k_max + 1)), key=lambda option: option[1])
 
 
-def replay_hf(runs: list[int], cost: StepCost, k_max: int, k_start: int | None = None) -> PolicyResult:
+def replay_hf(runs: list[int], cost: StepCost, k_max: int, k_start: int | None = None, plain_steps: int = 0) -> PolicyResult:
     k = min(k_start or k_max, k_max)
     position = steps = 0
-    tokens = seconds = k_sum = 0.0
+    tokens, seconds, k_sum = float(plain_steps), plain_steps * cost.step_time(0), 0.0
     while position < len(runs):
         accepted = min(runs[position], k)
         tokens += accepted + 1
@@ -55,10 +69,10 @@ def replay_hf(runs: list[int], cost: StepCost, k_max: int, k_start: int | None =
         steps += 1
         position += accepted + 1
         k = min(k + 2, k_max) if accepted == k else max(1, k - 1)
-    return PolicyResult("hf_heuristic", tokens, seconds, k_sum / steps)
+    return PolicyResult("hf_heuristic", tokens, seconds, k_sum / steps, plain_steps + steps)
 
 
-def oracle(runs: list[int], cost: StepCost, k_max: int) -> PolicyResult:
+def oracle(runs: list[int], cost: StepCost, k_max: int, plain_steps: int = 0) -> PolicyResult:
     n = len(runs)
     ratio, result = 0.0, None
     for _ in range(100):
@@ -72,13 +86,13 @@ def oracle(runs: list[int], cost: StepCost, k_max: int) -> PolicyResult:
                 if best is None or gain > best:
                     best, choice[position] = gain, k
             value[position] = best
-        tokens = seconds = k_sum = 0.0
+        tokens, seconds, k_sum = float(plain_steps), plain_steps * cost.step_time(0), 0.0
         position = steps = 0
         while position < n:
             k = choice[position]
             tokens, seconds, k_sum, steps = tokens + k + 1, seconds + cost.step_time(k), k_sum + k, steps + 1
             position += k + 1
-        result = PolicyResult("oracle", tokens, seconds, k_sum / steps)
+        result = PolicyResult("oracle", tokens, seconds, k_sum / steps, plain_steps + steps)
         if result.tg_req_tps <= ratio * (1 + 1e-12):
             break
         ratio = result.tg_req_tps
