@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from statistics import fmean
 
 import pandas as pd
 from pydantic import BaseModel
@@ -129,11 +130,6 @@ def _marginal(row: pd.Series, k: int) -> list[float]:
     return [float(row.get(f"acceptance_pos_{i}", math.nan)) for i in range(1, k + 1)]
 
 
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
-
-
 def _per_request(traces: list[Trace], policy) -> list[PolicyResult]:
     return [policy(t.runs(), t.plain_steps) for t in traces]
 
@@ -160,13 +156,13 @@ def _trace_figures(traces: list[Trace], cost: StepCost, k_max: int) -> dict:
 
 def _step_mix(row, traces: list[Trace]) -> StepMix | None:
     """The cell's steps per decoded token from its traces (plain steps counted), else from its mean acceptance length."""
-    if not row.tg_req_tps_mean:
+    if not row.tg_req_tps_mean > 0:
         return None
     if traces:
-        return StepMix(k=int(row.k), plain_steps=_mean(t.plain_steps / t.decoded_tokens for t in traces),
-                       drafted_steps=_mean(len(t.accepted) / t.decoded_tokens for t in traces),
+        return StepMix(k=int(row.k), plain_steps=fmean(t.plain_steps / t.decoded_tokens for t in traces),
+                       drafted_steps=fmean(len(t.accepted) / t.decoded_tokens for t in traces),
                        seconds=1.0 / float(row.tg_req_tps_mean))  # fmt: skip
-    if not row.mean_acceptance_length:
+    if pd.isna(row.mean_acceptance_length) or row.mean_acceptance_length <= 0:
         return None
     return StepMix.without_traces(int(row.k), float(row.mean_acceptance_length), float(row.tg_req_tps_mean))
 
@@ -205,7 +201,7 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
             return 1.0 / cost.step_time(0), 1.0
         if replayed:
             results = _per_request(top_traces, lambda runs, plain: fixed_k(runs, cost, k, plain))
-            return _mean(r.tg_req_tps for r in results), _mean(r.tokens_per_step for r in results)
+            return fmean(r.tg_req_tps for r in results), fmean(r.tokens_per_step for r in results)
         # A parallel drafter's k is its own block: its marginals come from its own cell.
         length = expected_tokens_per_step(marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k), k)
         return fixed_k_tps(length, cost, k), length
