@@ -23,7 +23,7 @@ import httpx
 
 from specsweep.cell import plan_launch
 from specsweep.config.compose import compose_cell
-from specsweep.images import build_image
+from specsweep.images.base import build_image
 from specsweep.models.prepare import prepare_model
 from specsweep.serve.server import VllmServer
 
