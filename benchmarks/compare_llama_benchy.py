@@ -14,15 +14,16 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from specsweep.bench.corpus import DEFAULT_TEXT
+from specsweep.cell import plan_launch
 from specsweep.config.compose import compose_cell
-from specsweep.images import build_image
+from specsweep.images.base import build_image
 from specsweep.models.prepare import prepare_model
 from specsweep.paths import project_root
-from specsweep.serve.argv import server_command
-from specsweep.serve.server import VllmServer, free_port
+from specsweep.serve.server import VllmServer
 
 LLAMA_BENCHY_BOOK_URL = "https://www.gutenberg.org/files/1661/1661-0.txt"
 
@@ -49,7 +50,8 @@ def main() -> None:
     model = prepare_model(cell.model)
     image = build_image(cell.image)
     seed_llama_benchy_cache()
-    command = server_command(cell, model.location, free_port(), image_root=Path(image.location))
+    # The server a cell of this config would start (its dtype, int4 kernel and env as the image's probe decided).
+    command = plan_launch(cell, model.location, image, "compare", "llama-benchy", Path(tempfile.mkdtemp())).command
     log = Path("/tmp/specsweep-compare-server.log")
     common = ["--pp", args.pp, "--tg", args.tg, "--depth", args.depth, "--runs", args.runs, "--tokenizer", model.location]
     with VllmServer(command, log, startup_timeout_s=cell.serve.startup_timeout_s) as server:

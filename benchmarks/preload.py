@@ -20,7 +20,7 @@ from pathlib import Path
 
 from specsweep.cell import plan_launch, run_workloads
 from specsweep.config.compose import compose_cell
-from specsweep.images import build_image
+from specsweep.images.base import build_image
 from specsweep.models.prepare import prepare_model
 from specsweep.serve.server import VllmServer
 
@@ -60,7 +60,7 @@ def main() -> None:
     dtype = launch.serving.dtype if launch.serving else "auto"
     print(f"\ntg t/s, median of {args.rounds} rounds ({dtype}, {' '.join(args.overrides) or 'bf16 base'}); "
           f"preload: {launch.command.env.get('LD_PRELOAD', 'none configured')}")
-    print(f"| drafter | workload | with LD_PRELOAD | without | with / without | vLLM warned (with / without) |")
+    print("| drafter | workload | with LD_PRELOAD | without | with / without | vLLM warned (with / without) |")
     print("|---|---|---:|---:|---:|---|")
     for drafter in args.drafters:
         for workload in sorted({k[1] for k in tg if k[0] == drafter}):
