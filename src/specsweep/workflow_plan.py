@@ -173,8 +173,8 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     )  # fmt: skip
 
 
-# Where the main Snakemake process left its plan for the jobs it spawns (each runs in a child `snakemake` process
-# that re-reads the Snakefile).
+# Where the main Snakemake process left its plan for the jobs it spawns where a job runs in a child `snakemake`
+# process that re-reads the Snakefile (a cluster executor's jobs, a run without the profile's force-use-threads).
 PLAN_FILE_ENV = "SPECSWEEP_PLAN_FILE"
 
 

@@ -13,7 +13,8 @@ HOST_CPU_KEY = host_cpu_key()
 
 if workflow.is_main_process:
     # A run that was SIGKILLed may have left a server (or a job) and its lock behind: clear them before this run
-    # starts its own. (Snakemake re-reads this file in the child process of every `run:` job: not there.)
+    # starts its own. (Without force-use-threads Snakemake re-reads this file in a child process per `run:` job:
+    # not there.)
     reap_orphans(Path.cwd())
     reap_containers(Path.cwd())
     remove_stale_lock(Path.cwd())

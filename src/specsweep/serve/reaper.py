@@ -33,15 +33,17 @@ def run_markers(workdir: Path, owner_pid: int) -> dict[str, str]:
 
 
 def mark_run(workdir: Path) -> None:
-    """Called in the main Snakemake process: every job it spawns (Snakemake runs each `run:` job in a child
-    `snakemake` process) inherits this run's markers, naming the main process as the owner."""
+    """Called in the main Snakemake process: every job it starts (in a thread of it with the workflow profile's
+    force-use-threads, else in a child `snakemake` process) inherits this run's markers, naming the main process as
+    the owner."""
     os.environ.update(run_markers(workdir, os.getpid()))
 
 
 def watch_owner(poll_s: float = 1.0) -> None:
     """In a job: SIGTERM ourselves once the run that started us is gone (SIGKILLed Snakemake), so the job stops
     its server the way it does on any SIGTERM instead of running on unowned. The kernel's parent-death signal
-    cannot do this: the job's parent is Snakemake's per-job child process, which outlives the main one."""
+    cannot do this: the job's parent may be a per-job child `snakemake` process (a run without force-use-threads),
+    which outlives the main one."""
     token = os.environ.get(OWNER_ENV)
     if not token:
         return
