@@ -130,18 +130,19 @@ def _marginal(row: pd.Series, k: int) -> list[float]:
     return [float(row.get(f"acceptance_pos_{i}", math.nan)) for i in range(1, k + 1)]
 
 
-def _per_request(traces: list[Trace], policy) -> list[PolicyResult]:
-    return [policy(t.runs(), t.plain_steps) for t in traces]
+def _per_request(requests: list[tuple[list[int], int]], policy) -> list[PolicyResult]:
+    """`policy(runs, plain_steps)` on every request's (Trace.runs(), Trace.plain_steps)."""
+    return [policy(runs, plain) for runs, plain in requests]
 
 
 def _pooled_tps(results: list[PolicyResult]) -> float:
     return sum(r.tokens for r in results) / sum(r.seconds for r in results)
 
 
-def _trace_figures(traces: list[Trace], cost: StepCost, k_max: int) -> dict:
+def _trace_figures(traces: list[Trace], requests: list[tuple[list[int], int]], cost: StepCost, k_max: int) -> dict:
     """Dynamic policies replayed request by request (HF resets k at every generate call), summed."""
-    hf = _per_request(traces, lambda runs, plain: replay_hf(runs, cost, k_max, plain_steps=plain))
-    best = _per_request(traces, lambda runs, plain: oracle(runs, cost, k_max, plain_steps=plain))
+    hf = _per_request(requests, lambda runs, plain: replay_hf(runs, cost, k_max, plain_steps=plain))
+    best = _per_request(requests, lambda runs, plain: oracle(runs, cost, k_max, plain_steps=plain))
     pooled = Trace(drafted=tuple(d for t in traces for d in t.drafted), accepted=tuple(a for t in traces for a in t.accepted))
     plain = sum(t.plain_steps for t in traces)
     return {
@@ -194,13 +195,15 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
     chain = first["drafter_kind"] in CHAIN_DRAFTERS
     top_traces = traces_of(top["cell_id"])
     replayed = chain and bool(top_traces)
+    # Each request's positions, walked by every policy below.
+    requests = [(t.runs(), t.plain_steps) for t in top_traces]
 
     def predicted(k: int) -> tuple[float, float]:
         """(per-request t/s, tokens per step) of a fixed-k server."""
         if k == 0:
             return 1.0 / cost.step_time(0), 1.0
         if replayed:
-            results = _per_request(top_traces, lambda runs, plain: fixed_k(runs, cost, k, plain))
+            results = _per_request(requests, lambda runs, plain: fixed_k(runs, cost, k, plain))
             return fmean(r.tg_req_tps for r in results), fmean(r.tokens_per_step for r in results)
         # A parallel drafter's k is its own block: its marginals come from its own cell.
         length = expected_tokens_per_step(marginal if chain else _marginal(drafted[drafted["k"] == k].iloc[0], k), k)
@@ -208,16 +211,17 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
 
     measured = {int(r.k): float(r.tg_req_tps_mean) for r in drafted.itertuples()}
     ks = range(1, k_max + 1) if chain else sorted(measured)
+    by_k = {k: predicted(k) for k in (0, *ks)}
     predictions = []
     for k in ks:
-        tps, length = predicted(k)
+        tps, length = by_k[k]
         actual = measured.get(k)
         predictions.append(KPrediction(
             k=k, predicted_tg_req_tps=tps, predicted_tokens_per_step=length,
             measured_tg_req_tps=actual, error_pct=100 * (tps / actual - 1) if actual else None,
         ))  # fmt: skip
     if chain:
-        best_k, best_tps = best_fixed_k(lambda k: predicted(k)[0], k_max)
+        best_k, best_tps = best_fixed_k(lambda k: by_k[k][0], k_max)
     else:
         best = max(predictions, key=lambda p: p.predicted_tg_req_tps)
         best_k, best_tps = best.k, best.predicted_tg_req_tps
@@ -233,7 +237,7 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
         best_k=best_k, best_predicted_tg_req_tps=best_tps, acceptance_model="trace replay" if replayed else "marginal",
         note=None if chain else f"{first['drafter_kind']} drafts its block in parallel: only measured k are predicted",
         k_max_cell=str(top["cell_id"]),
-        **(_trace_figures(top_traces, cost, k_max) if replayed else {}),
+        **(_trace_figures(top_traces, requests, cost, k_max) if replayed else {}),
     )  # fmt: skip
 
 
