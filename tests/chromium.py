@@ -15,11 +15,16 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--
          "--allow-file-access-from-files", "--disable-dev-shm-usage"]  # fmt: skip
 
 
+def in_ci() -> bool:
+    """CI as runners set it: any value but empty, 0, false or no (GitHub sets `true`, others `1` or `yes`)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_component(name: str, install: str) -> None:
     """A real component is missing: skip on a developer machine, fail in CI (.ci/run installs it)."""
     message = f"{name} is not installed ({install}; .ci/run installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {message}", pytrace=False)
+    if in_ci():
+        pytest.fail(f"CI={os.environ['CI']}: {message}", pytrace=False)
     pytest.skip(message)
 
 

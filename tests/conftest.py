@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from chromium import in_ci
 from project import ProcessSampler, make_project, snakemake_e2e
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +43,11 @@ def docker_engine() -> None:
 
     Without one these tests skip on a developer machine and fail in CI (CI=true), where .ci/run installs docker.io
     and debootstrap so that they always run."""
-    import os
-
     from specsweep.images.engine import EngineError, start_engine
 
     try:
         start_engine()
     except EngineError as err:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"no Docker engine in CI: {err}")
         pytest.skip(f"no Docker engine: {err}")

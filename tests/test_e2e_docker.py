@@ -22,6 +22,8 @@ from project import cell_processes, make_project, project_env
 from specsweep.config.compose import compose_cell
 from specsweep.images.container import LABEL_WORKDIR
 from specsweep.images.cpu_docker import base_key, ensure_base
+from specsweep.images.cpu_extension import expected_extension
+from specsweep.records.host import read_cpu_facts
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("docker_engine")]
 
@@ -98,6 +100,9 @@ def test_a_cell_serves_and_benches_in_the_container_and_records_the_image_id(ser
     argv = manifest["server_argv"]
     assert argv[:2] == ["docker", "run"] and tag_id in argv and "--gpus" not in argv
     assert manifest["vllm_version"] == "0.32.0"
+    # The build's check and the record's probe load the extension vLLM picks for this CPU (an AVX2 host: _C_AVX2).
+    (receipt,) = (project / "results/_images").glob("vllm_cpu_docker-*.json")
+    assert json.loads(receipt.read_text())["cpu_extension"] == expected_extension(read_cpu_facts())
     preflight = json.loads(next((project / "results/_preflight").glob("*.json")).read_text())
     assert preflight["problems"] == [] and preflight["image_location"] == tag_id
     log = (project / CELL / "server.log").read_text()

@@ -55,7 +55,7 @@ def test_the_run_exits_non_zero_naming_the_failed_cell(faulty) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "2 of 3 cells failed" in output
-    assert re.search(rf"{BAD}: vLLM exited with code -?\d+ during the workloads|{BAD}: all \d+ requests failed", output), output[-3000:]
+    assert re.search(rf"{BAD}: vLLM exited during the workloads \((exit -?\d+|killed by SIG[A-Z]+ \(exit -?\d+\))|{BAD}: all \d+ requests failed", output), output[-3000:]
     assert "cpu_gemm_wna16" in output  # the server's own last words, in the message
 
 
@@ -91,7 +91,7 @@ def test_the_next_run_reruns_only_the_failed_cell(faulty) -> None:
 def test_a_server_killed_mid_workload_fails_its_cell_with_the_log(faulty) -> None:
     project, result = faulty
     output = result.stdout + result.stderr
-    assert re.search(rf"{KILLED}: vLLM exited with code -9 during the workloads", output), output[-3000:]
+    assert re.search(rf"{KILLED}: vLLM exited during the workloads \(killed by SIGKILL \(exit -9\): Killed", output), output[-3000:]
     sweep = project / "results/faulty"
     record = json.loads((sweep / KILLED / FAILURE_RECORD).read_text())
     assert record["status"] == "failed" and "code -9" in record["error"]

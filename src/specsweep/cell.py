@@ -22,6 +22,7 @@ from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
 from specsweep.evals.in_cell import run_evals
+from specsweep.exit_status import describe_exit
 from specsweep.images.base import ImageKind, LaunchSpec, kind_of
 from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
 from specsweep.images.cpu_host import FALLBACK_ENV, uses_wna16
@@ -242,12 +243,12 @@ def _measure(server: VllmServer, cfg: CellCfg, tokenizer_dir: str) -> tuple[list
         # A dying engine fails the request in flight before the API server exits: give it a moment to, so the
         # record names the cause (the server) rather than the symptom (the request).
         if (code := server.wait_exit(SERVER_EXIT_GRACE_S)) is not None:
-            raise CellFailed(f"vLLM exited with code {code} during the workloads ({err})") from err
+            raise CellFailed(f"vLLM exited during the workloads ({describe_exit(code)}; {err})") from err
         raise
     requests = [r for w in workloads for r in w.requests]
     failed = [r for r in requests if not r.ok]
     if failed and (code := server.wait_exit(SERVER_EXIT_GRACE_S)) is not None:
-        raise CellFailed(f"vLLM exited with code {code} during the workloads ({len(failed)} requests failed)")
+        raise CellFailed(f"vLLM exited during the workloads ({describe_exit(code)}; {len(failed)} requests failed)")
     if requests and not any(r.ok for r in requests):
         raise CellFailed(f"all {len(requests)} requests failed; first error: {requests[0].error}")
     return workloads, latency_ms

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from specsweep.atomic import write_json
 from specsweep.cache_check import ENV_RECORD as RECORD
 from specsweep.cache_check import reusable, sha256_file
+from specsweep.exit_status import describe_exit
 from specsweep.paths import cache_dir
 from specsweep.staging import staged_dir
 
@@ -85,7 +86,7 @@ def run_logged(argv: list[str], log: Path, what: str, tag: str = "env") -> None:
         result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"{what} failed (exit {result.returncode}); see {log}:\n{tail}")
+        raise RuntimeError(f"{what} failed ({describe_exit(result.returncode)}); see {log}:\n{tail}")
 
 
 def ensure_env(

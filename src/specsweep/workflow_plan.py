@@ -28,6 +28,7 @@ from specsweep.config.grid import Cell, expand, max_num_seqs, split_overrides
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
+from specsweep.exit_status import describe_exit
 from specsweep.images.preflight import needs_of
 from specsweep.quantize.run import calibration_path, quantizes_in_image
 from specsweep.records.host import read_cpu_facts
@@ -288,4 +289,4 @@ def specsweep_job(args: list[str], log: str, job_json: str | None = None) -> Non
             argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         ).returncode
     if returncode != 0:
-        raise RuntimeError(f"`specsweep {args[0]} {args[1]}` failed with exit code {returncode}; see {log}")
+        raise RuntimeError(f"`specsweep {args[0]} {args[1]}` failed ({describe_exit(returncode)}); see {log}")

@@ -21,6 +21,7 @@ from specsweep.config.compose import project_relative
 from specsweep.config.schema import LmEvalCfg
 from specsweep.config.secrets import server_environment
 from specsweep.envs import EnvRecord, ensure_env
+from specsweep.exit_status import describe_exit
 from specsweep.paths import project_root
 from specsweep.records.evals import LmEvalRecord, LmEvalScore
 
@@ -105,7 +106,7 @@ def run(cfg: LmEvalCfg, base_url: str, model: str, tokenizer_dir: str, max_lengt
                                     env=environment, cwd=project_root(), timeout=cfg.timeout_s)  # fmt: skip
         files = sorted((scratch / "out").rglob("results_*.json"))
         if result.returncode != 0 or not files:
-            return LmEvalRecord(status="failed", error=f"lm-eval exited with code {result.returncode}; see {log}",
+            return LmEvalRecord(status="failed", error=f"lm-eval failed ({describe_exit(result.returncode)}); see {log}",
                                 wall_s=round(time.monotonic() - started, 1), **common)  # fmt: skip
         write_text(results_copy, files[-1].read_text())
         scores = parse_results(json.loads(files[-1].read_text()))

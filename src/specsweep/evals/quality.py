@@ -22,6 +22,7 @@ from specsweep.config.schema import QualityCfg
 from specsweep.envs import model_tools_env
 from specsweep.evals.distributions import ScoredWindows, compare
 from specsweep.evals.windows import heldout_windows, windows_sha256
+from specsweep.exit_status import describe_exit
 from specsweep.paths import cache_dir
 from specsweep.records.model import ModelRecord
 from specsweep.records.quality import QualityRecord
@@ -98,7 +99,7 @@ def evaluate(quant: QuantRecord, base: ModelRecord, quality: QualityCfg) -> Qual
         try:
             result = subprocess.run([str(env.python_bin), str(JOB), str(spec)], stdin=subprocess.DEVNULL)
             if result.returncode != 0:
-                raise RuntimeError(f"quality evaluation of {quant.quant} failed (exit {result.returncode}); see the output above")
+                raise RuntimeError(f"quality evaluation of {quant.quant} failed ({describe_exit(result.returncode)}); see the output above")
             for side, path in staged.items():
                 path.replace(scored[side])
             write_json(cached, json.loads(raw.read_text()))

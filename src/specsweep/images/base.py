@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import CellCfg, ImageCfg
+from specsweep.exit_status import describe_exit
 from specsweep.paths import cache_dir
 from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand
@@ -50,7 +51,10 @@ class ImageKind(ABC):
             return json.loads(cached.read_text())
         result = subprocess.run(self.python_at(location), input=program, capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
-            raise RuntimeError(f"{what} failed inside image {location[:19]}: {result.stderr.strip()[-1500:]}")
+            raise RuntimeError(
+                f"{what} failed inside image {location[:19]} ({describe_exit(result.returncode)}): "
+                f"{result.stderr.strip()[-1500:]}"
+            )
         found = json.loads(result.stdout.strip().splitlines()[-1])
         write_json(cached, found)
         return found

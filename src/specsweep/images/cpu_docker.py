@@ -27,6 +27,7 @@ from specsweep.config.schema import CpuDockerImage
 from specsweep.envs import run_logged, tree_sha256
 from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerKind
+from specsweep.images.cpu_extension import check_argv, with_extension_check
 from specsweep.images.cpu_host import choose_serving
 from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.images.venv import DTYPES, preview_serving
@@ -145,9 +146,10 @@ def build(image: CpuDockerImage) -> tuple[str, str, float]:
         for wheel in sorted((work / "local").glob("*.whl")):
             _step(f"installing {wheel.name}", [*pip, "install", "--no-index", "--no-deps", f"/wheels/local/{wheel.name}"], log)
         # vLLM only warns when its CPU extension cannot load (a system library missing from the base, e.g. libnuma)
-        # and then fails at the first server start: load it here, so such an image is never committed.
-        _step("checking that vLLM and its CPU extension load in the image",
-              [*in_builder, f"{VENV}/bin/python", "-c", "import torch, vllm, vllm._C"], log)  # fmt: skip
+        # and then fails at the first server start: load it here, the build vLLM picks for this CPU, so such an
+        # image is never committed.
+        _step("checking that vLLM loads its CPU extension in the image",
+              [*in_builder, *check_argv(f"{VENV}/bin/python")], log)  # fmt: skip
         docker("stop", "-t", "1", builder)
         print(f"[image] docker commit {tag}", file=sys.stderr, flush=True)
         docker("commit", "--change", f"ENV PATH={PATH}", "--change", f"LABEL {KEY_LABEL}={key}", builder, tag)
@@ -160,11 +162,10 @@ def build(image: CpuDockerImage) -> tuple[str, str, float]:
     return tag, found, round(time.monotonic() - started, 1)
 
 
-# Run inside the image: vLLM's version and commit, whether its CPU extension has the native int4 GEMM on this host,
-# what is installed, and where the preloaded libraries are (with their digests).
-RECORD_PROBE = """
-import glob, hashlib, importlib.metadata as md, json, sys
-import torch, vllm, vllm._custom_ops
+# Run inside the image: vLLM's version and commit, which build of its CPU extension loads on this host and whether it
+# has the native int4 GEMM, what is installed, and where the preloaded libraries are (with their digests).
+RECORD_PROBE = with_extension_check("""
+import glob, hashlib, importlib.metadata as md
 from vllm import _version
 preload = {}
 for library in LIBRARIES:
@@ -175,12 +176,13 @@ for library in LIBRARIES:
 print(json.dumps({
     "version": vllm.__version__,
     "commit": getattr(_version, "__commit_id__", None),
-    "native_wna16": hasattr(torch.ops._C, "cpu_gemm_wna16"),
+    "extension": extension["extension"],
+    "native_wna16": extension["native_wna16"],
     "python": sys.version.split()[0],
     "freeze": sorted(d.metadata["Name"] + "==" + d.version for d in md.distributions()),
     "preload": preload,
 }))
-"""
+""")
 
 
 @image_kind("cpu_docker")
@@ -219,6 +221,7 @@ class CpuDockerKind(ContainerKind):
             offline=image.offline,
             details={"tag": tag, "python": facts["python"], "module": image.module, "base": base_key(image)},
             host_cpu=cpu,
+            cpu_extension=facts["extension"],
             native_wna16_op=facts["native_wna16"],
             serving_by_dtype={d: choose_serving(d, cpu, facts["native_wna16"], image.wna16_kernel) for d in DTYPES},
             preload=[PreloadRecord(library=name, path=path, source=f"image {tag}", sha256=digest)

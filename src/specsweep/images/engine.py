@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from specsweep.exit_status import describe_exit
 from specsweep.paths import cache_dir
 
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
@@ -33,7 +34,7 @@ def docker(*args: str, check: bool = True, timeout: float | None = None, input: 
     except FileNotFoundError as err:
         raise EngineError("the docker CLI is not installed; install Debian's docker.io (apt-get install docker.io)") from err
     if check and result.returncode != 0:
-        raise EngineError(f"`docker {' '.join(args[:3])} ...` failed (exit {result.returncode}): {result.stderr.strip()[-800:]}")
+        raise EngineError(f"`docker {' '.join(args[:3])} ...` failed ({describe_exit(result.returncode)}): {result.stderr.strip()[-800:]}")
     return result
 
 

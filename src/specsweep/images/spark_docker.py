@@ -19,6 +19,7 @@ import yaml
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import SparkDockerImage
+from specsweep.exit_status import describe_exit
 from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerKind
 from specsweep.images.engine import EngineError, docker, require_engine
@@ -114,7 +115,7 @@ class SparkDockerKind(ContainerKind):
             code = subprocess.run(step, cwd=checkout if step[0].startswith("./") else None).returncode
             if code != 0:
                 raise EngineError(
-                    f"`{' '.join(step)}` failed (exit {code}; its output is above); for a checkout problem delete "
+                    f"`{' '.join(step)}` failed ({describe_exit(code)}; its output is above); for a checkout problem delete "
                     f"{checkout} and rerun, for a build problem see build-and-copy.sh's log or change the image spec"
                 )
         built = docker("image", "inspect", "--format", "{{.Id}}", image.tag).stdout.strip()

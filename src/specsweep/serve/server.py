@@ -17,6 +17,7 @@ from typing import Callable
 import httpx
 
 from specsweep.config.secrets import server_environment
+from specsweep.exit_status import describe_exit
 from specsweep.serve.argv import ServerCommand
 
 _PR_SET_PDEATHSIG = 1
@@ -124,7 +125,7 @@ class VllmServer:
                     if _PORT_IN_USE.search(log_tail(self.log_path, 20)):
                         raise PortInUse(f"port {self.command.port} on {self.command.host} is already in use")
                     raise ServerError(
-                        f"vLLM exited with code {self.process.returncode} before becoming healthy; "
+                        f"vLLM exited before becoming healthy ({describe_exit(self.process.returncode)}); "
                         f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
                     )
                 try:
