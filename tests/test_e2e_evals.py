@@ -134,3 +134,16 @@ def test_lm_evals_own_parsers_accept_the_argv_and_the_task(swept: Path) -> None:
         capture_output=True, text=True, cwd=swept,
     )  # fmt: skip
     assert validated.returncode == 0, (validated.stdout + validated.stderr)[-2000:]
+    # The Spark eval's subset, concurrency and token budget parse as lm-eval reads them.
+    spark = compose_cell(["sweep=spark"]).cell.eval.lm_eval
+    argv = lm_eval_argv(str(env.python_bin), spark, "http://127.0.0.1:8000", "gemma-4", "/m", None, Path("/o"))
+    program = (
+        "import json, sys\nfrom lm_eval._cli import HarnessCLI\n"
+        "args = HarnessCLI()._parser.parse_args(sys.argv[1:])\n"
+        "print(json.dumps({'limit': args.limit, 'gen_kwargs': args.gen_kwargs, 'model_args': args.model_args}, default=str))"
+    )
+    parsed = subprocess.run([str(env.python_bin), "-c", program, *argv[3:]], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    args = json.loads(parsed.stdout.strip().splitlines()[-1])
+    assert args["limit"] == 250 and args["gen_kwargs"] == {"max_gen_toks": 256}
+    assert (args["model_args"]["num_concurrent"], args["model_args"]["timeout"]) == (4, 188)

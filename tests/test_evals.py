@@ -127,7 +127,7 @@ def test_lossless_refuses_records_of_different_prompt_sets():
 
 
 def test_lm_eval_argv():
-    cfg = LmEvalCfg(tasks=["specsweep_facts", "x"], include_path="data/eval/lm_eval", num_fewshot=0, limit=40)
+    cfg = LmEvalCfg(tasks=["specsweep_facts", "x"], include_path="data/eval/lm_eval", num_fewshot=0, limit=40, timeout_s=600)
     argv = lm_eval_argv("/env/bin/python", cfg, "http://127.0.0.1:8123", "gemma-3-270m", "/models/m", 2048, "/out")
     assert argv[:5] == ["/env/bin/python", "-m", "lm_eval", "run", "--model"]
     args = dict(zip(argv[4::2], argv[5::2]))
@@ -181,3 +181,31 @@ def test_a_quality_group_without_in_process_figures_records_why_and_loads_nothin
                         location=str(tmp_path / "absent-quant"))  # fmt: skip
     record = evaluate(quant, base, quality)
     assert record.status == "not_measured" and "eval.endpoint_quality" in record.reason and record.ppl is None
+
+
+def test_the_spark_eval_is_a_documented_subset_with_a_timeout_from_its_token_budget() -> None:
+    from specsweep.config.compose import compose_cell
+
+    cfg = compose_cell(["sweep=spark"]).cell.eval.lm_eval
+    assert (cfg.tasks, cfg.limit, cfg.num_concurrent, cfg.max_gen_toks, cfg.timeout_s) == (["gsm8k"], 250, 4, 256, None)
+    # 60 s of prefill allowance + 256 tokens at 2 t/s per request; 250 questions 4 at a time = 63 rounds.
+    assert cfg.request_timeout_s() == 188
+    assert cfg.run_timeout_s() == 63 * 188
+    argv = lm_eval_argv("p", cfg, "http://h:1", "m", "/t", None, "/o")
+    assert argv[argv.index("--limit") + 1] == "250"
+    assert argv[argv.index("--gen_kwargs") + 1] == "max_gen_toks=256"
+    model_args = dict(kv.split("=", 1) for kv in argv[argv.index("--model_args") + 1].split(","))
+    assert model_args["num_concurrent"] == "4" and model_args["timeout"] == "188"
+
+
+def test_an_explicit_timeout_is_the_whole_runs_and_a_missing_budget_is_refused() -> None:
+    from pydantic import ValidationError
+
+    explicit = LmEvalCfg(tasks=["a", "b"], timeout_s=900)
+    assert explicit.run_timeout_s() == explicit.request_timeout_s() == 900
+    # Two tasks of 10 questions, 3 at a time: 7 rounds of (60 + 100 / 4) s.
+    budget = LmEvalCfg(tasks=["a", "b"], limit=10, num_concurrent=3, max_gen_toks=100, min_decode_tps=4)
+    assert budget.run_timeout_s() == 7 * 85
+    for missing in ({"limit": 10}, {"max_gen_toks": 100}):
+        with pytest.raises(ValidationError, match="derived from the token budget, which needs eval.lm_eval.limit"):
+            LmEvalCfg(tasks=["a"], **missing)

@@ -462,6 +462,10 @@ class EndpointQualityCfg(Strict):
     top_k: int = Field(default=20, ge=1)
 
 
+# Seconds a request may spend before its first token (prompt processing, queueing behind other requests).
+PREFILL_ALLOWANCE_S = 60.0
+
+
 class LmEvalCfg(Strict):
     """lm-evaluation-harness against the cell's running server (its own venv)."""
 
@@ -472,9 +476,41 @@ class LmEvalCfg(Strict):
     limit: int | None = Field(default=None, ge=1)
     model: Literal["local-completions", "local-chat-completions"] = "local-completions"
     batch_size: int = Field(default=8, ge=1)
+    # Requests in flight at once (lm-eval's num_concurrent); the server's max_num_seqs is the useful ceiling.
+    num_concurrent: int = Field(default=1, ge=1)
+    # Tokens generated per question at most (lm-eval's --gen_kwargs max_gen_toks; None: each task's own default).
+    max_gen_toks: int | None = Field(default=None, ge=1)
+    # The slowest decode rate per request (at num_concurrent) the run must still finish at: with limit and
+    # max_gen_toks it gives the timeout when timeout_s is None.
+    min_decode_tps: float = Field(default=2.0, gt=0)
     # baselines_plus_one: each quant's no-drafter cell plus one drafter cell (the drafter must not change scores).
     cells: Literal["baselines_plus_one", "baselines", "all"] = "baselines_plus_one"
-    timeout_s: float = Field(default=3600, gt=0)
+    # The whole run's limit; None: derived from the token budget (run_timeout_s).
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_known(self) -> "LmEvalCfg":
+        if self.timeout_s is None and (self.limit is None or self.max_gen_toks is None):
+            raise ValueError(
+                "eval.lm_eval.timeout_s is null, so it is derived from the token budget, which needs eval.lm_eval.limit "
+                "(questions per task) and eval.lm_eval.max_gen_toks; set both, or set timeout_s"
+            )
+        return self
+
+    def request_timeout_s(self) -> float:
+        """One request's limit: its whole token budget at the slowest tolerated rate, plus a minute for its prefill."""
+        if self.max_gen_toks is None:
+            assert self.timeout_s is not None
+            return self.timeout_s
+        return PREFILL_ALLOWANCE_S + self.max_gen_toks / self.min_decode_tps
+
+    def run_timeout_s(self) -> float:
+        """The whole run's limit: every question's request timeout, num_concurrent at a time."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        assert self.limit is not None
+        rounds = -(-self.limit * len(self.tasks) // self.num_concurrent)
+        return rounds * self.request_timeout_s()
 
 
 class EvalCfg(Strict):

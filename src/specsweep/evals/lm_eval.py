@@ -42,9 +42,9 @@ def lm_eval_argv(python: str, cfg: LmEvalCfg, base_url: str, model: str, tokeniz
         "tokenizer": tokenizer_dir,
         # Gemma scores garbage without BOS; lm-eval's HF tokenizer path adds it only when asked.
         "add_bos_token": "True",
-        "num_concurrent": "1",
+        "num_concurrent": str(cfg.num_concurrent),
         "max_retries": "3",
-        "timeout": str(int(cfg.timeout_s)),
+        "timeout": str(int(cfg.request_timeout_s())),
         **({"max_length": str(max_length)} if max_length else {}),
     }
     argv = [
@@ -61,6 +61,8 @@ def lm_eval_argv(python: str, cfg: LmEvalCfg, base_url: str, model: str, tokeniz
         argv += ["--num_fewshot", str(cfg.num_fewshot)]
     if cfg.limit is not None:
         argv += ["--limit", str(cfg.limit)]
+    if cfg.max_gen_toks is not None:
+        argv += ["--gen_kwargs", f"max_gen_toks={cfg.max_gen_toks}"]
     if cfg.model == "local-chat-completions":
         argv += ["--apply_chat_template"]
     return argv
@@ -89,6 +91,7 @@ def run(cfg: LmEvalCfg, base_url: str, model: str, tokenizer_dir: str, max_lengt
     env = lm_eval_env()
     started = time.monotonic()
     common = dict(model=cfg.model, tasks=cfg.tasks, num_fewshot=cfg.num_fewshot, limit=cfg.limit,
+                  num_concurrent=cfg.num_concurrent, max_gen_toks=cfg.max_gen_toks, timeout_s=cfg.run_timeout_s(),
                   lm_eval_version=env.version_of("lm_eval"))  # fmt: skip
     scratch = Path(tempfile.mkdtemp(prefix="specsweep-lm-eval-"))
     try:
@@ -99,11 +102,13 @@ def run(cfg: LmEvalCfg, base_url: str, model: str, tokenizer_dir: str, max_lengt
         if offline:
             settings.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         environment = server_environment(dict(os.environ), forward=[], settings=settings)
-        print(f"[lm-eval] {', '.join(cfg.tasks)} against {base_url} (log: {log})", file=sys.stderr, flush=True)
+        subset = f"the first {cfg.limit} questions of " if cfg.limit else ""
+        print(f"[lm-eval] {subset}{', '.join(cfg.tasks)} against {base_url}, {cfg.num_concurrent} at a time, at most "
+              f"{cfg.run_timeout_s():.0f} s (log: {log})", file=sys.stderr, flush=True)  # fmt: skip
         with open(log, "ab") as handle:
             # The project root: task YAMLs name their data files relative to it.
             result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=environment, cwd=project_root(), timeout=cfg.timeout_s)  # fmt: skip
+                                    env=environment, cwd=project_root(), timeout=cfg.run_timeout_s())  # fmt: skip
         files = sorted((scratch / "out").rglob("results_*.json"))
         if result.returncode != 0 or not files:
             return LmEvalRecord(status="failed", error=f"lm-eval failed ({describe_exit(result.returncode)}); see {log}",
@@ -112,7 +117,8 @@ def run(cfg: LmEvalCfg, base_url: str, model: str, tokenizer_dir: str, max_lengt
         scores = parse_results(json.loads(files[-1].read_text()))
         return LmEvalRecord(status="ok", scores=scores, wall_s=round(time.monotonic() - started, 1), **common)
     except subprocess.TimeoutExpired:
-        return LmEvalRecord(status="failed", error=f"lm-eval ran past eval.lm_eval.timeout_s={cfg.timeout_s:g}; see {log}",
+        limit = f"timeout_s={cfg.timeout_s:g}" if cfg.timeout_s else f"its derived timeout ({cfg.run_timeout_s():.0f} s)"
+        return LmEvalRecord(status="failed", error=f"lm-eval ran past eval.lm_eval.{limit}; see {log}",
                             wall_s=round(time.monotonic() - started, 1), **common)  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -51,6 +51,11 @@ class LmEvalRecord(BaseModel):
     tasks: list[str]
     num_fewshot: int | None
     limit: int | None
+    # How it was run (None in records made before they were settings): requests in flight, token budget per
+    # question, and the whole run's limit in seconds.
+    num_concurrent: int | None = None
+    max_gen_toks: int | None = None
+    timeout_s: float | None = None
     lm_eval_version: str | None
     # Every metric lm-eval reported; the first of each task is its headline figure.
     scores: list[LmEvalScore] = []
