@@ -291,3 +291,20 @@ def test_acceptance_by_depth_from_llama_benchy_rows() -> None:
     assert "| c-ngram-k2 |  4096 | 0.600 | 0.200 |" in markdown and "| c-ngram-k2 |     0 | 0.600 | 0.500 |" in markdown
     figure = acceptance_depth(SweepData(sweep="s", table=table, quality=pd.DataFrame()))
     assert len(figure.axes[0].lines) == 2
+
+
+def test_each_row_says_whether_its_cell_thought(tmp_path: Path) -> None:
+    """Thinking on or off changes what a cell generates: the table carries the setting of every row."""
+    from specsweep.records.table import build_table
+
+    sweep_dir = make_sweep_dir(tmp_path)
+    cells = sorted(p for p in sweep_dir.iterdir() if (p / "bench.json").is_file())
+    manifest = json.loads((cells[0] / "manifest.json").read_text())
+    # These shipped cells predate the manifest's copy of the config (the column is empty for them); a cell of today
+    # carries it, as manifest.config.
+    manifest["config"] = {"serve": {"default_chat_template_kwargs": {"enable_thinking": True}}}
+    (cells[0] / "manifest.json").write_text(json.dumps(manifest))
+    table = build_table(cells)
+    settings = table.groupby("cell_id")["chat_template_kwargs"].first()
+    assert settings[cells[0].name] == '{"enable_thinking":true}'
+    assert settings.drop(cells[0].name).isna().all()

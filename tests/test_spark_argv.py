@@ -87,14 +87,32 @@ def test_config_renders_the_users_second_command_flag_for_flag(parse) -> None:
 
 
 def test_the_users_first_command_is_one_override_away(parse) -> None:
+    # Their first command sets no chat template kwargs (thinking off); the sweep keeps thinking on for every quant, so
+    # their command exactly takes that override too.
     cell = compose_cell(["sweep=spark", "serve=spark_autoround", "quant=intel_int4_autoround", "drafter=gemma_mtp",
-                         "k=2", "serve.host=0.0.0.0", "serve.port=8080"]).cell  # fmt: skip
+                         "k=2", "serve.host=0.0.0.0", "serve.port=8080", "serve.default_chat_template_kwargs=null"]).cell  # fmt: skip
     theirs, ours = parse([users_commands()[0], serve_args(cell)])
     assert theirs["ok"] and ours["ok"], (theirs["error"], ours["error"])
     # vLLM rewrites the deprecated method name "gemma4_mtp" to "mtp" (vllm/config/speculative.py); specsweep
     # writes "mtp". The users' command names no served model (vLLM then serves it under the repo id).
     theirs["args"]["speculative_config"]["method"] = "mtp"
     assert differing(ours["args"], theirs["args"]) == PINNED | {"served_model_name"}
+
+
+def test_every_quant_of_the_spark_sweep_thinks_alike_and_a_mixed_sweep_is_refused() -> None:
+    from specsweep.config.compose import ConfigError
+    from specsweep.config.grid import expand
+
+    cells = expand(["sweep=spark"])
+    assert {json.dumps(c.config.serve.default_chat_template_kwargs) for c in cells} == {'{"enable_thinking": true}'}
+    assert any(c.config.serve.name == "spark_autoround" for c in cells)
+    # serve=cpu keeps thinking off (null): crossed with serve=spark, the serve axis would also switch thinking.
+    mixed = ["sweep=spark", "quant=bf16", "drafter=none", "serve=spark,cpu"]
+    with pytest.raises(ConfigError, match=r"differ in serve.default_chat_template_kwargs \(null: 1 cells \(e.g. "
+                                          r"gemma4_31b_it-bf16-none-[0-9a-f]{8}\); \{\"enable_thinking\": true\}: 1 cells"):
+        expand(mixed)
+    # Set by the user for every cell: one setting again.
+    assert len(expand([*mixed, "serve.default_chat_template_kwargs={enable_thinking:false}"])) == 2
 
 
 NODES = "image.container.cluster.nodes=[192.0.2.10,192.0.2.11]"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shlex
 from dataclasses import dataclass
 
@@ -98,7 +99,9 @@ def expand(user_overrides: list[str], sweep_name: str | None = None) -> list[Cel
     if not cells:
         raise ConfigError(f"sweep {sweep_choice} expands to no cells; check its params (conf/sweep/{sweep_choice}.yaml)")
     check_k_has_a_drafter(user_overrides, [cell.config for cell in cells.values()])
-    return _disambiguate(list(cells.values()))
+    expanded = _disambiguate(list(cells.values()))
+    check_one_chat_template_setting(grids, user_keys, expanded)
+    return expanded
 
 
 def cell_from(overrides: list[str]) -> Cell:
@@ -121,6 +124,27 @@ def check_k_has_a_drafter(user_overrides: list[str], configs: list[CellCfg]) -> 
         raise ConfigError(
             f"{given[-1]} sets the draft length, but no cell has a drafter (drafter=none drafts nothing); "
             f"pick a drafter (e.g. drafter=ngram {given[-1]}) or drop {given[-1]}"
+        )
+
+
+CHAT_TEMPLATE_KEY = "serve.default_chat_template_kwargs"
+
+
+def check_one_chat_template_setting(grids: list[dict[str, str]], user_keys: set[str], cells: list[Cell]) -> None:
+    """Thinking on for some cells and off for others makes every other axis vary the output distribution too (a
+    quant that thinks less decodes faster and scores differently): one setting per sweep, unless it is an axis."""
+    if CHAT_TEMPLATE_KEY in user_keys or any(CHAT_TEMPLATE_KEY in grid for grid in grids):
+        return
+    by_setting: dict[str, list[str]] = {}
+    for cell in cells:
+        setting = json.dumps(cell.config.serve.default_chat_template_kwargs, sort_keys=True)
+        by_setting.setdefault(setting, []).append(cell.id)
+    if len(by_setting) > 1:
+        shown = "; ".join(f"{setting}: {len(ids)} cells (e.g. {ids[0]})" for setting, ids in sorted(by_setting.items()))
+        raise ConfigError(
+            f"the cells of sweep {cells[0].sweep} differ in {CHAT_TEMPLATE_KEY} ({shown}), so the other axes would "
+            f"also change what the model generates; give every cell one setting (e.g. {CHAT_TEMPLATE_KEY}="
+            "{enable_thinking:true}), or sweep it as an axis of its own in sweep.params"
         )
 
 

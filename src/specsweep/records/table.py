@@ -62,6 +62,11 @@ def _schedule(speculative_config: str | None) -> str | None:
     return json.dumps(schedule, separators=(",", ":")) if schedule else None
 
 
+def _chat_template_kwargs(manifest: dict) -> str | None:
+    kwargs = manifest.get("config", {}).get("serve", {}).get("default_chat_template_kwargs")
+    return json.dumps(kwargs, sort_keys=True, separators=(",", ":")) if kwargs is not None else None
+
+
 def rows_for(cell_dir: Path) -> list[dict]:
     record = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
     check_schema("cell record", record.schema_version, CELL_SCHEMA_VERSION, cell_dir / "bench.json")
@@ -84,6 +89,8 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "server_log_tail": "\n".join(record.server_log_tail[-TABLE_LOG_LINES:]) if record.server_log_tail else None,
         "server_startup_s": record.server_startup_s,
         "dtype": record.dtype,
+        # Thinking on or off changes what is generated: a column, so no table compares cells across it unawares.
+        "chat_template_kwargs": _chat_template_kwargs(manifest),
         "cpu_isa": CpuFacts.model_validate(manifest["host_cpu"]).isa if manifest.get("host_cpu") else None,
         "wna16_kernel_selected": record.wna16_kernel_selected,
         "quant_kernel": record.quant_kernel,
