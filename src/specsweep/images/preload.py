@@ -8,10 +8,12 @@ intel-openmp wheel installs <env>/lib/libiomp5.so); tcmalloc is Debian's libtcma
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from specsweep.cache_check import FILES_MANIFEST, reusable, sha256_file, write_files_manifest
 from specsweep.config.schema import PreloadLib
@@ -69,15 +71,37 @@ def _owner(env_root: Path, library: str) -> str:
     return "unknown"
 
 
-def install_preloads(env_root: Path, libraries: list[PreloadLib]) -> list[PreloadRecord]:
-    """Make every configured library present in the image; return where each is, and from what."""
+def known_package(candidates: list[str], known: Callable[[str], bool]) -> str:
+    """The first of `candidates` the host's apt has a candidate version of (tried in order)."""
+    for package in candidates:
+        if known(package):
+            return package
+    raise PreloadError(
+        f"none of {', '.join(candidates)} is known to this host's apt; run `apt-get update` (as root) if its package "
+        "lists are empty, add this distribution's package name to image.preload, or set image.preload=[]"
+    )
+
+
+def apt_knows(package: str) -> bool:
+    """Whether apt has a candidate version of `package` (`apt-cache policy` prints `Candidate: (none)` otherwise)."""
+    if shutil.which("apt-cache") is None:
+        return False
+    result = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True)
+    return result.returncode == 0 and "Candidate:" in result.stdout and "Candidate: (none)" not in result.stdout
+
+
+def install_preloads(env_root: Path, libraries: list[PreloadLib], machine: str | None = None) -> list[PreloadRecord]:
+    """Make every configured library for this machine's architecture present in the image; return where each is, and
+    from what."""
+    machine = machine or platform.machine()
     records = []
-    for lib in libraries:
-        if lib.debian_package:
-            root = env_root / "preload" / lib.debian_package
+    for lib in (lib for lib in libraries if lib.applies_to(machine)):
+        if lib.debian_packages:
+            package = known_package(lib.debian_packages, apt_knows)
+            root = env_root / "preload" / package
             root.parent.mkdir(parents=True, exist_ok=True)
-            version = _unpack_debian_package(lib.debian_package, root)
-            source = f"debian:{lib.debian_package}={version}"
+            version = _unpack_debian_package(package, root)
+            source = f"debian:{package}={version}"
         else:
             root = env_root / "lib"
             source = f"env:{_owner(env_root, lib.library)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class VenvKind(ImageKind):
     def preview(self) -> ImageRecord:
         image = self.cfg
         root = env_root(image.name, project_relative(image.requirements), image.remove_packages,
-                        [project_relative(path) for path in image.local_packages])  # fmt: skip
+                        [project_relative(path) for path in image.local_packages],
+                        image.extra_index_urls.get(platform.machine(), []))  # fmt: skip
         return preview_record(image.name, self.kind, str(root), image.offline, preview_serving(image.wna16_kernel))
 
     def python_at(self, location: str) -> list[str]:
@@ -75,6 +77,7 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
         image.remove_packages,
         check_import="vllm",
         local_packages=[project_relative(path) for path in image.local_packages],
+        extra_index_urls=image.extra_index_urls.get(platform.machine(), []),
     )
     extension = check_extension(env.python_bin)
     native_op = extension["native_wna16"]
