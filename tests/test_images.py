@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from project import server_command
 
-from specsweep.config.compose import compose_cell
+from specsweep.config.compose import ConfigError, compose_cell
 from specsweep.images.base import KINDS, kind_of
 from specsweep.images.container import container_path, run_flags
 from specsweep.images.engine import EngineError
 from specsweep.images.preflight import compare, needs_of
-from specsweep.images.spark_docker import build_argv, parse_build_metadata, spec_key
+from specsweep.images.spark_docker import build_argv, built_tag, check_built_spec, parse_build_metadata, spec_key
 from specsweep.records.image import Needs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,19 +73,45 @@ def test_forwarded_secrets_go_by_name_only() -> None:
     assert not any(part.startswith("HF_TOKEN=") for part in command.argv)
 
 
-def test_spark_build_command_carries_the_spec_flags() -> None:
-    image = compose_cell([*SPARK, "image.rebuild_vllm=true", "image.vllm_ref=v0.21.0", "image.apply_vllm_prs=[41745,42001]"]).cell.image
+V0_30_0 = "ced6857afa0ea7b2e3f0846a62e1394e90f15607"  # vLLM v0.30.0 (`git describe --tags --exact-match`)
+OTHER = "27e0057aeda6bc443069c20fdf2f3cc95ed892f3"  # the merge of vLLM PR 41745 (Gemma 4 MTP)
+
+
+def test_the_default_spark_build_is_pinned_and_named_its_own() -> None:
+    image = compose_cell(SPARK).cell.image
+    # v0.30.0 has Gemma 4 MTP (PR 41745) and adaptive verification (PRs 47808, 52228); DFlash's PR 41703 is applied.
+    assert (image.vllm_ref, image.rebuild_vllm, image.apply_vllm_prs) == (V0_30_0, True, [41703])
     # build-and-copy.sh usage(): -t <tag>, --rebuild-vllm, --vllm-ref <ref>, --apply-vllm-pr <pr-num> (repeatable)
-    assert build_argv(image) == ["./build-and-copy.sh", "-t", "vllm-node", "--rebuild-vllm", "--vllm-ref", "v0.21.0",
-                                 "--apply-vllm-pr", "41745", "--apply-vllm-pr", "42001"]  # fmt: skip
+    assert build_argv(image) == ["./build-and-copy.sh", "-t", f"specsweep-spark-vllm:{spec_key(image)}", "--rebuild-vllm",
+                                 "--vllm-ref", V0_30_0, "--apply-vllm-pr", "41703"]  # fmt: skip
+    assert built_tag(image).split(":")[0] != "vllm-node"  # the users' own image is never overwritten
 
 
-def test_the_spec_keys_the_build_and_the_tag_does_not() -> None:
+def test_a_vllm_ref_that_can_move_is_refused_at_config_time() -> None:
+    for ref, shown in (("main", "'main'"), ("v0.30.0", "'v0.30.0'"), ("null", "None"), ("ced6857", "'ced6857'")):
+        with pytest.raises(ConfigError, match=rf"image.vllm_ref={shown} is not a vLLM commit sha.*git ls-remote"):
+            compose_cell([*SPARK, f"image.vllm_ref={ref}"])
+
+
+def test_the_spec_keys_the_build_and_names_its_tag() -> None:
     base = compose_cell(SPARK).cell.image
-    assert spec_key(base) == spec_key(compose_cell([*SPARK, "image.tag=vllm-node-tf5"]).cell.image)
-    for change in ("image.rebuild_vllm=true", "image.apply_vllm_prs=[41745]", "image.vllm_ref=main",
+    assert spec_key(base) == spec_key(compose_cell([*SPARK, "image.tag=my-vllm"]).cell.image)
+    for change in ("image.rebuild_vllm=false", "image.apply_vllm_prs=[41745]", f"image.vllm_ref={OTHER}",
                    "image.build_ref=0000000000000000000000000000000000000000"):  # fmt: skip
-        assert spec_key(compose_cell([*SPARK, change]).cell.image) != spec_key(base), change
+        changed = compose_cell([*SPARK, change]).cell.image
+        assert spec_key(changed) != spec_key(base) and built_tag(changed) != built_tag(base), change
+
+
+def test_an_image_built_from_another_ref_or_without_the_prs_is_refused() -> None:
+    image = compose_cell(SPARK).cell.image
+    built = {"build_args": {"vllm_ref": V0_30_0, "vllm_prs": "41703"}}
+    check_built_spec(image, built, [41703], "sha256:" + "a" * 64)
+    with pytest.raises(EngineError, match=rf"built from vLLM ref main, not image.vllm_ref={V0_30_0}.*docker rmi"):
+        check_built_spec(image, {"build_args": {"vllm_ref": "main"}}, [41703], "sha256:" + "a" * 64)
+    with pytest.raises(EngineError, match=r"lacks vLLM PR\(s\) \[41703\].*applied none"):
+        check_built_spec(image, built, [], "sha256:" + "a" * 64)
+    with pytest.raises(EngineError, match=r"built from vLLM ref \(none recorded\)"):
+        check_built_spec(image, {}, [41703], "sha256:" + "a" * 64)
 
 
 def test_a_branch_as_build_ref_is_refused_with_the_fix() -> None:

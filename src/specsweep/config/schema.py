@@ -6,6 +6,7 @@ override like ``+serve.max_modl_len=1`` fails at compose time instead of being i
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -394,16 +395,28 @@ class SparkDockerImage(Strict):
 
     kind: Literal["spark_docker"]
     name: str
-    # The tag build-and-copy.sh gives the image (-t). The image spec decides the build, the tag is only a name:
-    # cells run the image by id, and a tag that points at an image built from another spec is rebuilt.
-    tag: str
+    # The image name build-and-copy.sh gets (-t), with the spec's key as its tag (`name:key`): a build never
+    # overwrites the users' own `vllm-node`, nor the image of another spec. Cells run the image by id.
+    tag: str = Field(pattern=r"^[a-z0-9][a-z0-9._/-]*$")
     build_repo: str
     # A commit sha of build_repo (a branch name would make the same spec build different images).
     build_ref: str
     # build-and-copy.sh flags: --rebuild-vllm, --vllm-ref REF, --apply-vllm-pr N (each).
     rebuild_vllm: bool = False
-    vllm_ref: str | None = None
+    # The vLLM commit built (a sha: a branch or tag could move, and null lets the script take whatever prebuilt
+    # wheels or `main` are current). The image record checks the built commit against it.
+    vllm_ref: str | None
     apply_vllm_prs: list[int] = []
+
+    @field_validator("vllm_ref")
+    @classmethod
+    def _vllm_ref_is_a_commit(cls, ref: str | None) -> str:
+        if ref is None or not re.fullmatch(r"[0-9a-f]{40}", ref):
+            raise ValueError(
+                f"image.vllm_ref={ref!r} is not a vLLM commit sha, so the same spec could build different vLLMs; pin "
+                f"the commit it names now (`git ls-remote https://github.com/vllm-project/vllm {ref or 'main'}`)"
+            )
+        return ref
     build_args: list[str] = []
     container: ContainerRun = ContainerRun()
     serve_command: list[str] = ["vllm", "serve"]

@@ -1,8 +1,9 @@
 """The DGX Spark image: eugr/spark-vllm-docker's build-and-copy.sh, driven from a pinned checkout, recorded by id.
 
-The image spec (build repo and commit, --rebuild-vllm, --vllm-ref, each --apply-vllm-pr, extra flags) keys the build:
-the id an unchanged spec built is reused for as long as the engine has it, and a changed spec builds again even
-when the tag (most users have `vllm-node`) already exists. The tag is only a name; cells run the recorded id.
+The image spec (build repo and commit, --rebuild-vllm, the vLLM commit, each --apply-vllm-pr, extra flags) keys the
+build and names it (`<image.tag>:<spec key>`): the id an unchanged spec built is reused for as long as the engine has
+it, a changed spec builds a new image, and no build overwrites another's tag (most users launch `vllm-node`). Cells
+run the recorded id.
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def spec_key(image: SparkDockerImage) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def built_tag(image: SparkDockerImage) -> str:
+    return f"{image.tag}:{spec_key(image)}"
+
+
 def build_argv(image: SparkDockerImage) -> list[str]:
     """build-and-copy.sh's own flags (its usage(): -t, --rebuild-vllm, --vllm-ref, --apply-vllm-pr, repeatable)."""
-    argv = ["./build-and-copy.sh", "-t", image.tag]
+    argv = ["./build-and-copy.sh", "-t", built_tag(image)]
     if image.rebuild_vllm:
         argv.append("--rebuild-vllm")
     if image.vllm_ref:
@@ -66,6 +71,24 @@ def parse_build_metadata(text: str) -> tuple[dict, str | None, list[int]]:
     prs_text = str((metadata.get("build_args") or {}).get("vllm_prs") or "")
     prs = [int(match) for match in re.findall(r"(?:pull/)?(\d+)", prs_text)]
     return metadata, commit, prs
+
+
+def check_built_spec(image: SparkDockerImage, metadata: dict, prs: list[int], image_id: str) -> None:
+    """The image's build-metadata.yaml must name the vLLM ref and PRs the spec asked for (its build_args): an image
+    built from something else (prebuilt wheels, an ignored ref) would give another vLLM's numbers under this spec.
+    The ref, not vllm_commit, is compared: applying PRs can move the checkout's HEAD off the ref."""
+    problems = []
+    built_ref = str((metadata.get("build_args") or {}).get("vllm_ref") or "")
+    if built_ref != image.vllm_ref:
+        problems.append(f"was built from vLLM ref {built_ref or '(none recorded)'}, not image.vllm_ref={image.vllm_ref}")
+    if missing := sorted(set(image.apply_vllm_prs) - set(prs)):
+        problems.append(f"lacks vLLM PR(s) {missing} of image.apply_vllm_prs (its build applied {prs or 'none'})")
+    if problems:
+        raise EngineError(
+            f"image {image_id[:19]} ({built_tag(image)}) {'; and '.join(problems)} (its {BUILD_METADATA}); delete it "
+            f"(`docker rmi {built_tag(image)}`) and its receipt under {cache_dir() / 'images'}, then rerun so it is "
+            "built from the spec"
+        )
 
 
 # Run inside the image: vLLM's version, what is installed (uv-built images may have no pip), the build metadata.
@@ -118,8 +141,8 @@ class SparkDockerKind(ContainerKind):
                     f"`{' '.join(step)}` failed ({describe_exit(code)}; its output is above); for a checkout problem delete "
                     f"{checkout} and rerun, for a build problem see build-and-copy.sh's log or change the image spec"
                 )
-        built = docker("image", "inspect", "--format", "{{.Id}}", image.tag).stdout.strip()
-        write_json(receipt, {"image_id": built, "tag": image.tag, "spec": json.loads(image.model_dump_json())})
+        built = docker("image", "inspect", "--format", "{{.Id}}", built_tag(image)).stdout.strip()
+        write_json(receipt, {"image_id": built, "tag": built_tag(image), "spec": json.loads(image.model_dump_json())})
         return built, round(time.monotonic() - started, 1)
 
     def preview(self) -> ImageRecord:
@@ -129,8 +152,9 @@ class SparkDockerKind(ContainerKind):
         require_engine()
         image = self.cfg
         built, seconds = self._built_id()
-        facts = self.probe(built, VERSION_PROBE, f"probing vLLM in image {image.tag}")
+        facts = self.probe(built, VERSION_PROBE, f"probing vLLM in image {built_tag(image)}")
         metadata, commit, prs = parse_build_metadata(facts["build_metadata"])
+        check_built_spec(image, metadata, prs, built)
         return ImageRecord(
             name=image.name,
             kind=self.kind,
@@ -144,6 +168,6 @@ class SparkDockerKind(ContainerKind):
             build_seconds=seconds,
             built_at=docker("image", "inspect", "--format", "{{.Created}}", built).stdout.strip(),
             offline=image.offline,
-            details={"tag": image.tag, "build_repo": image.build_repo, "build_ref": image.build_ref,
+            details={"tag": built_tag(image), "build_repo": image.build_repo, "build_ref": image.build_ref,
                      "build_command": build_argv(image), "python": facts["python"]},  # fmt: skip
         )
