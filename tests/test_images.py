@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -151,6 +152,32 @@ def test_needs_of_the_users_spark_cells() -> None:
     assert needs.architectures == {"Gemma4MTPModel": 41745}
     assert needs.load_formats == ["instanttensor"] and needs.kv_cache_dtypes == ["fp8_e4m3"]
     assert needs.tool_parsers == ["gemma4"] and needs.reasoning_parsers == ["gemma4"]
+    # What the Gemma 4 DFlash card asks: PR 41703 applied, triton_attn on the target, flash_attn for the draft.
+    assert needs.prs == {41703: ["dflash"]} and needs.attention_backends == ["flash_attn", "triton_attn"]
+    assert needs_of(cells[:2]).prs == {} and needs_of(cells[:2]).attention_backends == []
+
+
+def test_dflash_cells_render_the_target_backend_its_card_asks_for() -> None:
+    cell = compose_cell([*SPARK, "drafter=dflash", "k=15"]).cell
+    argv = server_command(cell, "/m", 8000).argv
+    assert argv[argv.index("--attention-backend") + 1] == "triton_attn"
+    spec = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert spec == {"method": "dflash", "model": "z-lab/gemma-4-31B-it-DFlash", "num_speculative_tokens": 15,
+                    "attention_backend": "flash_attn"}  # fmt: skip
+    assert "--attention-backend" not in server_command(compose_cell([*SPARK, "drafter=gemma_mtp", "k=2"]).cell, "/m", 8000).argv
+
+
+def test_preflight_refuses_dflash_on_an_image_without_its_pr_or_backend() -> None:
+    cells = [compose_cell([*SPARK, "drafter=dflash", "k=15"]).cell]
+    found = {"methods": ["dflash"], "architectures": [], "load_formats": ["instanttensor"], "kv_cache_dtypes": ["fp8_e4m3"],
+             "tool_parsers": ["gemma4"], "reasoning_parsers": ["gemma4"], "packages": {"instanttensor": True},
+             "attention_backends": ["FLASH_ATTN", "TRITON_ATTN"]}  # fmt: skip
+    spark = kind_of(compose_cell(SPARK).cell.image)
+    assert compare(needs_of(cells), found, spark, [41703]) == []
+    problems = {p.need: p for p in compare(needs_of(cells), {**found, "attention_backends": ["FLASH_ATTN"]}, spark, [])}
+    assert set(problems) == {"pr:41703", "attention_backend:triton_attn"}
+    assert "drafter dflash needs vLLM PR 41703" in problems["pr:41703"].message
+    assert problems["pr:41703"].fix.startswith("add image.apply_vllm_prs=[41703]")
 
 
 def test_an_image_older_than_gemma4_mtp_gets_the_pr_as_the_fix() -> None:

@@ -198,6 +198,11 @@ class ModelDrafter(Strict):
     # pull request that added it (named in the fix when the image lacks it).
     vllm_architecture: str | None = None
     vllm_pr: int | None = None
+    # vLLM pull requests these weights need that no vLLM release has merged: the image must have applied them
+    # (image.apply_vllm_prs; preflight checks the image's build metadata).
+    vllm_prs_needed: list[int] = []
+    # The target's --attention-backend its model card asks for (preflight checks that the image's vLLM has it).
+    target_attention_backend: str | None = None
     # The draft lengths these weights serve (None: any k). A block-diffusion drafter drafts one block: k is fixed.
     k_values: list[int] | None = None
 

@@ -49,6 +49,11 @@ except ImportError:
 found["tool_parsers"] = sorted(ToolParserManager.list_registered())
 from vllm.reasoning import ReasoningParserManager
 found["reasoning_parsers"] = sorted(ReasoningParserManager.list_registered())
+try:
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+except ImportError:
+    from vllm.attention.backends.registry import AttentionBackendEnum
+found["attention_backends"] = sorted(member.name for member in AttentionBackendEnum)
 found["packages"] = {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
 print(json.dumps(found))
 """
@@ -64,7 +69,8 @@ PACKAGES_FOR = {
 
 
 def needs_of(cells: Iterable[CellCfg]) -> Needs:
-    methods, formats, dtypes, tools, reasoning, archs = set(), set(), set(), set(), set(), {}
+    methods, formats, dtypes, tools, reasoning, archs, backends = set(), set(), set(), set(), set(), {}, set()
+    prs: dict[int, set[str]] = {}
     for cell in cells:
         spec = speculative_config_json(cell.drafter, cell.k, schedule=cell.k_schedule)
         if spec is not None:
@@ -74,13 +80,21 @@ def needs_of(cells: Iterable[CellCfg]) -> Needs:
                             (serve.reasoning_parser, reasoning)):  # fmt: skip
             if value is not None and value != "auto":
                 into.add(value)
-        if isinstance(cell.drafter, ModelDrafter) and cell.drafter.vllm_architecture:
-            archs[cell.drafter.vllm_architecture] = cell.drafter.vllm_pr
+        drafter = cell.drafter
+        if isinstance(drafter, ModelDrafter) and spec is not None:
+            if drafter.vllm_architecture:
+                archs[drafter.vllm_architecture] = drafter.vllm_pr
+            for pr in drafter.vllm_prs_needed:
+                prs.setdefault(pr, set()).add(drafter.name)
+            backends |= {str(b) for b in (drafter.target_attention_backend, drafter.speculative_extra.get("attention_backend")) if b}
     return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
-                 tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())))  # fmt: skip
+                 tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())),
+                 prs={pr: sorted(names) for pr, names in sorted(prs.items())}, attention_backends=sorted(backends))  # fmt: skip
 
 
-def compare(needs: Needs, found: dict, kind: ImageKind) -> list[Problem]:
+def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] = ()) -> list[Problem]:
+    """Problems of an image for the cells' needs: `found` is the probe's answer, `applied_prs` the PRs its build
+    applied (from its build metadata)."""
     problems = []
 
     def missing(need: str, message: str, fix: str) -> None:
@@ -100,6 +114,15 @@ def compare(needs: Needs, found: dict, kind: ImageKind) -> list[Problem]:
         if arch not in found["architectures"]:
             fix = kind.pr_fix(pr) if pr else kind.upgrade_fix(arch)
             missing(f"architecture:{arch}", f"its vLLM cannot load drafter architecture {arch}", fix)
+    for pr, drafters in needs.prs.items():
+        if pr not in applied_prs:
+            missing(f"pr:{pr}", f"drafter {', '.join(drafters)} needs vLLM PR {pr}, which no vLLM release has merged and "
+                    f"this image's build did not apply (it applied {list(applied_prs) or 'none'})", kind.pr_fix(pr))  # fmt: skip
+    known_backends = {name.upper() for name in found.get("attention_backends", [])}
+    for backend in needs.attention_backends:
+        if backend.upper() not in known_backends:
+            missing(f"attention_backend:{backend}", f"its vLLM has no attention backend {backend}",
+                    kind.upgrade_fix(f"attention backend {backend}"))
     for (what, name), (module, distribution) in PACKAGES_FOR.items():
         wanted = needs.methods if what == "method" else needs.load_formats
         if name in wanted and not found["packages"].get(module):
@@ -123,7 +146,7 @@ def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs) -> Preflig
         vllm_commit=record.vllm_commit or found["commit"],
         vllm_prs=record.vllm_prs,
         needs=needs,
-        problems=compare(needs, found, kind),
+        problems=compare(needs, found, kind, record.vllm_prs),
         checked_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         seconds=round(time.monotonic() - started, 1),
     )

@@ -88,6 +88,10 @@ class Needs(BaseModel):
     reasoning_parsers: list[str] = []
     # Drafter architecture -> the vLLM PR that added it (None when not known).
     architectures: dict[str, int | None] = {}
+    # Unmerged vLLM PR -> the drafters that need it applied to the image.
+    prs: dict[int, list[str]] = {}
+    # Attention backends the cells select (the target's --attention-backend, the draft's in --speculative-config).
+    attention_backends: list[str] = []
 
 
 class Problem(BaseModel):

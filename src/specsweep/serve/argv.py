@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from specsweep.config.compose import project_relative
-from specsweep.config.schema import CellCfg, HubQuant, HubSource, NoQuant, ServeCfg
+from specsweep.config.schema import CellCfg, HubQuant, HubSource, ModelDrafter, NoQuant, ServeCfg
 from specsweep.serve.speculative import speculative_config_json
 
 
@@ -100,6 +100,8 @@ def vllm_args(
     spec = speculative_config_json(cell.drafter, cell.k, drafter_location, cell.k_schedule)
     if spec is not None:
         args += ["--speculative-config", spec]
+        if isinstance(cell.drafter, ModelDrafter) and cell.drafter.target_attention_backend:
+            args += ["--attention-backend", cell.drafter.target_attention_backend]
         if cell.serve.per_request_spec_decode_metrics != "none":
             args += ["--per-request-spec-decode-metrics", cell.serve.per_request_spec_decode_metrics]
     return args
