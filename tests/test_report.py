@@ -308,3 +308,24 @@ def test_each_row_says_whether_its_cell_thought(tmp_path: Path) -> None:
     settings = table.groupby("cell_id")["chat_template_kwargs"].first()
     assert settings[cells[0].name] == '{"enable_thinking":true}'
     assert settings.drop(cells[0].name).isna().all()
+
+
+def test_a_failed_lm_eval_is_recorded_on_its_cell_and_its_throughput_rows_stand(tmp_path: Path) -> None:
+    from specsweep.evals.table import evals_table
+    from specsweep.records.evals import CellEvals, LmEvalRecord
+    from specsweep.records.table import build_table
+    from specsweep.records.types import CellRecord
+
+    sweep_dir = make_sweep_dir(tmp_path, skipped=False)
+    cells = sorted(p for p in sweep_dir.iterdir() if (p / "bench.json").is_file())
+    record = CellRecord.model_validate_json((cells[0] / "bench.json").read_text())
+    timed_out = LmEvalRecord(status="failed", error="lm-eval ran past its derived timeout (11844 s); see lm_eval.log",
+                             model="local-completions", tasks=["gsm8k"], num_fewshot=5, limit=250, lm_eval_version="0.4.13",
+                             wall_s=11844.0)  # fmt: skip
+    (cells[0] / "bench.json").write_text(record.model_copy(update={"evals": CellEvals(lm_eval=timed_out)}).model_dump_json())
+    evals = evals_table(cells, []).set_index("cell_id")
+    assert evals.loc[cells[0].name, "lm_eval_error"].startswith("lm-eval ran past its derived timeout")
+    assert evals.drop(cells[0].name)["lm_eval_error"].isna().all()
+    rows = build_table(cells, None, evals.reset_index())
+    mine = rows[rows["cell_id"] == cells[0].name]
+    assert set(mine["status"]) == {"ok"} and len(mine) == len(record.workloads) and mine["tg_tps_mean"].notna().all()

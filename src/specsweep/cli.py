@@ -266,6 +266,9 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
             print(f"[aggregate] NOT LOSSLESS: {row.cell_id}: {row.lossless_detail}", file=sys.stderr)
         if isinstance(row.served_checkpoint_check, str) and not row.served_checkpoint_check.startswith(("ok", "not checked")):
             print(f"[aggregate] SERVED CHECKPOINT MISMATCH: {row.cell_id}: {row.served_checkpoint_check}", file=sys.stderr)
+        if isinstance(row.lm_eval_error, str):
+            print(f"[aggregate] LM-EVAL FAILED: {row.cell_id}: {row.lm_eval_error} (its throughput rows stand; to run it "
+                  f"again: snakemake --force results/{row.sweep}/{row.cell_id}/bench.json)", file=sys.stderr)  # fmt: skip
 
 
 def cmd_advise(args: argparse.Namespace) -> None:

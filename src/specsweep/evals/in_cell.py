@@ -44,6 +44,6 @@ def run_evals(cfg: CellCfg, base_url: str, model: str, tokenizer_dir: str, out_d
             evals = evals.model_copy(update={"errors": [*evals.errors, f"{name}: {err!r}"]})
         evals = evals.model_copy(update={"wall_s": {**evals.wall_s, name: round(time.monotonic() - started, 1)}})
         print(f"[eval] {name}: {evals.wall_s[name]} s", file=sys.stderr, flush=True)
-    if evals.lm_eval is not None and evals.lm_eval.status == "failed":
-        evals = evals.model_copy(update={"errors": [*evals.errors, f"lm-eval: {evals.lm_eval.error}"]})
+    # An lm-eval run that failed or ran past its timeout stays on evals.lm_eval (status and error) and does not fail
+    # the cell: its throughput figures stand (a 31B's long eval must not cost them on every rerun).
     return evals

@@ -26,7 +26,7 @@ EVAL_COLUMNS = [
     "endpoint_top_k", "endpoint_n_tokens", "endpoint_reference_cell", "endpoint_wall_s",
     "inprocess_ppl", "inprocess_kld", "inprocess_kld_topk", "served_vs_inprocess_kld_topk",
     "served_vs_inprocess_ppl_delta_pct", "served_checkpoint_check",
-    "lm_eval_wall_s", "lossless_wall_s", "evals_wall_s",
+    "lm_eval_wall_s", "lm_eval_error", "lossless_wall_s", "evals_wall_s",
 ]  # fmt: skip
 
 
@@ -105,8 +105,10 @@ def _served_vs_in_process(served: ScoredWindows, record: QualityRecord | None) -
 
 def _lm_eval(cell: _Cell, base: _Cell | None) -> dict:
     run = cell.evals.lm_eval if cell.evals else None
-    if run is None or run.status != "ok":
+    if run is None:
         return {}
+    if run.status != "ok":
+        return {"lm_eval_error": run.error or "lm-eval failed", "lm_eval_wall_s": run.wall_s}
     base_run = base.evals.lm_eval if base and base.evals else None
     base_scores = base_run.headline() if base_run is not None and base_run.status == "ok" else {}
     row = {"lm_eval_wall_s": run.wall_s}
