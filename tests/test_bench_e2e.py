@@ -64,3 +64,49 @@ def test_chat_endpoint_with_depth(server, tmp_path: Path) -> None:
     assert row["context_size"] == 64 and row["errors"]["failed"] == 0
     assert row["token_count_source"] == ["token_ids"]
     assert report["latency_mode"] == "generation" and report["latency_ms"] > 0
+
+
+def prefix_cache_counters(base_url: str) -> tuple[float, float]:
+    """vLLM's prefix-cache counters (tokens queried, tokens found in the cache) from /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"vllm:prefix_cache_queries": 0.0, "vllm:prefix_cache_hits": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name.removesuffix("_total") in totals and sample.name.endswith("_total"):
+                totals[sample.name.removesuffix("_total")] += sample.value
+    return totals["vllm:prefix_cache_queries"], totals["vllm:prefix_cache_hits"]
+
+
+def test_task_requests_are_prefilled_not_served_from_the_prefix_cache(server) -> None:
+    """The same task prompt in every request would make pp and TTFT measure prefix-cache hits (vLLM caches prefixes
+    by default): each request's own marker makes the server prefill it, as its counters show."""
+    import asyncio
+
+    from specsweep.bench.engine import Bench, BenchSettings
+
+    running, _ = server
+    prompt = (Path(__file__).resolve().parents[1] / "data/prompts/code_edit.txt").read_text()
+
+    def hits_of(unique: bool) -> tuple[float, float]:
+        settings = BenchSettings(base_url=f"{running.base_url}/v1", model="gemma-3-270m", runs=2, concurrency=[2],
+                                 latency_mode="none", warmup=False, unique_prompts=unique)  # fmt: skip
+
+        async def measured() -> None:
+            bench = Bench(settings)
+            async with bench.session() as session:
+                await bench.task(session, "code_edit", prompt, 4, 2)
+
+        before = prefix_cache_counters(running.base_url)
+        asyncio.run(measured())
+        after = prefix_cache_counters(running.base_url)
+        return after[0] - before[0], after[1] - before[1]
+
+    # The control: identical prompts (the bench before markers). The first run's two requests arrive together and
+    # both prefill; the second run's find all but their last partial block in the cache (measured: 384 of 996 tokens).
+    queried, hit = hits_of(unique=False)
+    assert queried > 0 and hit / queried > 0.3, (queried, hit)
+    queried, hit = hits_of(unique=True)
+    # Every block hash chains from the first block, which holds the marker: nothing of the prompt is found.
+    assert queried > 0 and hit == 0, (queried, hit)

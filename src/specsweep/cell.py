@@ -132,6 +132,8 @@ async def run_workloads(server: VllmServer, cell: CellCfg, tokenizer_dir: str | 
         endpoint=cell.bench.endpoint,
         exact_tg=False,
         request_timeout_s=cell.bench.request_timeout_s,
+        # The cell's server is fresh: a fixed run id gives the same prompts in every rerun of the cell.
+        nonce=f"seed{cell.serve.seed}",
     )
     bench = Bench(settings, prompts)
     records = []

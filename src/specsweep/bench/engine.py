@@ -10,6 +10,7 @@ import asyncio
 import statistics
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
@@ -41,6 +42,13 @@ class BenchSettings(BaseModel):
     endpoint: Literal["chat", "completions"] = "chat"
     exact_tg: bool = True
     prefix_caching: bool = False
+    # Task workloads: each request's prompt starts with a marker of its own, so a server with prefix caching prefills
+    # every request (the same prompt each time would make pp and TTFT measure cache hits). llama-benchy's --no-cache
+    # appends a uuid4 nonce; at the start it also breaks the cache's chained block hashes from the first block on.
+    unique_prompts: bool = True
+    # The markers' run id: fixed for a cell (its fresh server has seen no marker; the same prompts in every rerun);
+    # None: a random one, for a server that may have served an earlier bench.
+    nonce: str | None = None
     # llama-benchy's --adapt-prompt: shrink the text by the chat template's own tokens so the server sees pp.
     adapt_prompt: bool = True
     # Per request, from sending it to its last byte (the session's total timeout).
@@ -84,6 +92,15 @@ class Bench:
         self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.chat = settings.endpoint == "chat"
         self.url = f"{settings.base_url.rstrip('/')}/{'chat/completions' if self.chat else 'completions'}"
+        self.nonce = settings.nonce or uuid.uuid4().hex[:8]
+        self.task_requests = 0
+
+    def unique(self, prompt: str) -> str:
+        """`prompt` behind a marker no other request of this bench carries (when settings.unique_prompts)."""
+        if not self.settings.unique_prompts:
+            return prompt
+        self.task_requests += 1
+        return f"<!-- specsweep request {self.nonce}-{self.task_requests} -->\n{prompt}"
 
     def payload(self, context: str, prompt: str, max_tokens: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -261,10 +278,11 @@ class Bench:
     async def task(
         self, session: aiohttp.ClientSession, name: str, prompt: str, max_tokens: int, concurrency: int
     ) -> tuple[BenchRow, list[RequestTiming]]:
-        """A task workload: the same real prompt in every request, generation capped at max_tokens."""
-        body = self.payload("", prompt, max_tokens)
+        """A task workload: one real prompt in every request (each behind its own marker), generation capped at
+        max_tokens."""
         return await self.measure(
-            session, f"{name} c{concurrency}", lambda: [dict(body) for _ in range(concurrency)], concurrency,
+            session, f"{name} c{concurrency}",
+            lambda: [self.payload("", self.unique(prompt), max_tokens) for _ in range(concurrency)], concurrency,
             (0, 0, max_tokens),
         )  # fmt: skip
 
