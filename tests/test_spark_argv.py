@@ -131,7 +131,7 @@ def cluster_args(cell: CellCfg) -> list[list[str]]:
 
 
 def test_vllm_accepts_every_spark_argv_and_rejects_bad_ones(parse) -> None:
-    cells = expand([], "spark")
+    cells = expand([], "spark") + expand([], "spark_26b")
     cluster = expand([NODES], "spark_cluster")
     bad = [
         compose_cell(["sweep=spark", "serve.extra_args=[--max-num-seqz,4]"]).cell,
@@ -150,6 +150,17 @@ def test_vllm_accepts_every_spark_argv_and_rejects_bad_ones(parse) -> None:
     assert failures[0] == "argparse exit 2"
     assert "invalid tool call parser: gemma5" in failures[1] and "invalid reasoning parser: gemma5" in failures[2]
     assert failures[3] == "argparse exit 2"
+
+
+def test_the_26b_cells_serve_its_mtp_drafter_with_the_recipes_moe_backend(parse) -> None:
+    cell = compose_cell(["sweep=spark_26b", "quant=nvidia_nvfp4_26b_a4b", "drafter=gemma_mtp_26b_a4b", "k=2"]).cell
+    (result,) = parse([serve_args(cell)])
+    assert result["ok"], result["error"]
+    # vLLM's own parser: spark-vllm-docker's 26B-A4B recipe's speculative config, eight sequences.
+    assert result["args"]["speculative_config"] == {"method": "mtp", "model": "google/gemma-4-26B-A4B-it-assistant",
+                                                    "num_speculative_tokens": 2, "moe_backend": "triton"}  # fmt: skip
+    assert result["args"]["max_num_seqs"] == 8 and result["args"]["max_num_batched_tokens"] == 8192
+    assert {8} <= {c for w in cell.bench.workloads for c in w.concurrency}
 
 
 def test_an_unknown_speculative_method_is_refused(parse) -> None:
