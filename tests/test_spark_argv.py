@@ -147,9 +147,9 @@ def test_vllm_accepts_every_spark_argv_and_rejects_bad_ones(parse) -> None:
     assert (head["nnodes"], head["node_rank"], head["headless"], head["tensor_parallel_size"]) == (2, 0, False, 2)
     assert (worker["node_rank"], worker["headless"], worker["master_addr"]) == (1, True, "192.0.2.10")
     failures = [result["error"] for result in results[-len(bad):]]
-    assert failures[0] == "argparse exit 2"
+    assert failures[0] == "argparse exit 2: vllm_cli_probe.py: error: unrecognized arguments: --max-num-seqz"
     assert "invalid tool call parser: gemma5" in failures[1] and "invalid reasoning parser: gemma5" in failures[2]
-    assert failures[3] == "argparse exit 2"
+    assert failures[3].startswith("argparse exit 2: ") and "--kv-cache-dtype: invalid choice: 'fp9'" in failures[3]
 
 
 def test_the_26b_cells_serve_its_mtp_drafter_with_the_recipes_moe_backend(parse) -> None:
@@ -168,3 +168,21 @@ def test_an_unknown_speculative_method_is_refused(parse) -> None:
     at = args.index("--speculative-config") + 1
     args[at] = args[at].replace('"method":"mtp"', '"method":"gemma5_mtp"')
     assert "unknown speculative method 'gemma5_mtp'" in parse([args])[0]["error"]
+
+
+def test_preflight_parses_every_cells_argv_with_the_images_own_vllm() -> None:
+    """One probe of the CPU image (its vLLM 0.32) parses each planned cell's argv: a flag it does not know fails the
+    preflight naming the cell, the flag and the fix; the good cells pass."""
+    from specsweep.images.base import kind_of
+    from specsweep.images.preflight import needs_of, run_preflight
+
+    good = compose_cell(["drafter=ngram", "k=2"]).cell
+    bad = compose_cell(["drafter=none", "serve.extra_args=[--max-num-seqz,4]"]).cell
+    image = build_image(good.image)
+    needs = needs_of([good, bad], ["embedded-ngram-k2", "embedded-typo"])
+    assert needs.argvs["embedded-ngram-k2"][0] == "/specsweep/preflight/model" and "--speculative-config" in needs.argvs["embedded-ngram-k2"]
+    record = run_preflight(kind_of(good.image), image, needs)
+    assert [p.need for p in record.problems] == ["argv:embedded-typo"], record.problems
+    (problem,) = record.problems
+    assert "cell embedded-typo" in problem.message and "unrecognized arguments: --max-num-seqz" in problem.message
+    assert "serve.extra_args" in problem.fix

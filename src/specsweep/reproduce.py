@@ -86,7 +86,7 @@ def prepare(cell_dir: Path) -> Prepared:
     model = prepare_model(cfg.model)
     quant = quantize(cfg.quant, cfg.model, model)
     image = build_image(cfg.image)
-    preflight = run_preflight(kind_of(cfg.image), image, needs_of([cfg]))
+    preflight = run_preflight(kind_of(cfg.image), image, needs_of([cfg], [manifest["cell_id"]]))
     drafter = None
     if isinstance(cfg.drafter, ModelDrafter) and not image.offline:
         drafter = hub_record(cfg.drafter.name, cfg.drafter.model, cfg.drafter.revision or "main")

@@ -147,7 +147,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
         models.setdefault(model.key, model)
         quants.setdefault(quant.key, quant)
         images.setdefault(image.key, image)
-        image_cells.setdefault(image.key, []).append(cfg)
+        image_cells.setdefault(image.key, []).append((cell.id, cfg))
         drafter = None
         if isinstance(cfg.drafter, ModelDrafter) and not cfg.image.offline:
             drafter = _stage(cfg.drafter.name, cfg.drafter.model_dump(mode="json"), DrafterJob(drafter=cfg.drafter))
@@ -165,7 +165,9 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     picked = lm_eval_cells(cells)
     plans = {cell_id: dataclasses.replace(plan, lm_eval=cell_id in picked) for cell_id, plan in plans.items()}
     image_stages = {
-        key: ImageStage(**vars(stage), needs_json=needs_of(image_cells[key]).model_dump_json()) for key, stage in images.items()
+        key: ImageStage(**vars(stage), needs_json=needs_of([cfg for _, cfg in image_cells[key]],
+                                                            [cell_id for cell_id, _ in image_cells[key]]).model_dump_json())
+        for key, stage in images.items()
     }
     return SweepPlan(
         sweep=cells[0].sweep, cells=plans, models=models, quants=quants, images=image_stages, drafters=drafters,

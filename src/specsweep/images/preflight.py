@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Iterable
 
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.images.base import ImageKind
 from specsweep.records.image import ImageRecord, Needs, PreflightRecord, Problem
+from specsweep.serve.argv import vllm_args
 from specsweep.serve.speculative import speculative_config_json
 
 # Run inside the image (its Python, no specsweep): vLLM's own lists of what it supports.
@@ -55,8 +57,22 @@ except ImportError:
     from vllm.attention.backends.registry import AttentionBackendEnum
 found["attention_backends"] = sorted(member.name for member in AttentionBackendEnum)
 found["packages"] = {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
+ARGV_PARSING
 print(json.dumps(found))
 """
+
+# The cells' argvs through vLLM's own CLI code (serve/vllm_cli_probe.py, without its stdin main), in the same process.
+CLI_PROBE = Path(__file__).resolve().parents[1] / "serve" / "vllm_cli_probe.py"
+# A model path for parsing only: the argv's checks need no weights, and a path keeps vLLM off the hub.
+PLACEHOLDER_MODEL = "/specsweep/preflight/model"
+
+
+def _argv_parsing(argvs: dict[str, list[str]]) -> str:
+    if not argvs:
+        return ""
+    # Without its stdin main and its __future__ import (which must open a file, not follow the probe's code).
+    functions = CLI_PROBE.read_text().split('\nif __name__ == "__main__":')[0].replace("from __future__ import annotations\n", "")
+    return f"{functions}\nfound['argv'] = {{cell: parse(argv) for cell, argv in json.loads({json.dumps(json.dumps(argvs))}).items()}}\n"
 
 # Python packages a feature needs at run time besides vLLM itself (vLLM registers the name either way).
 PACKAGES_FOR = {
@@ -68,9 +84,17 @@ PACKAGES_FOR = {
 }
 
 
-def needs_of(cells: Iterable[CellCfg]) -> Needs:
+def _label(cell: CellCfg) -> str:
+    return "-".join([cell.model.name, cell.quant.name, cell.drafter.name, *([f"k{cell.k}"] if cell.drafter.kind != "none" else [])])
+
+
+def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Needs:
+    """What `cells` ask of their image; `ids` name them in the argvs it parses (default: their readable ids)."""
+    cells = list(cells)
+    ids = list(ids) if ids is not None else [_label(cell) for cell in cells]
     methods, formats, dtypes, tools, reasoning, archs, backends = set(), set(), set(), set(), set(), {}, set()
     prs: dict[int, set[str]] = {}
+    argvs = {cell_id: [PLACEHOLDER_MODEL, *vllm_args(cell, 8000, model_is_local=True)] for cell_id, cell in zip(ids, cells)}
     for cell in cells:
         spec = speculative_config_json(cell.drafter, cell.k, schedule=cell.k_schedule)
         if spec is not None:
@@ -89,7 +113,8 @@ def needs_of(cells: Iterable[CellCfg]) -> Needs:
             backends |= {str(b) for b in (drafter.target_attention_backend, drafter.speculative_extra.get("attention_backend")) if b}
     return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
                  tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())),
-                 prs={pr: sorted(names) for pr, names in sorted(prs.items())}, attention_backends=sorted(backends))  # fmt: skip
+                 prs={pr: sorted(names) for pr, names in sorted(prs.items())}, attention_backends=sorted(backends),
+                 argvs=argvs)  # fmt: skip
 
 
 def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] = ()) -> list[Problem]:
@@ -123,6 +148,11 @@ def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] =
         if backend.upper() not in known_backends:
             missing(f"attention_backend:{backend}", f"its vLLM has no attention backend {backend}",
                     kind.upgrade_fix(f"attention backend {backend}"))
+    for cell_id, result in found.get("argv", {}).items():
+        if not result["ok"]:
+            missing(f"argv:{cell_id}", f"its vLLM refuses cell {cell_id}'s server arguments ({result['error']})",
+                    kind.upgrade_fix("these flags") + "; or drop the flag from the cell (serve.extra_args, the serve, "
+                    "drafter or quant config that renders it; `specsweep config` shows the argv)")  # fmt: skip
     for (what, name), (module, distribution) in PACKAGES_FOR.items():
         wanted = needs.methods if what == "method" else needs.load_formats
         if name in wanted and not found["packages"].get(module):
@@ -131,14 +161,15 @@ def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] =
     return problems
 
 
-def probe(kind: ImageKind, record: ImageRecord) -> dict:
+def probe(kind: ImageKind, record: ImageRecord, argvs: dict[str, list[str]] | None = None) -> dict:
     program = PROBE.replace("PACKAGES", repr(sorted({module for module, _ in PACKAGES_FOR.values()})))
+    program = program.replace("ARGV_PARSING", _argv_parsing(argvs or {}))
     return kind.probe(record.location, program, f"the preflight probe of image {record.name}")
 
 
 def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs) -> PreflightRecord:
     started = time.monotonic()
-    found = probe(kind, record)
+    found = probe(kind, record, needs.argvs)
     return PreflightRecord(
         image=record.name,
         image_location=record.location,

