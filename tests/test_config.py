@@ -18,6 +18,8 @@ COMPANIONS = {
                           ("drafter", "gemma_mtp"), ("drafter", "eagle3"), ("drafter", "draft_model")]
 } | {
     ("drafter", "dflash"): ["model=gemma4_31b_it", "k=15"],
+    ("quant", "nvidia_nvfp4_26b_a4b"): ["model=gemma4_26b_a4b_it"],
+    ("drafter", "gemma_mtp_26b_a4b"): ["model=gemma4_26b_a4b_it"],
     ("sweep", "spark_cluster"): ["image.container.cluster.nodes=[192.0.2.10,192.0.2.11]"],
 }  # fmt: skip
 
