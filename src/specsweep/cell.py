@@ -116,12 +116,14 @@ def _record(name: str, concurrency: int, prompt_file: str, prompt_text: str, max
 async def run_workloads(server: VllmServer, cell: CellCfg, tokenizer_dir: str | None = None) -> tuple[list[WorkloadRecord], float]:
     """The task workloads, then llama-benchy's pp/tg/depth rows (cut with the served model's tokenizer)."""
     synthetic = cell.bench.synthetic
-    prompts = None
+    prompts = book = None
     if synthetic is not None:
+        from specsweep.bench.book import bench_text
         from specsweep.bench.corpus import PromptSource, load_tokenizer
 
+        book = bench_text(synthetic.book_url, synthetic.text)
         # Seeded by the cell's seed: the same cell cuts the same prompts in every run.
-        prompts = PromptSource(load_tokenizer(tokenizer_dir or ""), project_relative(synthetic.text), seed=cell.serve.seed)
+        prompts = PromptSource(load_tokenizer(tokenizer_dir or ""), book.path, seed=cell.serve.seed)
     concurrency = {c for w in cell.bench.workloads for c in w.concurrency} | set(synthetic.concurrency if synthetic else [])
     settings = BenchSettings(
         base_url=f"{server.base_url}/v1",
@@ -146,7 +148,6 @@ async def run_workloads(server: VllmServer, cell: CellCfg, tokenizer_dir: str | 
                 records.append(_record(workload.name, concurrency, workload.prompt_file, prompt, workload.max_tokens,
                                        row, requests))  # fmt: skip
         if synthetic is not None:
-            text = project_relative(synthetic.text).read_text()
             # llama-benchy's rows generate exactly tg tokens (task workloads stop where the model stops).
             bench.settings = bench.settings.model_copy(update={"exact_tg": True})
             for depth in synthetic.depth:
@@ -154,7 +155,7 @@ async def run_workloads(server: VllmServer, cell: CellCfg, tokenizer_dir: str | 
                     for tg in synthetic.tg:
                         for concurrency in synthetic.concurrency:
                             row, requests = await bench.synthetic(session, depth, pp, tg, concurrency)
-                            records.append(_record(f"pp{pp}_tg{tg}_d{depth}", concurrency, synthetic.text, text, tg,
+                            records.append(_record(f"pp{pp}_tg{tg}_d{depth}", concurrency, book.source, book.text, tg,
                                                    row, requests))  # fmt: skip
     return records, bench.latency_s * 1000
 

@@ -457,6 +457,9 @@ class SyntheticCfg(Strict):
     concurrency: list[Annotated[int, Field(ge=1)]] = Field(default=[1], min_length=1)
     # The text prompts are cut from, with the served model's own tokenizer.
     text: str = "data/text/alice.txt"
+    # llama-benchy's --book-url: a book fetched once and cached, used instead of `text` where the host can reach it
+    # (null: always `text`, as on the offline embedded path).
+    book_url: str | None = None
 
 
 class BenchCfg(Strict):
