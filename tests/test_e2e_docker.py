@@ -227,3 +227,63 @@ def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served
     job_log = (project / f"results/_logs/quantize/{key}.log").read_text()
     assert "docker run --name specsweep-quantize-gemma3_270m-w4a16_rtn-" in job_log and made.manifest.quantize_image_id in job_log
     assert containers_of(project) == []
+
+
+NON_ROOT = "specsweep-ci"
+# Reads the model config from under HF_HOME and writes into the checkpoint dir, as job.py does, and says as whom.
+JOB = """import json, os, sys
+spec = json.load(open(sys.argv[1]))
+config = open(os.path.join(spec["model"], "config.json")).read()
+open(os.path.join(spec["out"], "made.txt"), "w").write(f"{os.getuid()}:{os.getgid()} {config}")
+"""
+
+
+def test_a_non_root_owner_runs_the_quantize_container_with_every_path_at_itself(tmp_path: Path) -> None:
+    """As a user in the docker group (.ci/run makes one): the job runs as that user (`--user`), and the user's HF_HOME
+    and checkpoint dir are reachable in the container at their host paths; /root (0700 in the image) is never needed."""
+    import pwd
+
+    from chromium import require_component
+
+    from specsweep.quantize.in_image import TOOLS_PYTHON, ToolsImage, job_command
+
+    if os.geteuid() != 0:
+        pytest.skip("switching to the non-root user needs root (CI runs as root)")
+    try:
+        user = pwd.getpwnam(NON_ROOT)
+    except KeyError:
+        require_component(f"the user {NON_ROOT}", f"useradd -m -G docker {NON_ROOT}")
+    home = Path(user.pw_dir)
+    work = home / f"quantize-test-{os.getpid()}"
+    hf = work / "hf"
+    snapshot = hf / "hub/models--google--gemma-4-31B-it/snapshots/abc"
+    out = work / "quants/checkpoint"
+    snapshot.mkdir(parents=True)
+    out.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "gemma4"}')
+    job, spec = work / "job.py", work / "x.spec.json"
+    job.write_text(JOB)
+    spec.write_text(json.dumps({"model": str(snapshot), "out": str(out)}))
+    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
+    image = compose_cell(["image=vllm_cpu_docker"]).cell.image
+    base = ensure_base(image, tmp_path / "base.log")  # a Debian with python3, /root 0700 as in the Spark's Ubuntu
+    assert docker("run", "--rm", "--entrypoint", "stat", base, "-c", "%a", "/root").stdout.strip() == "700"
+    name = f"specsweep-quantize-nonroot-{os.getpid()}"
+    try:
+        os.environ["HOME"], os.environ["HF_HOME"] = str(home), str(hf)
+        argv = job_command(image, ToolsImage(tag=base, id=base, key="k"), name, job, spec, [str(snapshot)],
+                           [str(out.parent)], caller=(user.pw_uid, user.pw_gid))  # fmt: skip
+    finally:
+        os.environ["HOME"] = pwd.getpwuid(0).pw_dir
+        os.environ.pop("HF_HOME", None)
+    assert argv[-3:] == [TOOLS_PYTHON, str(job), str(spec)]
+    argv = [*argv[:-3], "python3", str(job), str(spec)]  # the base has no tools venv; the mounts are what is tested
+    try:
+        result = subprocess.run(["runuser", "-u", NON_ROOT, "--", *argv], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        made = (out / "made.txt").read_text()
+        assert made == f'{user.pw_uid}:{user.pw_gid} {{"model_type": "gemma4"}}'
+        assert (out / "made.txt").stat().st_uid == user.pw_uid
+    finally:
+        docker("rm", "-f", name)
+        shutil.rmtree(work, ignore_errors=True)

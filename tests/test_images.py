@@ -11,7 +11,7 @@ from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
 from specsweep.images.base import KINDS, kind_of
-from specsweep.images.container import container_path, run_flags
+from specsweep.images.container import in_hf_home, run_flags
 from specsweep.images.engine import EngineError
 from specsweep.images.preflight import compare, needs_of
 from specsweep.images.spark_docker import build_argv, built_tag, check_built_spec, parse_build_metadata, spec_key
@@ -34,7 +34,9 @@ def test_every_image_option_has_a_kind_and_nothing_outside_images_branches_on_it
     assert offenders == []
 
 
-def test_spark_container_flags_are_launch_cluster_solo() -> None:
+def test_spark_container_flags_are_launch_cluster_solo(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "owner"))  # a user's home, not root's
+    monkeypatch.delenv("HF_HOME", raising=False)
     image = compose_cell(SPARK).cell.image
     flags = run_flags(image.container)
     home = Path.home()
@@ -45,8 +47,12 @@ def test_spark_container_flags_are_launch_cluster_solo() -> None:
     assert flags[6:10] == ["--rm", "--network", "host", "--entrypoint="]
     pairs = {flags[i + 1] for i, flag in enumerate(flags) if flag in ("-e", "-v")}
     assert {"NCCL_IGNORE_CPU_AFFINITY=1", "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True", "VLLM_HOST_IP=127.0.0.1"} <= pairs
+    # Different on purpose: each cache at its host path, HF_HOME and HOME set to them (a container that runs as the
+    # calling user cannot enter /root, 0700 in Ubuntu-based images).
+    hf = home / ".cache/huggingface"
+    assert {f"{hf}:{hf}", f"HF_HOME={hf}", f"HOME={home}"} <= pairs and not any("/root" in pair for pair in pairs)
     for relative in (".cache/vllm", ".cache/flashinfer", ".triton", ".tilelang"):
-        assert f"{home / relative}:/root/{relative}" in pairs
+        assert f"{home / relative}:{home / relative}" in pairs
 
 
 def test_cpu_container_flags_drop_the_gpu_parts() -> None:
@@ -55,11 +61,13 @@ def test_cpu_container_flags_drop_the_gpu_parts() -> None:
     assert ["--rm", "--network", "host", "--entrypoint="] == flags[:4]
 
 
-def test_hf_home_paths_map_into_the_container_and_others_mount_read_only(monkeypatch, tmp_path: Path) -> None:
+def test_hf_home_paths_are_seen_through_its_mount_and_others_mount_read_only(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     snapshot = tmp_path / "hf/hub/models--google--gemma-4-31B-it/snapshots/abc"
-    assert container_path(str(snapshot)) == "/root/.cache/huggingface/hub/models--google--gemma-4-31B-it/snapshots/abc"
-    assert container_path("/data/models/m") == "/data/models/m"
+    assert in_hf_home(str(snapshot)) and not in_hf_home("/data/models/m")
+    in_hub = server_command(compose_cell(["image=vllm_cpu_docker"]).cell, str(snapshot), 8000).argv
+    assert f"{tmp_path / 'hf'}:{tmp_path / 'hf'}" in in_hub and not any(a.startswith(f"{snapshot}:") for a in in_hub)
+    assert in_hub[in_hub.index("--model") + 1] == str(snapshot)
     cell = compose_cell(["image=vllm_cpu_docker"]).cell
     argv = server_command(cell, "/data/models/m", 8000, labels={"specsweep.cell": "/r/c"}).argv
     assert "/data/models/m:/data/models/m:ro" in argv and "specsweep.cell=/r/c" in argv
@@ -211,10 +219,10 @@ def test_a_prepared_drafter_and_model_are_served_from_their_snapshots(monkeypatc
                       drafter_location=drafter)  # fmt: skip
     argv = kind.server_command(kind.preview(), spec).argv
     served = argv.index("serve") + 1
-    assert argv[served] == "/root/.cache/huggingface/hub/models--ebircak--gemma-4-31B-it-4bit-NVFP4A16-GPTQ/snapshots/c0ffee"
+    # Both at their host paths: HF_HOME is mounted at itself.
+    assert argv[served] == model and f"{tmp_path / 'hf'}:{tmp_path / 'hf'}" in argv
     assert "--revision" not in argv  # the snapshot is the pinned commit
-    assert '"model":"/root/.cache/huggingface/hub/models--google--gemma-4-31B-it-assistant/snapshots/beef"' in argv[
-        argv.index("--speculative-config") + 1]
+    assert f'"model":"{drafter}"' in argv[argv.index("--speculative-config") + 1]
 
 
 def test_the_quantizer_venv_takes_the_tools_pins_but_the_images_torch() -> None:
@@ -251,8 +259,8 @@ def test_the_quantize_container_gets_the_launchers_flags_labels_and_each_path_at
     assert "--label specsweep.owner=123:4.00" in flags and "--label specsweep.cell=quantize/specsweep-quantize-x" in flags
     assert "-v /c/quants:/c/quants " in flags and "-v /p/data/calibration/c.txt:/p/data/calibration/c.txt:ro" in flags
     assert "-v /p/job.py:/p/job.py:ro" in flags and "-v /c/x.spec.json:/c/x.spec.json:ro" in flags
-    # The snapshot is under HF_HOME, which the launcher mounts at /root/.cache/huggingface (its links stay inside).
-    assert f"{snapshot}:" not in flags and f"{tmp_path / 'hf'}:/root/.cache/huggingface" in flags
+    # The snapshot is under HF_HOME, which the launcher mounts at its own path (its links stay inside).
+    assert f"{snapshot}:" not in flags and f"-v {tmp_path / 'hf'}:{tmp_path / 'hf'} -e HF_HOME={tmp_path / 'hf'}" in flags
     assert argv[-4:] == ["sha256:tools", TOOLS_PYTHON, "/p/job.py", "/c/x.spec.json"]
 
 

@@ -1,7 +1,7 @@
 """Run vLLM in a container the way eugr/spark-vllm-docker's `launch-cluster.sh --solo` does, for every container kind.
 
 Followed from launch-cluster.sh (the lines quoted at each flag below):
-- the allocator and NCCL environment, the compile-cache mounts and HF_HOME mounted at /root/.cache/huggingface;
+- the allocator and NCCL environment, the compile-cache mounts and the HF_HOME mount;
 - host network, `--ipc=host`, `--privileged`, `--ulimit nofile`, `--gpus all` (per image config; CPU images turn the
   GPU parts off) and the entrypoint cleared;
 - teardown with `docker stop` on exit, Ctrl-C and SIGTERM (the script's `trap cleanup EXIT INT TERM HUP`).
@@ -14,6 +14,9 @@ Different on purpose:
 - A container of the same name is removed before the start (the script skips the launch and execs into it, which
   would measure the old server) unless a live run owns it.
 - The server binds 127.0.0.1 on the host network (serve.host), where the script's vLLM listens on all interfaces.
+- Every cache is mounted at its host path (HF_HOME and HOME set to them), where the script mounts them under /root:
+  a container that runs as the calling user (the quantize job does, for a non-root caller) cannot enter /root, which
+  is 0700 in Ubuntu-based images such as the Spark's.
 """
 
 from __future__ import annotations
@@ -38,21 +41,14 @@ from specsweep.serve.reaper import owner_alive
 LABEL_WORKDIR = "specsweep.workdir"
 LABEL_OWNER = "specsweep.owner"
 LABEL_CELL = "specsweep.cell"
-CONTAINER_HF_HOME = "/root/.cache/huggingface"
-
-
 def host_hf_home() -> Path:
     # launch-cluster.sh: HF_CACHE_DIR="${HF_HOME:-$HOME/.cache/huggingface}"
     return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
 
 
-def container_path(host_path: str) -> str:
-    """Where a host file is inside the container: under the mounted HF_HOME, or at the same path (mounted read-only)."""
-    path = Path(host_path)
-    try:
-        return str(Path(CONTAINER_HF_HOME) / path.resolve().relative_to(host_hf_home().resolve()))
-    except ValueError:
-        return host_path
+def in_hf_home(host_path: str) -> bool:
+    """Whether the HF_HOME mount already shows the path (every other input gets a read-only mount of its own)."""
+    return Path(host_path).resolve().is_relative_to(host_hf_home().resolve())
 
 
 def cluster_env(run: ContainerRun, node_ip: str) -> dict[str, str]:
@@ -90,11 +86,14 @@ def run_flags(run: ContainerRun, node_ip: str = "127.0.0.1") -> list[str]:
     for key, value in sorted({**cluster_env(run, node_ip), **run.env}.items()):
         flags += ["-e", f"{key}={value}"]
     if run.mount_hf_home:
-        # DOCKER_ARGS="$DOCKER_ARGS -v $HF_CACHE_DIR:/root/.cache/huggingface"
-        flags += ["-v", f"{host_hf_home()}:{CONTAINER_HF_HOME}"]
-    for relative in run.cache_mounts:
-        # -v $HOME/.cache/vllm:/root/.cache/vllm (and flashinfer, .triton, .tilelang); made by before_start
-        flags += ["-v", f"{Path.home() / relative}:/root/{relative}"]
+        # DOCKER_ARGS="$DOCKER_ARGS -v $HF_CACHE_DIR:/root/.cache/huggingface", at its host path instead (module doc)
+        flags += ["-v", f"{host_hf_home()}:{host_hf_home()}", "-e", f"HF_HOME={host_hf_home()}"]
+    if run.cache_mounts:
+        # -v $HOME/.cache/vllm:/root/.cache/vllm (and flashinfer, .triton, .tilelang), at their host paths with HOME
+        # pointing there, so vLLM, FlashInfer, Triton and TileLang find them as under the script; made by before_start
+        for relative in run.cache_mounts:
+            flags += ["-v", f"{Path.home() / relative}:{Path.home() / relative}"]
+        flags += ["-e", f"HOME={Path.home()}"]
     return flags + list(run.extra_args)
 
 
@@ -123,7 +122,7 @@ def container_command(
     for variable in forward_env:
         argv += ["-e", variable]
     for path in sorted(set(read_only_paths)):
-        if container_path(path) == path:
+        if not (run.mount_hf_home and in_hf_home(path)):
             argv += ["-v", f"{path}:{path}:ro"]
     argv += [image_id, *command]
     # The docker client itself gets only the forwarded names; the other settings are in the container via `-e`.
@@ -201,9 +200,8 @@ class ContainerKind(ImageKind):
         drafter = launch.drafter_location
         if drafter:
             read_only.append(drafter)
-        model_path = container_path(launch.model_location) if launch.model_is_local else launch.model_location
-        args = [*self.entry(model_path), *vllm_args(cell, launch.port, launch.dtype, launch.model_is_local,
-                                                    container_path(drafter) if drafter else None)]  # fmt: skip
+        args = [*self.entry(launch.model_location), *vllm_args(cell, launch.port, launch.dtype, launch.model_is_local,
+                                                               drafter)]  # fmt: skip
         node_ip = "127.0.0.1"
         if rank is not None:
             nodes = run.cluster.nodes

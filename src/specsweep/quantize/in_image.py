@@ -35,7 +35,7 @@ from specsweep.images.container import (
     LABEL_CELL,
     LABEL_OWNER,
     LABEL_WORKDIR,
-    container_path,
+    in_hf_home,
     remove_stale,
     run_flags,
     stop,
@@ -135,21 +135,24 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
 
 
 def job_command(image_cfg, tools: ToolsImage, name: str, job: Path, spec: Path, read_only: list[str],
-                writable: list[str]) -> list[str]:  # fmt: skip
-    """`docker run` of job.py in the tools image: the serving launcher's flags, the run's labels, each path at itself."""
+                writable: list[str], caller: tuple[int, int] | None = None) -> list[str]:  # fmt: skip
+    """`docker run` of job.py in the tools image: the serving launcher's flags, the run's labels, each path at itself.
+    `caller` (uid, gid; default: this process's) decides whether the job runs as that user."""
+    uid, gid = caller or (os.getuid(), os.getgid())
     run = image_cfg.container
     argv = ["docker", "run", "--name", name, *run_flags(run)]
     labels = {LABEL_WORKDIR: os.environ.get(WORKDIR_ENV, str(Path.cwd().resolve())), LABEL_OWNER: os.environ.get(OWNER_ENV, ""),
               LABEL_CELL: f"quantize/{name}"}  # fmt: skip
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
-    if os.geteuid() != 0:
-        # The checkpoint lands in the user's cache: written as the user, not as the container's root.
-        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
+    if uid != 0:
+        # The checkpoint lands in the user's cache: written as the user, not as the container's root. HOME=/tmp: the
+        # tools write their own caches there, not into the mounted home (made by docker, owned by root).
+        argv += ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
     for path in sorted(set(writable)):
         argv += ["-v", f"{path}:{path}"]
     for path in sorted(set(read_only) | {str(job), str(spec)}):
-        if container_path(path) == path:  # under HF_HOME: the launcher's HF_HOME mount has it
+        if not (run.mount_hf_home and in_hf_home(path)):  # under HF_HOME: the launcher's HF_HOME mount has it
             argv += ["-v", f"{path}:{path}:ro"]
     return [*argv, tools.id, TOOLS_PYTHON, str(job), str(spec)]
 

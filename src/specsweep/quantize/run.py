@@ -101,7 +101,7 @@ def linear_input_widths(config: dict) -> dict[str, int]:
 
 class Quantizer:
     """Where job.py runs. `identity` keys the checkpoint cache; `name` and `image_id` (known once it ran) go in the
-    checkpoint's manifest; `path_in` maps a host path to where the quantizer sees it."""
+    checkpoint's manifest. Every path is the same on the host and in a quantizer's container (mounted at itself)."""
 
     name: str
     identity: str
@@ -109,9 +109,6 @@ class Quantizer:
 
     def run(self, spec: Path, read_only: list[str], writable: list[str]) -> int:
         raise NotImplementedError
-
-    def path_in(self, host_path: str) -> str:
-        return host_path
 
 
 class HostQuantizer(Quantizer):
@@ -139,11 +136,6 @@ class ImageQuantizer(Quantizer):
         tools = in_image.ensure_tools_image(self.cfg, self.record)
         self.image_id = tools.id
         return in_image.run_job(self.cfg, tools, JOB, spec, read_only, writable)
-
-    def path_in(self, host_path: str) -> str:
-        from specsweep.images.container import container_path
-
-        return container_path(host_path)
 
 
 def quantizes_in_image(image_cfg) -> bool:
@@ -255,7 +247,7 @@ def _build_checkpoint(quant, model: ModelCfg, base: ModelRecord, quantizer: Quan
         spec_file = staging.with_name(staging.name + ".spec.json")
         export = staging.with_name(staging.name + ".export")
         try:
-            write_json(spec_file, _job_spec(quant, quantizer.path_in(base.location), staging))
+            write_json(spec_file, _job_spec(quant, base.location, staging))
             calibration = calibration_path(quant)
             returncode = quantizer.run(spec_file, [base.location, *([str(calibration)] if calibration else [])], [str(out.parent)])
             if returncode != 0:
