@@ -77,7 +77,7 @@ def test_spark_sweep_switches_model_serve_and_image() -> None:
         ("k=0", "greater than or equal to 1"),
         ("k=-1", "greater than or equal to 1"),
         ("k=many", "k"),
-        ("foo=1", "unknown key 'foo'; valid keys: bench, drafter"),
+        ("foo=1", "unknown key 'foo'; valid keys: adaptive_verification, bench, drafter"),
         ("+foo=1", "foo: unknown key"),
         ("serve.max_modl_len=3", "valid keys under serve:"),
         ("+drafter.promt_lookup_max=3", "unknown key"),

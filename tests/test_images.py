@@ -279,3 +279,46 @@ def test_an_in_image_quant_is_keyed_without_building_the_tools_image() -> None:
     cpu = compose_cell(["image=vllm_cpu_docker"]).cell.image
     assert cpu.quantizer.where == "model_tools"
     assert type(quantizer_for((cpu, record))) is HostQuantizer and type(quantizer_for(None)) is HostQuantizer
+
+
+ADAPTIVE = [*SPARK, "model=gemma4_26b_a4b_it", "quant=nvidia_nvfp4_26b_a4b", "drafter=gemma_mtp_26b_a4b", "k=4",
+            "adaptive_verification=true"]  # fmt: skip
+
+
+def test_adaptive_verification_is_a_cell_axis_rendered_into_the_speculative_config(tmp_path: Path) -> None:
+    from specsweep.cell import MODEL_RUNNER_V2_ENV, plan_launch
+
+    cell = compose_cell(ADAPTIVE).cell
+    argv = server_command(cell, "/m", 8000).argv
+    spec = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert spec["enable_adaptive_verification"] is True and spec["num_speculative_tokens"] == 4
+    kind = kind_of(cell.image)
+    launch = plan_launch(cell, "/m", kind.preview(), "s", "c", tmp_path)
+    # Model Runner V1 refuses adaptive verification: the container gets V2.
+    assert launch.spec.env[MODEL_RUNNER_V2_ENV] == "1" and f"{MODEL_RUNNER_V2_ENV}=1" in launch.command.argv
+    fixed = plan_launch(compose_cell(ADAPTIVE[:-1]).cell, "/m", kind.preview(), "s", "c", tmp_path)
+    assert MODEL_RUNNER_V2_ENV not in fixed.spec.env
+    with pytest.raises(ConfigError, match="vLLM verifies adaptively for mtp, dflash, eagle3, draft_model, suffix drafters only"):
+        compose_cell(["drafter=ngram", "adaptive_verification=true"])
+
+
+def test_adaptive_cells_are_skipped_on_cpu_images_and_checked_by_preflight_elsewhere() -> None:
+    from specsweep.cell import unsupported_reason
+    from specsweep.records.host import read_cpu_facts
+
+    cpu_cell = compose_cell(["drafter=suffix", "adaptive_verification=true"]).cell
+    cpu_image = kind_of(cpu_cell.image).preview().model_copy(update={"host_cpu": read_cpu_facts()})
+    reason = unsupported_reason(cpu_cell, cpu_image)
+    assert reason is not None and "needs full CUDA graphs" in reason and "serves on the CPU" in reason
+    assert unsupported_reason(compose_cell(["drafter=suffix"]).cell, cpu_image) is None
+    needs = needs_of([compose_cell(ADAPTIVE).cell])
+    assert needs.adaptive_verification
+    found = {"methods": ["mtp"], "architectures": ["Gemma4MTPModel"], "load_formats": ["instanttensor"],
+             "kv_cache_dtypes": ["fp8_e4m3"], "tool_parsers": ["gemma4"], "reasoning_parsers": ["gemma4"],
+             "packages": {"instanttensor": True}, "speculative_fields": ["method", "num_speculative_tokens"]}  # fmt: skip
+    spark = kind_of(compose_cell(SPARK).cell.image)
+    problems = {p.need: p for p in compare(needs, found, spark)}
+    assert set(problems) == {"speculative:enable_adaptive_verification"}
+    assert "v0.30.0" in problems["speculative:enable_adaptive_verification"].message
+    found["speculative_fields"].append("enable_adaptive_verification")
+    assert compare(needs, found, spark) == []

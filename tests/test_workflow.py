@@ -68,9 +68,10 @@ def test_spark_profile_plans_the_26b_a4b_sweep(project: Path) -> None:
     result = snakemake(project, "--profile", "spark", "-n", "--config", "sweep=spark_26b")
     assert result.returncode == 0, result.stderr
     cells = planned_cells(result.stdout + result.stderr)
-    # base and NVIDIA's NVFP4 × (no drafter + MTP at k = 1, 2, 3, 4, 7)
-    assert len(cells) == 2 * 6 and "gemma4_26b_a4b_it-nvidia_nvfp4_26b_a4b-gemma_mtp_26b_a4b-k2" in cells
+    # base and NVIDIA's NVFP4 × (no drafter + MTP at k = 1, 2, 3, 4, 7), and NVFP4 + MTP verified adaptively at k 4, 7
+    assert len(cells) == 2 * 6 + 2 and "gemma4_26b_a4b_it-nvidia_nvfp4_26b_a4b-gemma_mtp_26b_a4b-k2" in cells
     assert "gemma4_26b_a4b_it-nvidia_nvfp4_26b_a4b-gemma_mtp_26b_a4b-k4" in cells
+    assert "gemma4_26b_a4b_it-nvidia_nvfp4_26b_a4b-gemma_mtp_26b_a4b-k4-adaptive" in cells
     assert "results/spark_26b/table.csv" in result.stdout + result.stderr
 
 

@@ -40,8 +40,10 @@ from specsweep.serve.logs import failure_excerpt
 from specsweep.serve.memory import PeakMemory, memory_record
 from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV
 from specsweep.serve.server import PortInUse, ServerError, VllmServer, free_port
-from specsweep.serve.speculative import speculative_config_json
+from specsweep.serve.speculative import cell_speculative_config
 
+# vLLM's switch to Model Runner V2, which adaptive verification needs.
+MODEL_RUNNER_V2_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 # Environment marker on the server and its workers, so a leaked process can be traced to its cell.
 CELL_MARKER_ENV = "SPECSWEEP_CELL_DIR"
 # How long a server whose requests failed gets to exit before the cell blames the requests instead.
@@ -67,6 +69,11 @@ def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
     if servable is not None and scheme not in servable:
         why = cell.image.unservable_reasons.get(scheme, f"image {image.name} serves only {', '.join(servable)}")
         return f"quant {cell.quant.name} ({scheme}) cannot be served here: {why}"
+    if cell.adaptive_verification and image.host_cpu is not None:
+        return (
+            f"adaptive verification needs full CUDA graphs (vLLM: \"Adaptive verification requires full CUDA graphs\") "
+            f"and Model Runner V2; image {image.name} serves on the CPU"
+        )
     drafter = cell.drafter
     if image.offline and isinstance(drafter, ModelDrafter):
         return (
@@ -183,6 +190,9 @@ def plan_launch(
     if image.preload:
         # The server process only: specsweep and Snakemake keep the system allocator and OpenMP.
         env["LD_PRELOAD"] = ld_preload(image.preload)
+    if cfg.adaptive_verification:
+        # Model Runner V1 refuses it ("Model Runner V1 does not support: adaptive draft verification").
+        env[MODEL_RUNNER_V2_ENV] = "1"
     labels = {LABEL_CELL: str(out_dir.resolve()), LABEL_WORKDIR: os.environ.get(WORKDIR_ENV, str(Path.cwd().resolve())),
               LABEL_OWNER: os.environ.get(OWNER_ENV, "")}  # fmt: skip
     spec = LaunchSpec(
@@ -309,7 +319,7 @@ def run_cell(
         drafter=cfg.drafter.name,
         drafter_kind=cfg.drafter.kind,
         k=None if cfg.drafter.kind == "none" else cfg.k,
-        speculative_config=speculative_config_json(cfg.drafter, cfg.k, schedule=cfg.k_schedule),
+        speculative_config=cell_speculative_config(cfg),
         dtype=serving.dtype if serving else cfg.model.dtype,
         image_id=image.location,
         vllm_commit=image.vllm_commit,

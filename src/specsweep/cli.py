@@ -26,7 +26,7 @@ def cmd_config(args: argparse.Namespace) -> None:
     from specsweep.config.grid import check_k_has_a_drafter, readable_id
     from specsweep.images.base import LaunchSpec, kind_of
     from specsweep.models.prepare import model_location
-    from specsweep.serve.speculative import speculative_config_json
+    from specsweep.serve.speculative import cell_speculative_config
 
     composed = compose_cell(args.overrides)
     cell = composed.cell
@@ -48,7 +48,7 @@ def cmd_config(args: argparse.Namespace) -> None:
                       dtype=serving.dtype if serving else None, env={}, labels={})  # fmt: skip
     command = kind.server_command(image, spec)
     print("\n# speculative config")
-    print(speculative_config_json(cell.drafter, cell.k, schedule=cell.k_schedule) or "(none: no --speculative-config flag)")
+    print(cell_speculative_config(cell) or "(none: no --speculative-config flag)")
     print("\n# vLLM server argv" + ("" if cell.serve.port else " (port chosen free at run time; 8000 shown)"))
     print(shlex.join(command.argv))
 

@@ -165,6 +165,8 @@ def readable_id(composed: Composed) -> str:
         parts.append(f"k{cell.k}")
     if cell.k_schedule:
         parts.append("sched" + "_".join(".".join(map(str, entry)) for entry in cell.k_schedule))
+    if cell.adaptive_verification:
+        parts.append("adaptive")
     return "-".join(parts)
 
 

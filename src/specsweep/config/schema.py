@@ -597,6 +597,11 @@ class ReportCfg(Strict):
 # ---------------------------------------------------------------- cell
 
 
+# Drafters vLLM's adaptive verification serves (docs/features/spec_decode/adaptive_verification.md, v0.30): EAGLE,
+# MTP, DFlash, draft models and suffix decoding; not ngram.
+ADAPTIVE_VERIFICATION_DRAFTERS = ("mtp", "dflash", "eagle3", "draft_model", "suffix")
+
+
 class CellCfg(Strict):
     """Everything that defines one cell. `sweep` is not part of it: a cell means the same in any sweep."""
 
@@ -607,6 +612,10 @@ class CellCfg(Strict):
     # vLLM's dynamic speculative decoding: [[lo, hi, k], ...] draft length by batch size (the k-advisor's schedule);
     # every k in it is at most `k`, the draft length the server is started with.
     k_schedule: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=3, max_length=3)]] | None = None
+    # vLLM's acceptance-based adaptive verification (`enable_adaptive_verification` in --speculative-config, vLLM PRs
+    # 47808 and 52228, v0.30+): the server verifies fewer of the k drafted tokens where acceptance is low. A cell axis,
+    # so a sweep compares it with fixed k and with k_schedule.
+    adaptive_verification: bool = False
     serve: ServeCfg
     image: ImageCfg
     bench: BenchCfg
@@ -620,6 +629,15 @@ class CellCfg(Strict):
             raise ValueError("k_schedule sets draft lengths by batch size, but drafter=none drafts nothing; pick a drafter")
         if too_long := [entry for entry in self.k_schedule if entry[2] > self.k]:
             raise ValueError(f"k_schedule entries {too_long} draft more than k={self.k}; set k to the schedule's largest k")
+        return self
+
+    @model_validator(mode="after")
+    def _adaptive_needs_a_model_drafter(self) -> "CellCfg":
+        if self.adaptive_verification and self.drafter.kind not in ADAPTIVE_VERIFICATION_DRAFTERS:
+            raise ValueError(
+                f"adaptive_verification=true with drafter={self.drafter.name} ({self.drafter.kind}): vLLM verifies "
+                f"adaptively for {', '.join(ADAPTIVE_VERIFICATION_DRAFTERS)} drafters only; pick one, or drop it"
+            )
         return self
 
     @model_validator(mode="after")

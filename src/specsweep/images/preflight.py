@@ -17,7 +17,7 @@ from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.images.base import ImageKind
 from specsweep.records.image import ImageRecord, Needs, PreflightRecord, Problem
 from specsweep.serve.argv import vllm_args
-from specsweep.serve.speculative import speculative_config_json
+from specsweep.serve.speculative import cell_speculative_config
 
 # Run inside the image (its Python, no specsweep): vLLM's own lists of what it supports.
 PROBE = r"""
@@ -56,6 +56,7 @@ try:
 except ImportError:
     from vllm.attention.backends.registry import AttentionBackendEnum
 found["attention_backends"] = sorted(member.name for member in AttentionBackendEnum)
+found["speculative_fields"] = sorted(getattr(speculative.SpeculativeConfig, "__dataclass_fields__", {}))
 found["packages"] = {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
 ARGV_PARSING
 print(json.dumps(found))
@@ -96,7 +97,7 @@ def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Need
     prs: dict[int, set[str]] = {}
     argvs = {cell_id: [PLACEHOLDER_MODEL, *vllm_args(cell, 8000, model_is_local=True)] for cell_id, cell in zip(ids, cells)}
     for cell in cells:
-        spec = speculative_config_json(cell.drafter, cell.k, schedule=cell.k_schedule)
+        spec = cell_speculative_config(cell)
         if spec is not None:
             methods.add(json.loads(spec)["method"])
         serve = cell.serve
@@ -114,7 +115,7 @@ def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Need
     return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
                  tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())),
                  prs={pr: sorted(names) for pr, names in sorted(prs.items())}, attention_backends=sorted(backends),
-                 argvs=argvs)  # fmt: skip
+                 adaptive_verification=any(cell.adaptive_verification for cell in cells), argvs=argvs)  # fmt: skip
 
 
 def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] = ()) -> list[Problem]:
@@ -148,6 +149,10 @@ def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] =
         if backend.upper() not in known_backends:
             missing(f"attention_backend:{backend}", f"its vLLM has no attention backend {backend}",
                     kind.upgrade_fix(f"attention backend {backend}"))
+    if needs.adaptive_verification and "enable_adaptive_verification" not in found.get("speculative_fields", []):
+        missing("speculative:enable_adaptive_verification", "its vLLM has no adaptive verification "
+                "(SpeculativeConfig.enable_adaptive_verification, vLLM PRs 47808 and 52228, v0.30.0)",
+                kind.upgrade_fix("adaptive verification (v0.30.0 or later)"))  # fmt: skip
     for cell_id, result in found.get("argv", {}).items():
         if not result["ok"]:
             missing(f"argv:{cell_id}", f"its vLLM refuses cell {cell_id}'s server arguments ({result['error']})",

@@ -92,6 +92,8 @@ class Needs(BaseModel):
     prs: dict[int, list[str]] = {}
     # Attention backends the cells select (the target's --attention-backend, the draft's in --speculative-config).
     attention_backends: list[str] = []
+    # Whether any cell verifies adaptively (SpeculativeConfig.enable_adaptive_verification, vLLM v0.30+).
+    adaptive_verification: bool = False
     # Each cell's `vllm serve` arguments (a placeholder model path first), parsed by the image's own vLLM.
     argvs: dict[str, list[str]] = {}
 

@@ -83,6 +83,8 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "k": record.k,
         # A batch-size schedule the cell served ([[lo, hi, k], ...] as JSON): its k is only the largest k.
         "k_schedule": _schedule(record.speculative_config),
+        "adaptive_verification": bool(record.speculative_config and json.loads(record.speculative_config).get(
+            "enable_adaptive_verification")),
         "status": record.status,
         "skip_reason": record.skip_reason,
         "error": record.error,

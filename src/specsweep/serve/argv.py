@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import CellCfg, HubQuant, HubSource, ModelDrafter, NoQuant, ServeCfg
-from specsweep.serve.speculative import speculative_config_json
+from specsweep.serve.speculative import cell_speculative_config
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def vllm_args(
     if cell.model.chat_template:
         args += ["--chat-template", str(project_relative(cell.model.chat_template))]
     args += server_flags(cell.serve)
-    spec = speculative_config_json(cell.drafter, cell.k, drafter_location, cell.k_schedule)
+    spec = cell_speculative_config(cell, drafter_location)
     if spec is not None:
         args += ["--speculative-config", spec]
         if isinstance(cell.drafter, ModelDrafter) and cell.drafter.target_attention_backend:

@@ -6,6 +6,7 @@ import json
 from typing import Any, Callable
 
 from specsweep.config.schema import (
+    CellCfg,
     DrafterCfg,
     ModelDrafter,
     NgramDrafter,
@@ -74,11 +75,20 @@ def speculative_config(drafter: DrafterCfg, k: int, drafter_location: str | None
 
 
 def speculative_config_json(
-    drafter: DrafterCfg, k: int, drafter_location: str | None = None, schedule: list[list[int]] | None = None
+    drafter: DrafterCfg, k: int, drafter_location: str | None = None, schedule: list[list[int]] | None = None,
+    adaptive: bool = False,
 ) -> str | None:
     """Compact JSON, key order as written above (vLLM parses it with json.loads). `schedule`: vLLM's dynamic
-    speculative decoding, [[lo, hi, k], ...] by batch size (`k_schedule`); `k` is then the largest k it may use."""
+    speculative decoding, [[lo, hi, k], ...] by batch size (`k_schedule`); `k` is then the largest k it may use.
+    `adaptive`: vLLM's adaptive verification of the drafted tokens."""
     config = speculative_config(drafter, k, drafter_location)
     if config is not None and schedule:
         config["num_speculative_tokens_per_batch_size"] = [list(entry) for entry in schedule]
+    if config is not None and adaptive:
+        config["enable_adaptive_verification"] = True
     return None if config is None else json.dumps(config, separators=(",", ":"))
+
+
+def cell_speculative_config(cell: CellCfg, drafter_location: str | None = None) -> str | None:
+    """A cell's --speculative-config: its drafter at k, with its batch-size schedule and verification policy."""
+    return speculative_config_json(cell.drafter, cell.k, drafter_location, cell.k_schedule, cell.adaptive_verification)
