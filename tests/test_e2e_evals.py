@@ -31,6 +31,9 @@ def test_every_ngram_cell_is_lossless_at_concurrency_1(evals: pd.DataFrame) -> N
     assert len(drafted) == 4
     assert (drafted.lossless_match_pct == 100).all(), drafted.lossless_detail.tolist()
     assert drafted.lossless_detail.str.startswith("identical (").all()
+    # Identical over real tokens: every one of the 4 prompts generated (zero compared tokens is an error, not 100 %).
+    compared = drafted.lossless_detail.str.extract(r"identical \((\d+) tokens, (\d+) prompts")
+    assert (compared[1].astype(int) == 4).all() and (compared[0].astype(int) >= 4).all(), compared
     for cell_id, row in drafted.iterrows():
         assert row.lossless_reference_cell == f"gemma3_270m-{row.quant}-none"
     # Reference cells compare with nothing.

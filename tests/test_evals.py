@@ -120,6 +120,15 @@ def test_lossless_comparison_fails_on_different_outputs():
     assert "a at token 2" in describe(result)
 
 
+def test_zero_compared_tokens_is_an_error_not_100_percent():
+    from specsweep.evals.lossless import NothingCompared
+
+    with pytest.raises(NothingCompared, match="no greedy tokens to compare"):
+        compare_greedy(_greedy({"a": [], "b": []}), _greedy({"a": [], "b": []}))
+    # One side empty is a full divergence, not nothing.
+    assert compare_greedy(_greedy({"a": [1, 2]}), _greedy({"a": []})).match_pct == 0
+
+
 def test_lossless_refuses_records_of_different_prompt_sets():
     other = _greedy({"a": [1]}).model_copy(update={"max_tokens": 9})
     with pytest.raises(ValueError, match="different prompt sets"):

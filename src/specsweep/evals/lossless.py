@@ -76,6 +76,10 @@ def generate(base_url: str, model: str, cfg: LosslessCfg, tokenizer_dir: str, ti
     )
 
 
+class NothingCompared(ValueError):
+    """Both cells' greedy outputs are empty: there is no losslessness to report."""
+
+
 def compare_greedy(reference: GreedyRecord, candidate: GreedyRecord) -> LosslessResult:
     if (reference.prompts_sha256, reference.max_tokens) != (candidate.prompts_sha256, candidate.max_tokens):
         raise ValueError("the two cells generated from different prompt sets or max_tokens (eval.lossless differs)")
@@ -100,8 +104,14 @@ def compare_greedy(reference: GreedyRecord, candidate: GreedyRecord) -> Lossless
                     reference_text="".join(ref.pieces[common : common + DIVERGENCE_TOKENS]),
                     candidate_text="".join(cand.pieces[common : common + DIVERGENCE_TOKENS]),
                 )
+    if compared == 0:
+        # Nothing generated on either side proves nothing: never 100 % by default.
+        raise NothingCompared(
+            f"no greedy tokens to compare ({len(reference.outputs)} prompts, both sides empty): the servers generated "
+            "nothing; see the cells' server logs"
+        )
     return LosslessResult(
-        match_pct=100.0 * matched / compared if compared else 100.0,
+        match_pct=100.0 * matched / compared,
         matched_tokens=matched,
         compared_tokens=compared,
         prompts=len(reference.outputs),

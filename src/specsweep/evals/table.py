@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.evals.distributions import ScoredWindows, compare, same_checkpoint_problem
-from specsweep.evals.lossless import compare_greedy, describe
+from specsweep.evals.lossless import NothingCompared, compare_greedy, describe
 from specsweep.records.quality import QualityRecord
 from specsweep.records.table import MANIFEST_KEYS
 from specsweep.records.types import CellRecord
@@ -54,7 +54,10 @@ def _lossless(cell: _Cell, baselines: dict[tuple[str, str], _Cell]) -> dict:
     reference = baselines.get(cell.key)
     if reference is None or reference.evals is None or reference.evals.greedy is None:
         return {"lossless_detail": f"not compared: the sweep has no measured drafter=none cell of quant {cell.record.quant}"}
-    result = compare_greedy(reference.evals.greedy, greedy)
+    try:
+        result = compare_greedy(reference.evals.greedy, greedy)
+    except NothingCompared as err:
+        return {"lossless_reference_cell": reference.record.cell_id, "lossless_detail": f"not compared: {err}"}
     return {
         "lossless_match_pct": result.match_pct,
         "lossless_divergent_prompts": result.divergent_prompts,
