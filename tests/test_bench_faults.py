@@ -200,11 +200,10 @@ HANG_TIMEOUT_S = 2
 
 @pytest.mark.parametrize("fault,reason", FAULTS, ids=[fault for fault, _ in FAULTS])
 def test_a_fault_is_one_failed_request_and_the_figures_come_from_the_good_ones(fault: str, reason: str) -> None:
-    started = time.perf_counter()
     with Scripted(["ok", fault, "ok"]) as server:
         row, requests = measure(server, request_timeout_s=HANG_TIMEOUT_S if fault == "hang" else 30)
-    assert time.perf_counter() - started < 10  # the hang ended at the request timeout, not the server's 30 s
     bad = requests[1]
+    # For the hang, the reason names the 2 s request timeout: that one ended it, not the server's 30 s (no clock).
     assert bad.error.startswith(reason), bad.error
     assert (row.errors.failed, row.errors.total, row.errors.used) == (1, 3, 2)
     assert row.errors.messages == [bad.error]

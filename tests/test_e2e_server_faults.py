@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -78,11 +77,10 @@ def test_a_configured_port_in_use_fails_the_cell_with_the_fix(swept: Path, tmp_p
 
 
 def test_a_server_never_healthy_times_out_and_its_group_is_gone(swept: Path, tmp_path: Path) -> None:
-    started = time.monotonic()
     record = run(swept, tmp_path, "serve.startup_timeout_s=3", "serve.shutdown_timeout_s=5")
     assert record.status == "failed"
+    # The 3 s startup timeout ended it (the error says which timeout fired; no wall-clock bound on a loaded host).
     assert "not healthy after 3 s (serve.startup_timeout_s)" in record.error
-    assert time.monotonic() - started < 30
     assert cell_processes(tmp_path) == []
 
 
