@@ -193,7 +193,8 @@ def test_the_spark_spec_reuses_the_id_it_built_and_rebuilds_when_that_image_is_g
         kind._built_id()
 
 
-def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served: tuple[Path, str]) -> None:
+def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served: tuple[Path, str], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """image.quantizer.where=image, the Spark's way (the tools' pins in a venv on the image's torch, job.py in a container
     with the launcher's flags), through the DAG's quantize job: round to nearest is deterministic, so the checkpoint
     must be the model-tools env's, file for file."""
@@ -204,11 +205,14 @@ def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served
     from specsweep.workflow_plan import plan_sweep
 
     project, _ = served
-    # A checkpoint an earlier run made inside an image is in the shared cache: removed, so the container runs now.
-    for made_before in (cache_dir() / "quants").glob("gemma3_270m-w4a16_rtn-*"):
-        manifest = made_before / "quant_manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("quantize_image_id"):
-            shutil.rmtree(made_before)
+    # A cache of its own whose quants start empty, so the container runs now; everything else (envs, the prepared
+    # model, probes) is the shared cache's, linked. Nothing in the user's cache is deleted.
+    shared, own = cache_dir(), tmp_path / "cache"
+    (own / "quants").mkdir(parents=True)
+    for entry in shared.iterdir():
+        if entry.name != "quants":
+            (own / entry.name).symlink_to(entry)
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(own))
     overrides = ["image=vllm_cpu_docker", "quant=w4a16_rtn", "drafter=none", "image.quantizer.where=image"]
     (key,) = [k for k, q in plan_sweep(overrides).quants.items() if q.image_key]
     result = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={' '.join(overrides)}", "--",
