@@ -76,7 +76,7 @@ def test_spark_sweep_switches_model_serve_and_image() -> None:
         ("drafter=gemma_mpt", "Available options in 'drafter'"),
         ("k=0", "greater than or equal to 1"),
         ("k=-1", "greater than or equal to 1"),
-        ("k=many", "k"),
+        ("k=many", "k: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
         ("foo=1", "unknown key 'foo'; valid keys: adaptive_verification, bench, drafter"),
         ("+foo=1", "foo: unknown key"),
         ("serve.max_modl_len=3", "valid keys under serve:"),

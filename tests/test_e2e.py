@@ -131,10 +131,12 @@ def test_quality_per_quant(swept: Path, table: pd.DataFrame) -> None:
     quality = pd.read_csv(swept / "results/embedded/quality.csv").set_index("quant")
     assert sorted(quality.index) == ["bf16", "int4_autoround_fast", "nvfp4a16", "w4a16_gptq"]
     assert (quality.status == "ok").all() and (quality.method == "in_process_full_distribution").all()
-    assert quality.loc["bf16", "kld"] == 0 and quality.loc["bf16", "ppl_recovery_pct"] == 100
+    # The base against a second, separately loaded copy of itself: the same weights give the same distributions.
+    assert abs(quality.loc["bf16", "kld"]) < 1e-9 and quality.loc["bf16", "ppl_recovery_pct"] == pytest.approx(100)
     for quant in ("int4_autoround_fast", "nvfp4a16", "w4a16_gptq"):
         assert quality.loc[quant, "kld"] > 0
-        assert quality.loc[quant, "ppl"] > quality.loc["bf16", "ppl"] * 0.9
+        # 4-bit weights of a 270M model cost quality: every quant's PPL is above the base's (measured: +15 % to +72 %).
+        assert quality.loc[quant, "ppl"] > quality.loc["bf16", "ppl"]
     # Every row of a quant carries its quality next to its throughput.
     for quant, rows in table.groupby("quant"):
         assert (rows.ppl == quality.loc[quant, "ppl"]).all()
@@ -263,12 +265,26 @@ def test_memory_is_recorded_for_every_served_cell(served: pd.DataFrame) -> None:
         assert row.mem_peak_rss_gib > row.mem_weights_gib and 0 < row.mem_pss_at_end_gib <= row.mem_peak_rss_gib, row.cell_id
 
 
-def test_compare_the_sweep_with_itself_and_bf16_with_w4a16(swept: Path) -> None:
+def test_compare_finds_a_known_shift_and_pairs_bf16_with_w4a16(swept: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from specsweep.records.types import CellRecord
     from specsweep.report.compare import compare
 
     sweep_dir = swept / "results/embedded"
-    itself = compare(sweep_dir, sweep_dir)
-    assert itself.changes and not itself.flagged
+    # A copy of the sweep whose one cell generated 20 % slower: compare must put the change there and nowhere else.
+    other = tmp_path / "b/embedded"
+    shutil.copytree(sweep_dir, other)
+    cell = "gemma3_270m-bf16-ngram-k4"
+    record = CellRecord.model_validate_json((other / cell / "bench.json").read_text())
+    for workload in record.workloads:
+        metric = workload.row.tg_throughput
+        metric.values, metric.mean = [v * 0.8 for v in metric.values], metric.mean * 0.8
+    (other / cell / "bench.json").write_text(record.model_dump_json())
+    shifted = compare(sweep_dir, other)
+    moved = {(c.cell_a, c.metric) for c in shifted.changes if c.change_pct != 0}
+    assert moved == {(cell, "tg_tps")}, moved
+    assert all(c.change_pct == pytest.approx(-20) for c in shifted.changes if c.cell_a == cell and c.metric == "tg_tps")
     paired = compare(sweep_dir, sweep_dir, pair=("quant", "bf16", "w4a16_gptq"))
     # Each w4a16_gptq cell is paired with its bf16 counterpart (bf16 alone has ngram k=2); they differ in the quant only.
     assert paired.only_in_a == ["gemma3_270m-bf16-ngram-k2"] and not paired.only_in_b

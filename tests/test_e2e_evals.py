@@ -53,8 +53,8 @@ def test_endpoint_figures_agree_with_the_in_process_figures(swept: Path, evals: 
         # The top-k KLD is a lower bound of the full KLD the in-process job measured.
         assert row.endpoint_kld_topk <= row.inprocess_kld * 1.01 + 1e-6
         assert abs(row.served_vs_inprocess_ppl_delta_pct) < 1 and row.served_vs_inprocess_kld_topk < 1e-3
-    base = evals.loc["gemma3_270m-bf16-none"]
-    assert base.endpoint_ppl_recovery_pct == 100 and base.endpoint_kld_topk == 0 and base.endpoint_top1_agreement == 1
+    # (The base cell's own endpoint row is the reference of the others; the loop above checks it against the
+    # in-process job, two different engines whose answer is known: the same checkpoint.)
     for quant in ("int4_autoround_fast", "w4a16_gptq"):
         row = evals.loc[f"gemma3_270m-{quant}-none"]
         assert row.endpoint_kld_topk > 0.01 and row.endpoint_ppl_recovery_pct < 100 and row.endpoint_top1_agreement < 1
