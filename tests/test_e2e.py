@@ -13,7 +13,6 @@ import yaml
 from project import cell_processes, snakemake_e2e
 
 from specsweep.envs import sha256_file
-from specsweep.images.cpu_host import choose_serving
 from specsweep.records.host import read_cpu_facts
 
 pytestmark = pytest.mark.slow
@@ -157,23 +156,54 @@ def test_served_quant_checkpoints_match_their_manifests(swept: Path, served: pd.
     assert (quantized.quant_kernel == quantized.wna16_kernel_selected).all()
 
 
+# What each host kind gets, written out (not computed by the code under test): vLLM's extension build, whether it
+# has the native int4 GEMM, and the W4A16 kernel in float32 (`auto`) and in bfloat16.
+HOST_TABLE = {
+    "avx2": ("_C_AVX2", False, "DequantWNA16FallbackKernel", "DequantWNA16FallbackKernel"),
+    "avx512": ("_C_AVX512", True, "DequantWNA16FallbackKernel", "CPUWNA16LinearKernel"),
+    "avx512_bf16": ("_C", True, "DequantWNA16FallbackKernel", "CPUWNA16LinearKernel"),
+}
+
+
 def test_dtype_and_kernel_follow_this_hosts_cpu(swept: Path, table: pd.DataFrame) -> None:
     cpu = read_cpu_facts()
-    expected = choose_serving("auto", cpu, native_op=native_wna16_here(swept))
-    assert set(table["dtype"]) == {expected.dtype}
-    assert set(table.cpu_isa) == {cpu.isa}
+    extension, native, fp32_kernel, _ = HOST_TABLE[cpu.isa]
+    (receipt,) = (swept / "results/_images").glob("vllm_cpu-*.json")
+    image = json.loads(receipt.read_text())
+    assert (image["cpu_extension"], image["native_wna16_op"]) == (extension, native), cpu.model
+    # `auto` is float32 on every host (drafted == plain greedy); the int4 GEMM has no float32 case.
+    assert set(table["dtype"]) == {"float32"} and set(table.cpu_isa) == {cpu.isa}
     w4 = table[table.quant_scheme == "W4A16"]
-    assert set(w4.wna16_kernel_selected) == {expected.wna16_kernel}
+    assert set(w4.wna16_kernel_selected) == {fp32_kernel} and set(w4[w4.status == "ok"].quant_kernel) == {fp32_kernel}
     manifest = json.loads((swept / "results/embedded/gemma3_270m-w4a16_gptq-none/manifest.json").read_text())
-    assert manifest["host_cpu"]["flags"] == cpu.flags and manifest["serving"]["dtype"] == expected.dtype
-    assert ("SPECSWEEP_WNA16_FALLBACK" in manifest["server_env"]) == expected.fallback
+    assert manifest["host_cpu"]["flags"] == cpu.flags and manifest["serving"]["dtype"] == "float32"
+    assert "SPECSWEEP_WNA16_FALLBACK" in manifest["server_env"]
     argv = manifest["server_argv"]
-    assert argv[argv.index("--dtype") + 1] == expected.dtype
+    assert argv[argv.index("--dtype") + 1] == "float32"
 
 
-def native_wna16_here(project: Path) -> bool:
-    (receipt,) = (project / "results/_images").glob("vllm_cpu-*.json")
-    return json.loads(receipt.read_text())["native_wna16_op"]
+def test_bf16_w4a16_is_served_by_this_hosts_kernel(swept: Path, tmp_path: Path) -> None:
+    """The W4A16 cell in bfloat16, served for real: vLLM's own int4 GEMM on an AVX-512 host (its figures recorded),
+    the dequantizing fallback on an AVX2 host."""
+    from specsweep.cell import run_cell
+    from specsweep.config.grid import expand
+    from specsweep.records.image import ImageRecord
+    from specsweep.records.model import ModelRecord
+    from specsweep.records.quant import QuantRecord
+
+    _, _, _, bf16_kernel = HOST_TABLE[read_cpu_facts().isa]
+    (cell,) = expand(["quant=w4a16_gptq", "drafter=none", "model.dtype=bfloat16", "eval=none", "bench.runs=1",
+                      "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:32}]"])  # fmt: skip
+    results = swept / "results"
+    model = ModelRecord.model_validate_json(next(results.glob("_models/*.json")).read_text())
+    quant = QuantRecord.model_validate_json(next(results.glob("_quants/gemma3_270m-w4a16_gptq-*.json")).read_text())
+    image = ImageRecord.model_validate_json(next(results.glob("_images/vllm_cpu-*.json")).read_text())
+    record = run_cell(cell, tmp_path, model, quant, image, tmp_path / "server.log")
+    assert record.status == "ok", record.error
+    assert (record.dtype, record.wna16_kernel_selected, record.quant_kernel) == ("bfloat16", bf16_kernel, bf16_kernel)
+    (workload,) = record.workloads
+    assert workload.row.tg_throughput.mean > 0 and sum(r.completion_tokens for r in workload.requests) > 0
+    print(f"[bf16 W4A16 on {read_cpu_facts().model}] {bf16_kernel}: tg {workload.row.tg_throughput.mean:.1f} t/s")
 
 
 def test_the_server_runs_with_tcmalloc_and_intel_openmp_preloaded(swept: Path) -> None:
