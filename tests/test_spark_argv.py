@@ -170,9 +170,10 @@ def test_an_unknown_speculative_method_is_refused(parse) -> None:
     assert "unknown speculative method 'gemma5_mtp'" in parse([args])[0]["error"]
 
 
-def test_preflight_parses_every_cells_argv_with_the_images_own_vllm() -> None:
+def test_preflight_parses_every_cells_argv_with_the_images_own_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     """One probe of the CPU image (its vLLM 0.32) parses each planned cell's argv: a flag it does not know fails the
-    preflight naming the cell, the flag and the fix; the good cells pass."""
+    preflight naming the cell, the flag and the fix; the good cells pass. Offline, as the embedded cells' jobs run."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from specsweep.images.base import kind_of
     from specsweep.images.preflight import needs_of, probe, run_preflight
 

@@ -73,7 +73,11 @@ def _argv_parsing(argvs: dict[str, list[str]]) -> str:
         return ""
     # Without its stdin main and its __future__ import (which must open a file, not follow the probe's code).
     functions = CLI_PROBE.read_text().split('\nif __name__ == "__main__":')[0].replace("from __future__ import annotations\n", "")
-    return f"{functions}\nfound['argv'] = {{cell: parse(argv) for cell, argv in json.loads({json.dumps(json.dumps(argvs))}).items()}}\n"
+    # The placeholder becomes an empty directory here: offline (HF_HUB_OFFLINE=1), a path that does not exist is
+    # looked up as a hub repo id and refused for its form, whatever the flags.
+    return (f"{functions}\nimport tempfile\n_model = tempfile.mkdtemp(prefix='specsweep-preflight-')\n"
+            f"found['argv'] = {{cell: parse([_model if a == {PLACEHOLDER_MODEL!r} else a for a in argv]) for cell, argv in "
+            f"json.loads({json.dumps(json.dumps(argvs))}).items()}}\n")
 
 # Python packages a feature needs at run time besides vLLM itself (vLLM registers the name either way).
 PACKAGES_FOR = {
