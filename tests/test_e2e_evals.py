@@ -116,20 +116,27 @@ def test_quality_is_in_the_table_and_the_reports(swept: Path) -> None:
         assert key in evals and key in table
 
 
+# lm-eval's own CLI parser on an argv specsweep built: the fields the tests read, as lm-eval parsed them.
+LM_EVAL_PARSE = (
+    "import json, sys\nfrom lm_eval._cli import HarnessCLI\n"
+    "args = HarnessCLI()._parser.parse_args(sys.argv[1:])\n"
+    "print(json.dumps({name: getattr(args, name) for name in ('model', 'tasks', 'model_args', 'num_fewshot', "
+    "'batch_size', 'limit', 'gen_kwargs')}, default=str))"
+)
+
+
+def parsed_by_lm_eval(python: str, argv: list[str]) -> dict:
+    parsed = subprocess.run([python, "-c", LM_EVAL_PARSE, *argv[3:]], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr[-2000:]
+    return json.loads(parsed.stdout.strip().splitlines()[-1])
+
+
 def test_lm_evals_own_parsers_accept_the_argv_and_the_task(swept: Path) -> None:
     """lm-eval's CLI parser takes the argv specsweep builds, and its validator accepts the shipped task."""
     env = lm_eval_env()
     cfg = compose_cell([]).cell.eval.lm_eval
     argv = lm_eval_argv(str(env.python_bin), cfg, "http://127.0.0.1:8000", "gemma-3-270m", "/m", 2048, Path("/o"))
-    program = (
-        "import json, sys\nfrom lm_eval._cli import HarnessCLI\n"
-        "args = HarnessCLI()._parser.parse_args(sys.argv[1:])\n"
-        "print(json.dumps({'model': args.model, 'tasks': args.tasks, 'model_args': args.model_args,"
-        " 'num_fewshot': args.num_fewshot, 'batch_size': args.batch_size}, default=str))"
-    )
-    parsed = subprocess.run([str(env.python_bin), "-c", program, *argv[3:]], capture_output=True, text=True)
-    assert parsed.returncode == 0, parsed.stderr[-2000:]
-    args = json.loads(parsed.stdout.strip().splitlines()[-1])
+    args = parsed_by_lm_eval(str(env.python_bin), argv)
     assert args["model"] == "local-completions" and TASK in str(args["tasks"]) and args["num_fewshot"] == 0
     assert "base_url" in str(args["model_args"]) and "add_bos_token" in str(args["model_args"])
     validated = subprocess.run(
@@ -140,13 +147,6 @@ def test_lm_evals_own_parsers_accept_the_argv_and_the_task(swept: Path) -> None:
     # The Spark eval's subset, concurrency and token budget parse as lm-eval reads them.
     spark = compose_cell(["sweep=spark"]).cell.eval.lm_eval
     argv = lm_eval_argv(str(env.python_bin), spark, "http://127.0.0.1:8000", "gemma-4", "/m", None, Path("/o"))
-    program = (
-        "import json, sys\nfrom lm_eval._cli import HarnessCLI\n"
-        "args = HarnessCLI()._parser.parse_args(sys.argv[1:])\n"
-        "print(json.dumps({'limit': args.limit, 'gen_kwargs': args.gen_kwargs, 'model_args': args.model_args}, default=str))"
-    )
-    parsed = subprocess.run([str(env.python_bin), "-c", program, *argv[3:]], capture_output=True, text=True)
-    assert parsed.returncode == 0, parsed.stderr[-2000:]
-    args = json.loads(parsed.stdout.strip().splitlines()[-1])
+    args = parsed_by_lm_eval(str(env.python_bin), argv)
     assert args["limit"] == 250 and args["gen_kwargs"] == {"max_gen_toks": 256}
     assert (args["model_args"]["num_concurrent"], args["model_args"]["timeout"]) == (4, 188)
