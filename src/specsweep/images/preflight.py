@@ -64,20 +64,42 @@ print(json.dumps(found))
 
 # The cells' argvs through vLLM's own CLI code (serve/vllm_cli_probe.py, without its stdin main), in the same process.
 CLI_PROBE = Path(__file__).resolve().parents[1] / "serve" / "vllm_cli_probe.py"
-# A model path for parsing only: the argv's checks need no weights, and a path keeps vLLM off the hub.
-PLACEHOLDER_MODEL = "/specsweep/preflight/model"
+# Paths for parsing only, made under a temporary directory where the probe runs: the model (the argv's checks need no
+# weights, and an existing path keeps vLLM off the hub) and the project files an argv names (a chat template).
+PREFLIGHT_ROOT = "/specsweep/preflight"
+PLACEHOLDER_MODEL = f"{PREFLIGHT_ROOT}/model"
 
 
-def _argv_parsing(argvs: dict[str, list[str]]) -> str:
+def _with_placeholder_files(argv: list[str], files: dict[str, str]) -> list[str]:
+    """`argv` with each project file it names (`--chat-template`) replaced by a placeholder whose text goes in `files`:
+    vLLM checks that the template exists, and the probe's container mounts nothing."""
+    out = list(argv)
+    for at, arg in enumerate(argv[:-1]):
+        if arg == "--chat-template" and Path(argv[at + 1]).is_file():
+            path = Path(argv[at + 1])
+            placeholder = f"{PREFLIGHT_ROOT}/files/{path.name}"
+            files[placeholder] = path.read_text()
+            out[at + 1] = placeholder
+    return out
+
+
+def _argv_parsing(argvs: dict[str, list[str]], files: dict[str, str]) -> str:
     if not argvs:
         return ""
     # Without its stdin main and its __future__ import (which must open a file, not follow the probe's code).
     functions = CLI_PROBE.read_text().split('\nif __name__ == "__main__":')[0].replace("from __future__ import annotations\n", "")
-    # The placeholder becomes an empty directory here: offline (HF_HUB_OFFLINE=1), a path that does not exist is
-    # looked up as a hub repo id and refused for its form, whatever the flags.
-    return (f"{functions}\nimport tempfile\n_model = tempfile.mkdtemp(prefix='specsweep-preflight-')\n"
-            f"found['argv'] = {{cell: parse([_model if a == {PLACEHOLDER_MODEL!r} else a for a in argv]) for cell, argv in "
-            f"json.loads({json.dumps(json.dumps(argvs))}).items()}}\n")
+    # The placeholders become real paths under a temporary directory: offline (HF_HUB_OFFLINE=1) a model path that does
+    # not exist is looked up as a hub repo id and refused for its form, whatever the flags.
+    return f"""{functions}
+import os, tempfile
+_root = tempfile.mkdtemp(prefix="specsweep-preflight-")
+os.makedirs(_root + {PLACEHOLDER_MODEL!r})
+for _path, _text in json.loads({json.dumps(json.dumps(files))}).items():
+    os.makedirs(os.path.dirname(_root + _path), exist_ok=True)
+    open(_root + _path, "w").write(_text)
+_here = lambda arg: _root + arg if arg.startswith({PREFLIGHT_ROOT + "/"!r}) else arg
+found["argv"] = {{cell: parse([_here(a) for a in argv]) for cell, argv in json.loads({json.dumps(json.dumps(argvs))}).items()}}
+"""
 
 # Python packages a feature needs at run time besides vLLM itself (vLLM registers the name either way).
 PACKAGES_FOR = {
@@ -99,7 +121,9 @@ def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Need
     ids = list(ids) if ids is not None else [_label(cell) for cell in cells]
     methods, formats, dtypes, tools, reasoning, archs, backends = set(), set(), set(), set(), set(), {}, set()
     prs: dict[int, set[str]] = {}
-    argvs = {cell_id: [PLACEHOLDER_MODEL, *vllm_args(cell, 8000, model_is_local=True)] for cell_id, cell in zip(ids, cells)}
+    files: dict[str, str] = {}
+    argvs = {cell_id: _with_placeholder_files([PLACEHOLDER_MODEL, *vllm_args(cell, 8000, model_is_local=True)], files)
+             for cell_id, cell in zip(ids, cells)}  # fmt: skip
     for cell in cells:
         spec = cell_speculative_config(cell)
         if spec is not None:
@@ -119,7 +143,7 @@ def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Need
     return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
                  tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())),
                  prs={pr: sorted(names) for pr, names in sorted(prs.items())}, attention_backends=sorted(backends),
-                 adaptive_verification=any(cell.adaptive_verification for cell in cells), argvs=argvs)  # fmt: skip
+                 adaptive_verification=any(cell.adaptive_verification for cell in cells), argvs=argvs, files=files)  # fmt: skip
 
 
 def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] = ()) -> list[Problem]:
@@ -170,15 +194,15 @@ def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] =
     return problems
 
 
-def probe(kind: ImageKind, record: ImageRecord, argvs: dict[str, list[str]] | None = None) -> dict:
+def probe(kind: ImageKind, record: ImageRecord, needs: Needs | None = None) -> dict:
     program = PROBE.replace("PACKAGES", repr(sorted({module for module, _ in PACKAGES_FOR.values()})))
-    program = program.replace("ARGV_PARSING", _argv_parsing(argvs or {}))
+    program = program.replace("ARGV_PARSING", _argv_parsing(needs.argvs, needs.files) if needs else "")
     return kind.probe(record.location, program, f"the preflight probe of image {record.name}")
 
 
 def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs) -> PreflightRecord:
     started = time.monotonic()
-    found = probe(kind, record, needs.argvs)
+    found = probe(kind, record, needs)
     return PreflightRecord(
         image=record.name,
         image_location=record.location,

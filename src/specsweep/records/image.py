@@ -94,8 +94,10 @@ class Needs(BaseModel):
     attention_backends: list[str] = []
     # Whether any cell verifies adaptively (SpeculativeConfig.enable_adaptive_verification, vLLM v0.30+).
     adaptive_verification: bool = False
-    # Each cell's `vllm serve` arguments (a placeholder model path first), parsed by the image's own vLLM.
+    # Each cell's `vllm serve` arguments (a placeholder model path first), parsed by the image's own vLLM, and the
+    # project files they name (placeholder path -> text; the probe writes them where it runs: no mounts there).
     argvs: dict[str, list[str]] = {}
+    files: dict[str, str] = {}
 
 
 class Problem(BaseModel):
