@@ -94,7 +94,7 @@ def test_a_server_killed_mid_workload_fails_its_cell_with_the_log(faulty) -> Non
     assert re.search(rf"{KILLED}: vLLM exited during the workloads \(killed by SIGKILL \(exit -9\): Killed", output), output[-3000:]
     sweep = project / "results/faulty"
     record = json.loads((sweep / KILLED / FAILURE_RECORD).read_text())
-    assert record["status"] == "failed" and "code -9" in record["error"]
+    assert record["status"] == "failed" and "killed by SIGKILL (exit -9)" in record["error"]
     log_lines = (sweep / KILLED / "server.log").read_text(errors="replace").splitlines()
     assert record["server_log_tail"] == log_lines[-50:]
     assert not (sweep / KILLED / "bench.json").exists()
