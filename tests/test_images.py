@@ -327,9 +327,10 @@ def test_adaptive_cells_are_skipped_on_cpu_images_and_checked_by_preflight_elsew
 def test_preflight_argvs_carry_the_project_files_they_name() -> None:
     """A probe's container mounts nothing: the chat template an argv names travels as text under a placeholder path
     (vLLM checks that the template exists)."""
-    cell = compose_cell([]).cell
-    needs = needs_of([cell], ["c"])
-    argv = needs.argvs["c"]
+    from specsweep.images.preflight import planned_argvs
+
+    planned = planned_argvs([compose_cell([]).cell], ["c"])
+    argv = planned.argvs["c"]
     at = argv.index("--chat-template") + 1
     assert argv[0] == "/specsweep/preflight/model" and argv[at] == "/specsweep/preflight/files/gemma3.jinja"
-    assert needs.files == {argv[at]: (ROOT / "data/chat_templates/gemma3.jinja").read_text()}
+    assert planned.files == {argv[at]: (ROOT / "data/chat_templates/gemma3.jinja").read_text()}

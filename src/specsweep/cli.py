@@ -209,12 +209,12 @@ def cmd_image_build(args: argparse.Namespace) -> None:
 def cmd_image_preflight(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
     from specsweep.images.base import ImageRecord, kind_of
-    from specsweep.images.preflight import Needs, run_preflight
+    from specsweep.images.preflight import Needs, PlannedArgvs, run_preflight
 
     kind = kind_of(read_job(args.job_config, ImageJob).image)
     record = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
     print(f"[preflight] checking vLLM {record.vllm_version} in image {record.name} ({record.location[:19]})", file=sys.stderr)
-    result = run_preflight(kind, record, Needs.model_validate_json(args.needs))
+    result = run_preflight(kind, record, Needs.model_validate_json(args.needs), PlannedArgvs.model_validate_json(args.argvs))
     write_json(Path(args.out), result.model_dump())
     # A failed preflight is a record, not a job failure: every cell of the image then fails with its message.
     print(f"[preflight] {record.name}: " + ("ok" if result.ok else result.failure()), file=sys.stderr)
@@ -527,6 +527,7 @@ def parser() -> argparse.ArgumentParser:
     p = with_job_config(image.add_parser("preflight", help="check inside the image that its vLLM has what the cells need"))
     p.add_argument("--image-receipt", required=True)
     p.add_argument("--needs", required=True, help="what the cells need (JSON, specsweep.images.preflight.Needs)")
+    p.add_argument("--argvs", default="{}", help="the cells' server argvs to parse (JSON, specsweep.records.image.PlannedArgvs)")
     p.add_argument("--out", required=True, help="where to write the preflight record (JSON)")
     p.set_defaults(func=cmd_image_preflight)
 

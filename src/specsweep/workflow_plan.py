@@ -29,7 +29,7 @@ from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, Quali
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.exit_status import describe_exit
-from specsweep.images.preflight import needs_of
+from specsweep.images.preflight import needs_of, planned_argvs
 from specsweep.quantize.run import calibration_path, quantizes_in_image
 from specsweep.records.host import read_cpu_facts
 from specsweep.serve.reaper import OWNER_ENV, run_markers
@@ -99,6 +99,8 @@ class ImageStage(Stage):
     """An image: built once, then checked once against what all the sweep's cells on it need (the preflight)."""
 
     needs_json: str = "{}"
+    # The cells' server argvs for the preflight to parse (passed untracked: see workflow/rules/image.smk).
+    argvs_json: str = "{}"
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,9 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
     picked = lm_eval_cells(cells)
     plans = {cell_id: dataclasses.replace(plan, lm_eval=cell_id in picked) for cell_id, plan in plans.items()}
     image_stages = {
-        key: ImageStage(**vars(stage), needs_json=needs_of([cfg for _, cfg in image_cells[key]],
-                                                            [cell_id for cell_id, _ in image_cells[key]]).model_dump_json())
+        key: ImageStage(**vars(stage), needs_json=needs_of([cfg for _, cfg in image_cells[key]]).model_dump_json(),
+                        argvs_json=planned_argvs([cfg for _, cfg in image_cells[key]],
+                                                 [cell_id for cell_id, _ in image_cells[key]]).model_dump_json())
         for key, stage in images.items()
     }
     return SweepPlan(

@@ -5,9 +5,7 @@ rule run_cell:
         model=lambda w: f"results/_models/{PLAN.cells[w.cell].model_key}.json",
         quant=lambda w: f"results/_quants/{PLAN.cells[w.cell].quant_key}.json",
         image=lambda w: f"results/_images/{PLAN.cells[w.cell].image_key}.json",
-        # ancient: a preflight rerun (its needs hold every cell's argv, so editing one drafter changes them) reruns no
-        # cell by itself; each cell reruns on its own params, and reads the preflight's verdict when it runs.
-        preflight=lambda w: ancient(f"results/_preflight/{PLAN.cells[w.cell].image_key}.json"),
+        preflight=lambda w: f"results/_preflight/{PLAN.cells[w.cell].image_key}.json",
         drafter=lambda w: [f"results/_drafters/{key}.json"] if (key := PLAN.cells[w.cell].drafter_key) else [],
         prompts=lambda w: PLAN.cells[w.cell].prompt_files,
     output:

@@ -25,5 +25,8 @@ rule preflight_image:
     log:
         job="results/_logs/preflight_image/{key}.log",
     run:
+        # The cells' argvs go along untracked (not a param): an edited drafter reruns its own cells, not the preflight
+        # and with it every cell of the image; its argv is then checked by vLLM at its server's start.
         specsweep_job(["image", "preflight", "--image-receipt", input.image, "--needs", params.needs,
-                       "--out", output.receipt], log.job, PLAN.images[wildcards.key].job_json)
+                       "--argvs", PLAN.images[wildcards.key].argvs_json, "--out", output.receipt], log.job,
+                      PLAN.images[wildcards.key].job_json)  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Iterable
 
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.images.base import ImageKind
-from specsweep.records.image import ImageRecord, Needs, PreflightRecord, Problem
+from specsweep.records.image import ImageRecord, Needs, PlannedArgvs, PreflightRecord, Problem
 from specsweep.serve.argv import vllm_args
 from specsweep.serve.speculative import cell_speculative_config
 
@@ -115,15 +115,21 @@ def _label(cell: CellCfg) -> str:
     return "-".join([cell.model.name, cell.quant.name, cell.drafter.name, *([f"k{cell.k}"] if cell.drafter.kind != "none" else [])])
 
 
-def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Needs:
-    """What `cells` ask of their image; `ids` name them in the argvs it parses (default: their readable ids)."""
+def planned_argvs(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> PlannedArgvs:
+    """Each cell's server arguments for the image's vLLM to parse; `ids` name them (default: readable labels)."""
     cells = list(cells)
     ids = list(ids) if ids is not None else [_label(cell) for cell in cells]
-    methods, formats, dtypes, tools, reasoning, archs, backends = set(), set(), set(), set(), set(), {}, set()
-    prs: dict[int, set[str]] = {}
     files: dict[str, str] = {}
     argvs = {cell_id: _with_placeholder_files([PLACEHOLDER_MODEL, *vllm_args(cell, 8000, model_is_local=True)], files)
              for cell_id, cell in zip(ids, cells)}  # fmt: skip
+    return PlannedArgvs(argvs=argvs, files=files)
+
+
+def needs_of(cells: Iterable[CellCfg]) -> Needs:
+    """What `cells` ask of their image's vLLM (registries, packages, PRs, backends)."""
+    cells = list(cells)
+    methods, formats, dtypes, tools, reasoning, archs, backends = set(), set(), set(), set(), set(), {}, set()
+    prs: dict[int, set[str]] = {}
     for cell in cells:
         spec = cell_speculative_config(cell)
         if spec is not None:
@@ -143,7 +149,7 @@ def needs_of(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> Need
     return Needs(methods=sorted(methods), load_formats=sorted(formats), kv_cache_dtypes=sorted(dtypes),
                  tool_parsers=sorted(tools), reasoning_parsers=sorted(reasoning), architectures=dict(sorted(archs.items())),
                  prs={pr: sorted(names) for pr, names in sorted(prs.items())}, attention_backends=sorted(backends),
-                 adaptive_verification=any(cell.adaptive_verification for cell in cells), argvs=argvs, files=files)  # fmt: skip
+                 adaptive_verification=any(cell.adaptive_verification for cell in cells))  # fmt: skip
 
 
 def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] = ()) -> list[Problem]:
@@ -194,15 +200,15 @@ def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] =
     return problems
 
 
-def probe(kind: ImageKind, record: ImageRecord, needs: Needs | None = None) -> dict:
+def probe(kind: ImageKind, record: ImageRecord, planned: PlannedArgvs | None = None) -> dict:
     program = PROBE.replace("PACKAGES", repr(sorted({module for module, _ in PACKAGES_FOR.values()})))
-    program = program.replace("ARGV_PARSING", _argv_parsing(needs.argvs, needs.files) if needs else "")
+    program = program.replace("ARGV_PARSING", _argv_parsing(planned.argvs, planned.files) if planned else "")
     return kind.probe(record.location, program, f"the preflight probe of image {record.name}")
 
 
-def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs) -> PreflightRecord:
+def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs, planned: PlannedArgvs | None = None) -> PreflightRecord:
     started = time.monotonic()
-    found = probe(kind, record, needs)
+    found = probe(kind, record, planned)
     return PreflightRecord(
         image=record.name,
         image_location=record.location,

@@ -94,8 +94,12 @@ class Needs(BaseModel):
     attention_backends: list[str] = []
     # Whether any cell verifies adaptively (SpeculativeConfig.enable_adaptive_verification, vLLM v0.30+).
     adaptive_verification: bool = False
-    # Each cell's `vllm serve` arguments (a placeholder model path first), parsed by the image's own vLLM, and the
-    # project files they name (placeholder path -> text; the probe writes them where it runs: no mounts there).
+
+
+class PlannedArgvs(BaseModel):
+    """Each planned cell's `vllm serve` arguments (a placeholder model path first), for the image's own vLLM to parse,
+    and the project files they name (placeholder path -> text: the probe writes them where it runs, no mounts)."""
+
     argvs: dict[str, list[str]] = {}
     files: dict[str, str] = {}
 
