@@ -273,17 +273,11 @@ def test_a_non_root_owner_runs_the_quantize_container_with_every_path_at_itself(
     base = ensure_base(image, tmp_path / "base.log")  # a Debian with python3, /root 0700 as in the Spark's Ubuntu
     assert docker("run", "--rm", "--entrypoint", "stat", base, "-c", "%a", "/root").stdout.strip() == "700"
     name = f"specsweep-quantize-nonroot-{os.getpid()}"
-    saved = {key: os.environ.get(key) for key in ("HOME", "HF_HOME")}
-    try:
-        os.environ["HOME"], os.environ["HF_HOME"] = str(home), str(hf)
+    with pytest.MonkeyPatch.context() as as_user:  # the user's HOME and HF_HOME only while the argv is built
+        as_user.setenv("HOME", str(home))
+        as_user.setenv("HF_HOME", str(hf))
         argv = job_command(image, ToolsImage(tag=base, id=base, key="k"), name, job, spec, [str(snapshot)],
                            [str(out.parent)], caller=(user.pw_uid, user.pw_gid))  # fmt: skip
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     assert argv[-3:] == [TOOLS_PYTHON, str(job), str(spec)]
     argv = [*argv[:-3], "python3", str(job), str(spec)]  # the base has no tools venv; the mounts are what is tested
     try:

@@ -81,10 +81,18 @@ def env_root(name: str, requirements: Path, remove_packages: list[str], local_pa
     return cache_dir() / "envs" / f"{name}-{env_key(requirements, remove_packages, local_packages, extra_index_urls)}"
 
 
+def indexes_here(by_machine: dict[str, list[str]]) -> list[str]:
+    """The extra package indexes configured for this machine's architecture (`uname -m`)."""
+    return list(by_machine.get(platform.machine(), []))
+
+
+def index_args(extra_index_urls: list[str]) -> list[str]:
+    return [arg for url in extra_index_urls for arg in ("--extra-index-url", url)]
+
+
 def install_argv(python: Path, requirements: Path, extra_index_urls: list[str] = ()) -> list[str]:
     """pip install of the requirements, with the indexes this machine needs besides the configured ones."""
-    return [str(python), "-m", "pip", "install", "-r", str(requirements),
-            *[arg for url in extra_index_urls for arg in ("--extra-index-url", url)]]  # fmt: skip
+    return [str(python), "-m", "pip", "install", "-r", str(requirements), *index_args(extra_index_urls)]
 
 
 def run_logged(argv: list[str], log: Path, what: str, tag: str = "env") -> None:

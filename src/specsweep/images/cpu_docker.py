@@ -25,7 +25,7 @@ from pathlib import Path
 from specsweep.cache_check import sha256_file
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import CpuDockerImage
-from specsweep.envs import run_logged, tree_sha256
+from specsweep.envs import index_args, indexes_here, run_logged, tree_sha256
 from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerKind
 from specsweep.images.cpu_extension import check_argv, with_extension_check
@@ -57,7 +57,7 @@ def image_key(image: CpuDockerImage) -> str:
         "remove": sorted(image.remove_packages),
         "local": [tree_sha256(project_relative(path)) for path in image.local_packages],
         # Only when this machine has any, so images built before them keep their keys.
-        **({"extra_index_urls": urls} if (urls := image.extra_index_urls.get(platform.machine())) else {}),
+        **({"extra_index_urls": urls} if (urls := indexes_here(image.extra_index_urls)) else {}),
     })  # fmt: skip
 
 
@@ -110,7 +110,7 @@ def build_wheelhouse(image: CpuDockerImage, where: Path, log: Path) -> None:
     _step(
         f"pip download -r {image.requirements} (the image's wheels; minutes when pip's cache is cold)",
         [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "-d", str(where), "-r", str(requirements),
-         *[arg for url in image.extra_index_urls.get(platform.machine(), []) for arg in ("--extra-index-url", url)]],
+         *index_args(indexes_here(image.extra_index_urls))],
         log,
     )
     for path in image.local_packages:

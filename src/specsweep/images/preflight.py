@@ -111,17 +111,11 @@ PACKAGES_FOR = {
 }
 
 
-def _label(cell: CellCfg) -> str:
-    return "-".join([cell.model.name, cell.quant.name, cell.drafter.name, *([f"k{cell.k}"] if cell.drafter.kind != "none" else [])])
-
-
-def planned_argvs(cells: Iterable[CellCfg], ids: Iterable[str] | None = None) -> PlannedArgvs:
-    """Each cell's server arguments for the image's vLLM to parse; `ids` name them (default: readable labels)."""
-    cells = list(cells)
-    ids = list(ids) if ids is not None else [_label(cell) for cell in cells]
+def planned_argvs(cells: Iterable[CellCfg], ids: Iterable[str]) -> PlannedArgvs:
+    """Each cell's server arguments for the image's vLLM to parse, under the cell ids `ids` (the plan's)."""
     files: dict[str, str] = {}
     argvs = {cell_id: _with_placeholder_files([PLACEHOLDER_MODEL, *vllm_args(cell, 8000, model_is_local=True)], files)
-             for cell_id, cell in zip(ids, cells)}  # fmt: skip
+             for cell_id, cell in zip(ids, cells, strict=True)}  # fmt: skip
     return PlannedArgvs(argvs=argvs, files=files)
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 from pathlib import Path
 
 from specsweep.cache_check import require_receipt_intact
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
-from specsweep.envs import ensure_env, env_root
+from specsweep.envs import ensure_env, env_root, indexes_here
 from specsweep.exit_status import describe_exit
 from specsweep.images.base import ImageKind, LaunchSpec, image_kind, preview_record
 from specsweep.images.cpu_extension import check_argv, expects_native_wna16
@@ -53,7 +52,7 @@ class VenvKind(ImageKind):
         image = self.cfg
         root = env_root(image.name, project_relative(image.requirements), image.remove_packages,
                         [project_relative(path) for path in image.local_packages],
-                        image.extra_index_urls.get(platform.machine(), []))  # fmt: skip
+                        indexes_here(image.extra_index_urls))  # fmt: skip
         return preview_record(image.name, self.kind, str(root), image.offline, preview_serving(image.wna16_kernel))
 
     def python_at(self, location: str) -> list[str]:
@@ -77,7 +76,7 @@ def build_venv_image(image: VenvImage) -> ImageRecord:
         image.remove_packages,
         check_import="vllm",
         local_packages=[project_relative(path) for path in image.local_packages],
-        extra_index_urls=image.extra_index_urls.get(platform.machine(), []),
+        extra_index_urls=indexes_here(image.extra_index_urls),
     )
     extension = check_extension(env.python_bin)
     native_op = extension["native_wna16"]
