@@ -1,0 +1,63 @@
+"""The Docker engine specsweep starts on hosts without the service: which storage driver it asks dockerd for."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from specsweep.images.engine import dockerd_argv, overlay_mounts, storage_drivers
+
+ROOT = Path(__file__).resolve().parents[1]
+NON_ROOT = "specsweep-ci"
+
+
+def test_overlay2_is_tried_first_only_where_overlayfs_mounts() -> None:
+    assert storage_drivers(overlay_ok=True) == ["overlay2", "vfs"]
+    assert storage_drivers(overlay_ok=False) == ["vfs"]
+    argv = dockerd_argv(Path("/cache/docker"), "overlay2")
+    assert "--storage-driver=overlay2" in argv and argv[argv.index("--data-root") + 1] == "/cache/docker/data"
+
+
+def test_the_overlay_probe_mounts_for_real_and_leaves_nothing(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root (CI runs as root)")
+    # This host (an ext4 root) mounts overlayfs; the probe's own read-back through the mount is what says so.
+    assert overlay_mounts(tmp_path) is True
+    assert list(tmp_path.iterdir()) == []
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
+
+
+def test_the_overlay_probe_says_no_where_mounting_is_not_allowed() -> None:
+    """As a user without CAP_SYS_ADMIN the mount fails: the probe answers False (and dockerd gets vfs), no error."""
+    from chromium import require_component
+
+    if os.geteuid() != 0:
+        pytest.skip("switching to the non-root user needs root (CI runs as root)")
+    try:
+        user = pwd.getpwnam(NON_ROOT)
+    except KeyError:
+        require_component(f"the user {NON_ROOT}", f"useradd -m -G docker {NON_ROOT}")
+    # The engine module needs only the standard library: a world-readable copy of it runs under the system Python.
+    where = Path(tempfile.mkdtemp(prefix="specsweep-engine-"))
+    try:
+        package = where / "specsweep"
+        package.mkdir()
+        for name in ("__init__.py", "engine.py", "exit_status.py", "paths.py"):
+            source = ROOT / "src/specsweep" / ("images/" if name == "engine.py" else "") / name
+            shutil.copy(source, package / name)
+        (where / "probe").mkdir()
+        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(where)], check=True)
+        where.chmod(0o755)
+        program = f"from pathlib import Path; from specsweep.engine import overlay_mounts; print(overlay_mounts(Path('{where}/probe')))"
+        result = subprocess.run(["runuser", "-u", NON_ROOT, "--", "env", f"PYTHONPATH={where}", "python3", "-c", program],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "False"
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
