@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import functools
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from chromium import in_ci
 from project import ProcessSampler, make_project, snakemake_e2e
 
@@ -51,3 +52,49 @@ def docker_engine() -> None:
         if in_ci():
             pytest.fail(f"no Docker engine in CI: {err}")
         pytest.skip(f"no Docker engine: {err}")
+
+
+# ---------------------------------------------------------------- the GPU check (tests/test_gpu.py)
+# `pytest -m gpu` runs it on an NVIDIA host with Docker and the NVIDIA container runtime. Elsewhere (CI, CPU hosts)
+# the gpu-marked tests are deselected at collection and reported as such, never skipped inside the run; the header
+# says why.
+
+
+@functools.cache
+def gpu_unusable() -> str | None:
+    """Why this host cannot run the gpu-marked tests, or None when it can."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return "nvidia-smi not found (no NVIDIA driver on this host)"
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"`nvidia-smi -L` failed ({err})"
+    if listed.returncode != 0 or "GPU" not in listed.stdout:
+        return f"`nvidia-smi -L` lists no GPU ({(listed.stderr or listed.stdout).strip()[-200:] or listed.returncode})"
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return "the docker CLI is not installed"
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"`docker info` failed ({err})"
+    if info.returncode != 0:
+        return f"`docker info` failed: {info.stderr.strip()[-200:]}"
+    runtimes = next((line for line in info.stdout.splitlines() if line.strip().startswith("Runtimes:")), "")
+    if "nvidia" not in runtimes:
+        return ("Docker has no nvidia runtime (install the NVIDIA Container Toolkit, then `nvidia-ctk runtime configure "
+                f"--runtime=docker` and restart docker; `docker info` shows {runtimes.strip() or 'no Runtimes line'})")
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    why = gpu_unusable()
+    return "gpu tests: " + ("run (nvidia-smi lists a GPU; Docker has the nvidia runtime)" if why is None else
+                            f"deselected: {why}")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu or gpu_unusable() is None:
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if not item.get_closest_marker("gpu")]

@@ -431,8 +431,26 @@ class SparkDockerImage(Strict):
     quantizer: QuantizerCfg = QuantizerCfg()
 
 
-ContainerImage = Union[CpuDockerImage, SparkDockerImage]
-ImageCfg = Annotated[Union[VenvImage, CpuDockerImage, SparkDockerImage], Field(discriminator="kind")]
+class CudaDockerImage(Strict):
+    """The upstream CUDA vLLM image (vllm/vllm-openai), pulled rather than built: any NVIDIA host with Docker and the
+    NVIDIA container runtime. Recorded by image id; served through the container launcher."""
+
+    kind: Literal["cuda_docker"]
+    name: str
+    # What `docker pull` gets when the engine lacks it: a release tag, or `name@sha256:...` to pin the bytes.
+    reference: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
+    # launch-cluster.sh's GPU flags (--gpus all, --ipc=host, allocator env) without --privileged: a stock CUDA
+    # container needs no device access beyond what the NVIDIA runtime grants; docker's own nofile limit.
+    container: ContainerRun = ContainerRun(privileged=False, nofile_limit=None)
+    serve_command: list[str] = ["vllm", "serve"]
+    offline: bool = False
+    servable_quant_schemes: list[str] | None = None
+    unservable_reasons: dict[str, str] = {}
+    quantizer: QuantizerCfg = QuantizerCfg()
+
+
+ContainerImage = Union[CpuDockerImage, SparkDockerImage, CudaDockerImage]
+ImageCfg = Annotated[Union[VenvImage, CpuDockerImage, SparkDockerImage, CudaDockerImage], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------- bench

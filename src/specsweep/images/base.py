@@ -118,7 +118,7 @@ def image_kind(kind: str) -> Callable[[type[ImageKind]], type[ImageKind]]:
 
 def kind_of(image: ImageCfg) -> ImageKind:
     # Importing the kinds registers them.
-    from specsweep.images import cpu_docker, spark_docker, venv  # noqa: F401
+    from specsweep.images import cpu_docker, cuda_docker, spark_docker, venv  # noqa: F401
 
     return KINDS[image.kind](image)
 

@@ -41,8 +41,20 @@ class SparkDockerDetails(BaseModel):
     python: str
 
 
-# Per image kind (vllm_cpu, vllm_cpu_docker, spark_vllm_docker); each forbids the others' keys, so the union picks one.
-ImageDetails = VenvDetails | CpuDockerDetails | SparkDockerDetails
+class CudaDockerDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The reference pulled, and the registry digests the engine has for the id (what the tag named when pulled).
+    reference: str
+    repo_digests: list[str]
+    python: str
+    torch: str
+    # torch's CUDA version (torch.version.cuda).
+    cuda: str
+
+
+# Per image kind (vllm_cpu, vllm_cpu_docker, spark_vllm_docker, vllm_cuda_docker); each forbids the others' keys, so
+# the union picks one.
+ImageDetails = VenvDetails | CpuDockerDetails | SparkDockerDetails | CudaDockerDetails
 
 
 class ImageRecord(BaseModel):
