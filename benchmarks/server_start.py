@@ -5,8 +5,8 @@ splits each start into phases from the server log, then times a short greedy gen
     .venv/bin/python benchmarks/server_start.py drafter=ngram k=4 --runs 3
     .venv/bin/python benchmarks/server_start.py --env VLLM_CPU_KVCACHE_SPACE=1
 
-Needs the image and model built once (README command 1 builds them; so does `specsweep image build` /
-`specsweep model prepare`). Phase boundaries are the first log line of each step (1 s resolution in vLLM's log).
+Needs the image and model built once (README command 1 builds them; so do the `specsweep job image` and
+`specsweep job model` entry points). Phase boundaries are the first log line of each step (1 s resolution in vLLM's log).
 """
 
 from __future__ import annotations

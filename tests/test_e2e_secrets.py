@@ -35,7 +35,7 @@ def test_no_secret_in_any_command_line_during_the_sweep(swept: Path) -> None:
     lines = sampled["command_lines"]
     # The sampler saw the sweep's own processes: specsweep jobs and vLLM servers (which retitle themselves
     # `VLLM::...` through setproctitle, so `ps` shows that title rather than their argv).
-    assert any("specsweep.cli cell run" in line for line in lines)
+    assert any("specsweep.cli job cell" in line for line in lines)
     assert any(line.startswith("VLLM::") or "vllm.entrypoints" in line for line in lines)
     assert [line for line in lines if any(value in line for value in FAKE_SECRETS.values())] == []
 

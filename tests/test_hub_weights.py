@@ -122,7 +122,7 @@ def test_the_drafter_prepare_job_pins_the_snapshot_it_serves(offline_hub: Path, 
     env = {**project_env(Path.cwd()), "HF_HOME": str(offline_hub), "HF_HUB_OFFLINE": "1"}
     overrides = ["sweep=spark", "drafter=gemma_mtp", "k=3", "quant=ebircak_nvfp4a16_gptq",
                  f"drafter.model={REPO}"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "specsweep.cli", "drafter", "prepare", "--receipt", str(receipt),
+    result = subprocess.run([sys.executable, "-m", "specsweep.cli", "job", "drafter", "--receipt", str(receipt),
                              "--job-config", job_config(tmp_path, "drafter", *overrides)], env=env, capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

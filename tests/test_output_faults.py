@@ -21,7 +21,7 @@ OLD_TABLE = "previous,complete,table\n1,2,3\n"
 
 def aggregate(sweep_dir: Path, **popen) -> subprocess.CompletedProcess:
     bench = sorted(str(p) for p in sweep_dir.glob("*/bench.json"))
-    argv = [sys.executable, "-m", "specsweep.cli", "aggregate", "--csv", str(sweep_dir / "table.csv"),
+    argv = [sys.executable, "-m", "specsweep.cli", "job", "aggregate", "--csv", str(sweep_dir / "table.csv"),
             "--parquet", str(sweep_dir / "table.parquet"), *bench]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, **popen)
 
@@ -72,7 +72,7 @@ def test_an_unwritable_results_dir_fails_with_the_file_and_the_fix(tmp_path: Pat
     out = read_only_dir / "table.csv"
     bench = sorted(str(p) for p in sweep_dir.glob("*/bench.json"))
     result = subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "aggregate", "--csv", str(out), "--parquet", str(read_only_dir / "t.parquet"), *bench],
+        [sys.executable, "-m", "specsweep.cli", "job", "aggregate", "--csv", str(out), "--parquet", str(read_only_dir / "t.parquet"), *bench],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1

@@ -22,7 +22,7 @@ EXPECTED_IDS = [2, 9259, 1902, 236888, 669, 3823, 8864, 37423]
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
     receipt = tmp_path_factory.mktemp("prepare") / "model.json"
     subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "model", "prepare", "--receipt", str(receipt),
+        [sys.executable, "-m", "specsweep.cli", "job", "model", "--receipt", str(receipt),
          "--job-config", job_config(receipt.parent, "model")],
         check=True,
         timeout=1800,

@@ -29,7 +29,7 @@ def specsweep(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def receipts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("quant")
-    result = specsweep("model", "prepare", "--receipt", str(where / "model.json"), "--job-config", job_config(where, "model"))
+    result = specsweep("job", "model", "--receipt", str(where / "model.json"), "--job-config", job_config(where, "model"))
     assert result.returncode == 0, result.stderr[-3000:]
     return where
 
@@ -38,7 +38,7 @@ def quantized(where: Path, quant: str, *overrides: str) -> dict:
     receipt = where / f"{quant}.json"
     if not receipt.exists():
         result = specsweep(
-            "quant", "run", "--receipt", str(receipt), "--model-receipt", str(where / "model.json"),
+            "job", "quantize", "--receipt", str(receipt), "--model-receipt", str(where / "model.json"),
             "--job-config", job_config(where, "quant", f"quant={quant}", *overrides),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
@@ -50,7 +50,7 @@ def quality(where: Path, quant: str) -> dict:
     if not out.exists():
         quantized(where, quant)
         result = specsweep(
-            "quant", "quality", "--out", str(out), "--model-receipt", str(where / "model.json"),
+            "job", "quality", "--out", str(out), "--model-receipt", str(where / "model.json"),
             "--quant-receipt", str(where / f"{quant}.json"), "--job-config", job_config(where, "quality", f"quant={quant}"),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
@@ -99,7 +99,7 @@ def test_the_unquantized_base_has_zero_kld(receipts: Path) -> None:
 
 def test_a_group_size_that_does_not_divide_fails_at_job_start(receipts: Path) -> None:
     result = specsweep(
-        "quant", "run", "--receipt", str(receipts / "bad.json"), "--model-receipt", str(receipts / "model.json"),
+        "job", "quantize", "--receipt", str(receipts / "bad.json"), "--model-receipt", str(receipts / "model.json"),
         "--job-config", job_config(receipts, "quant", "quant=w4a16_gptq", "quant.group_size=96"), timeout=300,
     )  # fmt: skip
     assert result.returncode != 0

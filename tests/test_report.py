@@ -203,11 +203,19 @@ def test_relogging_keeps_run_ids(sweep_dir: Path, no_wandb_network) -> None:
     assert len(runs) == 2 and {r.split("-", 3)[-1] for r in runs} == first
 
 
+def wandb_cell_job(cell_dir: Path, *overrides: str) -> list[str]:
+    """The wandb_cell rule's job on one cell, with the report config the plan resolves from `overrides`."""
+    from specsweep.cli.jobs import job_argv
+
+    report = compose_cell(list(overrides)).report.model_dump_json()
+    return [sys.executable, "-m", "specsweep.cli",
+            *job_argv("wandb-cell", cell_dir=cell_dir, receipt=cell_dir / "wandb.json", report_config=report)]  # fmt: skip
+
+
 def test_online_without_key_falls_back_to_offline_with_a_warning(sweep_dir: Path, no_wandb_network) -> None:
     cell_dir = sweep_dir / "gemma3_270m-bf16-none"
     result = subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "report", "wandb-cell", "--cell-dir", str(cell_dir),
-         "report.wandb.mode=online"],
+        wandb_cell_job(cell_dir, "report.wandb.mode=online"),
         capture_output=True, text=True, timeout=300, env=no_wandb_network, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -238,8 +246,7 @@ def test_a_key_but_an_unreachable_server_logs_offline_with_one_warning(sweep_dir
     fake_key = "0123abcd" * 5
     env = {**no_wandb_network, "WANDB_API_KEY": fake_key}  # WANDB_BASE_URL points where nothing listens
     result = subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "report", "wandb-cell", "--cell-dir", str(cell_dir),
-         "report.wandb.mode=online", "report.wandb.init_timeout_s=15"],
+        wandb_cell_job(cell_dir, "report.wandb.mode=online", "report.wandb.init_timeout_s=15"),
         capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

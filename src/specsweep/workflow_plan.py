@@ -65,19 +65,13 @@ class CellPlan:
     lm_eval: bool = False
 
     def job_args(self, input, output, log) -> list[str]:
-        """`specsweep cell run` arguments for this cell's Snakemake job."""
-        return [
-            "cell", "run",
-            "--cell-id", self.cell.id,
-            "--out-dir", str(Path(output.bench).parent),
-            "--model-receipt", input.model,
-            "--quant-receipt", input.quant,
-            "--image-receipt", input.image,
-            "--preflight-receipt", input.preflight,
-            *(["--drafter-receipt", input.drafter] if self.drafter_key else []),
-            *(["--lm-eval"] if self.lm_eval else []),
-            "--server-log", log.server,
-        ]  # fmt: skip
+        """`specsweep job cell` arguments for this cell's Snakemake job."""
+        from specsweep.cli.jobs import job_argv
+
+        return job_argv("cell", cell_id=self.cell.id, out_dir=Path(output.bench).parent, model_receipt=input.model,
+                        quant_receipt=input.quant, image_receipt=input.image, preflight_receipt=input.preflight,
+                        drafter_receipt=input.drafter[0] if self.drafter_key else None, lm_eval=self.lm_eval,
+                        server_log=log.server)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -294,4 +288,4 @@ def specsweep_job(args: list[str], log: str, job_json: str | None = None) -> Non
             argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         ).returncode
     if returncode != 0:
-        raise RuntimeError(f"`specsweep {args[0]} {args[1]}` failed ({describe_exit(returncode)}); see {log}")
+        raise RuntimeError(f"`specsweep {' '.join(args[:2])}` failed ({describe_exit(returncode)}); see {log}")

@@ -11,18 +11,8 @@ rule aggregate:
     log:
         job="results/_logs/aggregate/{sweep}.log",
     run:
-        specsweep_job(
-            [
-                "aggregate",
-                "--csv", output.csv,
-                "--parquet", output.parquet,
-                "--quality-csv", output.quality,
-                "--evals-csv", output.evals,
-                *[arg for record in input.quality for arg in ("--quality", record)],
-                *input.bench,
-            ],
-            log.job,
-        )  # fmt: skip
+        specsweep_job(job_argv("aggregate", csv=output.csv, parquet=output.parquet, quality_csv=output.quality,
+                               evals_csv=output.evals, quality=input.quality, bench_files=input.bench), log.job)  # fmt: skip
 
 
 rule sweep_status:
@@ -61,5 +51,5 @@ rule advise:
     log:
         job="results/_logs/advise/{sweep}.log",
     run:
-        specsweep_job(["advise", "--sweep-dir", f"results/{wildcards.sweep}", "--out", output.advice,
-                       *(["--max-num-seqs", params.max_num_seqs] if params.max_num_seqs else [])], log.job)  # fmt: skip
+        specsweep_job(job_argv("advise", sweep_dir=f"results/{wildcards.sweep}", out=output.advice,
+                               max_num_seqs=params.max_num_seqs), log.job)  # fmt: skip

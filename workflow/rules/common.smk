@@ -7,6 +7,7 @@ from specsweep.records.status import check_sweep, status_text
 from specsweep.report.notice import report_notice
 from specsweep.images.container import reap_containers
 from specsweep.serve.reaper import mark_run, reap_orphans, remove_stale_lock
+from specsweep.cli.jobs import job_argv
 from specsweep.workflow_plan import host_cpu_key, plan_for_run, specsweep_job
 
 HOST_CPU_KEY = host_cpu_key()

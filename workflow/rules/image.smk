@@ -10,7 +10,7 @@ rule build_image:
     log:
         job="results/_logs/build_image/{key}.log",
     run:
-        specsweep_job(["image", "build", "--receipt", output.receipt], log.job, PLAN.images[wildcards.key].job_json)
+        specsweep_job(job_argv("image", receipt=output.receipt), log.job, PLAN.images[wildcards.key].job_json)
 
 
 rule preflight_image:
@@ -24,9 +24,9 @@ rule preflight_image:
         needs=lambda w: PLAN.images[w.key].needs_json,
     log:
         job="results/_logs/preflight_image/{key}.log",
+    # The cells' argvs go along untracked (not a param): an edited drafter reruns its own cells, not the preflight
+    # and with it every cell of the image; its argv is then checked by vLLM at its server's start.
     run:
-        # The cells' argvs go along untracked (not a param): an edited drafter reruns its own cells, not the preflight
-        # and with it every cell of the image; its argv is then checked by vLLM at its server's start.
-        specsweep_job(["image", "preflight", "--image-receipt", input.image, "--needs", params.needs,
-                       "--argvs", PLAN.images[wildcards.key].argvs_json, "--out", output.receipt], log.job,
-                      PLAN.images[wildcards.key].job_json)  # fmt: skip
+        stage = PLAN.images[wildcards.key]
+        argv = job_argv("preflight", image_receipt=input.image, needs=params.needs, argvs=stage.argvs_json, out=output.receipt)
+        specsweep_job(argv, log.job, stage.job_json)

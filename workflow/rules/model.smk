@@ -7,7 +7,7 @@ rule prepare_model:
     log:
         job="results/_logs/prepare_model/{key}.log",
     run:
-        specsweep_job(["model", "prepare", "--receipt", output.receipt], log.job, PLAN.models[wildcards.key].job_json)
+        specsweep_job(job_argv("model", receipt=output.receipt), log.job, PLAN.models[wildcards.key].job_json)
 
 
 rule prepare_drafter:
@@ -20,4 +20,4 @@ rule prepare_drafter:
     log:
         job="results/_logs/prepare_drafter/{key}.log",
     run:
-        specsweep_job(["drafter", "prepare", "--receipt", output.receipt], log.job, PLAN.drafters[wildcards.key].job_json)
+        specsweep_job(job_argv("drafter", receipt=output.receipt), log.job, PLAN.drafters[wildcards.key].job_json)

@@ -15,8 +15,8 @@ rule quantize:
         # Quantizing takes every core (the GPU on the Spark): never next to a cell being timed.
         model_server=1,
     run:
-        specsweep_job(["quant", "run", "--receipt", output.receipt, "--model-receipt", input.model,
-                       *(["--image-receipt", input.image[0]] if input.image else [])],
+        specsweep_job(job_argv("quantize", receipt=output.receipt, model_receipt=input.model,
+                               image_receipt=input.image[0] if input.image else None),
                       log.job, PLAN.quants[wildcards.key].job_json)  # fmt: skip
 
 
@@ -35,13 +35,5 @@ rule quant_quality:
     resources:
         model_server=1,
     run:
-        specsweep_job(
-            [
-                "quant", "quality",
-                "--out", output.record,
-                "--model-receipt", input.model,
-                "--quant-receipt", input.quant,
-            ],
-            log.job,
-            PLAN.quants[wildcards.key].quality_json,
-        )  # fmt: skip
+        specsweep_job(job_argv("quality", out=output.record, model_receipt=input.model, quant_receipt=input.quant),
+                      log.job, PLAN.quants[wildcards.key].quality_json)  # fmt: skip

@@ -15,8 +15,8 @@ rule report_files:
     log:
         job="results/_logs/report_files/{sweep}.log",
     run:
-        specsweep_job(["report", "build", "--sweep-dir", f"results/{wildcards.sweep}", "--html", output.html,
-                       "--markdown", output.markdown, "--report-config", params.report], log.job)  # fmt: skip
+        specsweep_job(job_argv("report", sweep_dir=f"results/{wildcards.sweep}", html=output.html,
+                               markdown=output.markdown, report_config=params.report), log.job)  # fmt: skip
 
 
 rule wandb_cell:
@@ -31,8 +31,8 @@ rule wandb_cell:
     log:
         job="results/_logs/wandb_cell/{sweep}/{cell}.log",
     run:
-        specsweep_job(["report", "wandb-cell", "--cell-dir", f"results/{wildcards.sweep}/{wildcards.cell}",
-                       "--receipt", output.receipt, "--report-config", params.report], log.job)  # fmt: skip
+        specsweep_job(job_argv("wandb-cell", cell_dir=f"results/{wildcards.sweep}/{wildcards.cell}",
+                               receipt=output.receipt, report_config=params.report), log.job)  # fmt: skip
 
 
 rule wandb_sweep:
@@ -51,5 +51,5 @@ rule wandb_sweep:
     log:
         job="results/_logs/wandb_sweep/{sweep}.log",
     run:
-        specsweep_job(["report", "wandb", "--sweep-dir", f"results/{wildcards.sweep}", "--receipt", output.receipt,
-                       "--spec", output.spec, "--report-config", params.report], log.job)  # fmt: skip
+        specsweep_job(job_argv("wandb-sweep", sweep_dir=f"results/{wildcards.sweep}", receipt=output.receipt,
+                               spec=output.spec, report_config=params.report), log.job)  # fmt: skip
