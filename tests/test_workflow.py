@@ -25,11 +25,26 @@ def planned_cells(output: str) -> list[str]:
     return sorted(set(re.findall(r"results/[\w.-]+/([\w.-]+)/bench\.json", output)))
 
 
+def assert_plans_the_recorded_jobs(output: str, profile: str) -> None:
+    """Every job of the dry run (rule and outputs, config keys masked) is the one recorded in
+    tests/data/planned_jobs/<profile>.txt, written from the dry runs of 22bd53a, before the CLI split: a refactor
+    must plan the same DAG. A deliberate change of the DAG rewrites the file, in the same commit, from this
+    function's output."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", output):
+        if rule := re.match(r"(?:local)?rule (\w+):\n", block):
+            outputs = re.search(r"^\s+output: (.*)$", block, re.M)
+            jobs.append(re.sub(r"[0-9a-f]{10,}", "<key>", f"{rule.group(1)}: {outputs.group(1) if outputs else ''}"))
+    recorded = (Path(__file__).parent / "data/planned_jobs" / f"{profile}.txt").read_text().splitlines()
+    assert sorted(jobs) == recorded
+
+
 def test_default_dry_run_plans_the_embedded_sweep(project: Path) -> None:
     result = snakemake(project, "-n")
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "workflow specific profile profiles/default" in output
+    assert_plans_the_recorded_jobs(output, "default")
     assert planned_cells(output) == [
         "gemma3_270m-bf16-ngram-k2",
         "gemma3_270m-bf16-ngram-k4",
@@ -53,6 +68,7 @@ def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "Using profiles spark" in output
+    assert_plans_the_recorded_jobs(output, "spark")
     cells = planned_cells(output)
     assert len(cells) == 1 + 4 * 7 and "gemma4_31b_it-bf16-none" in cells and "gemma4_31b_it-ebircak_nvfp4a16_gptq-gemma_mtp-k7" in cells
     assert "gemma4_31b_it-intel_int4_autoround-dflash-k15" in cells
@@ -174,6 +190,7 @@ def test_spark_cluster_profile_plans_the_users_sweep_on_two_nodes(project: Path)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Using profiles spark-cluster" in output
+    assert_plans_the_recorded_jobs(output, "spark-cluster")
     cells = planned_cells(output)
     assert len(cells) == 29 and "gemma4_31b_it-nvfp4a16_gptq-dflash-k15" in cells
     assert "results/spark_cluster/table.csv" in output
@@ -187,6 +204,7 @@ def test_slurm_profile_plans_gpu_jobs_through_the_slurm_executor(project: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Using profiles slurm" in output
+    assert_plans_the_recorded_jobs(output, "slurm")
     assert len(planned_cells(output)) == 29
     # Every GPU job asks Slurm for one GPU, and none is held back by the one-server-per-machine limit.
     gpu_jobs = re.findall(r"resources: .*model_server=0, gpu=1, cpus_per_gpu=\d+", output)
