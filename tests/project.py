@@ -126,9 +126,9 @@ def server_command(cell, model_location: str, port: int, image_root: Path | None
                    dtype: str | None = None, env: dict | None = None, labels: dict | None = None):  # fmt: skip
     """The server command the cell's image kind makes, from a record of what the image would be (or `image_root`
     for a venv built at a given place)."""
-    from specsweep.images.base import LaunchSpec, kind_of
+    from specsweep.images.base import LaunchSpec, backend_of
 
-    kind = kind_of(cell.image)
+    kind = backend_of(cell.image)
     record = kind.preview()
     if image_root is not None:
         record = record.model_copy(update={"location": str(image_root)})

@@ -8,8 +8,7 @@ import pytest
 
 from specsweep.cell import CELL_MARKER_ENV, plan_launch
 from specsweep.config.compose import compose_cell
-from specsweep.images.cpu_host import FALLBACK_ENV, NATIVE_WNA16_KERNEL, choose_serving, uses_wna16
-from specsweep.images.venv import DTYPES
+from specsweep.images.cpu_host import DTYPES, FALLBACK_ENV, NATIVE_WNA16_KERNEL, choose_serving, uses_wna16
 from specsweep.records.host import FALLBACK_WNA16_KERNEL, CpuFacts, read_cpu_facts
 from specsweep.records.image import ImageRecord
 

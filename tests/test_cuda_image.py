@@ -16,7 +16,7 @@ from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
 from specsweep.config.schema import CudaDockerImage
-from specsweep.images.base import KINDS, LaunchSpec, build_image, kind_of
+from specsweep.images.base import BACKENDS, LaunchSpec, build_image, backend_of
 from specsweep.records.image import CudaDockerDetails, ImageRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +27,12 @@ CELL = ["image=vllm_cuda_docker", "serve=gpu", "model.dtype=float32", "quant=bf1
 def test_the_cuda_image_config_composes_and_has_a_kind() -> None:
     image = compose_cell(["image=vllm_cuda_docker"]).cell.image
     assert isinstance(image, CudaDockerImage) and image.reference == "vllm/vllm-openai:v0.30.0"
-    assert type(kind_of(image)) is KINDS["cuda_docker"]
+    assert type(backend_of(image)) is BACKENDS["cuda_docker"]
     run = image.container
     assert run.gpus == "all" and run.ipc_host and not run.privileged and image.serve_command == ["vllm", "serve"]
     # The draft model may be served: the image fetches hub drafters (an offline image records such cells as skipped).
     assert not image.offline
-    assert kind_of(image).preview().location == "<id of vllm/vllm-openai:v0.30.0>"
+    assert backend_of(image).preview().location == "<id of vllm/vllm-openai:v0.30.0>"
 
 
 def test_the_draft_model_is_for_the_embedded_model_only() -> None:
@@ -45,7 +45,7 @@ def test_the_draft_model_is_for_the_embedded_model_only() -> None:
 def test_a_cuda_record_keeps_its_details_through_json() -> None:
     details = CudaDockerDetails(reference="vllm/vllm-openai:v0.30.0", repo_digests=["vllm/vllm-openai@sha256:" + "a" * 64],
                                 python="3.12.3", torch="2.13.0+cu129", cuda="12.9")  # fmt: skip
-    record = kind_of(compose_cell(["image=vllm_cuda_docker"]).cell.image).preview().model_copy(update={"details": details})
+    record = backend_of(compose_cell(["image=vllm_cuda_docker"]).cell.image).preview().model_copy(update={"details": details})
     assert ImageRecord.model_validate_json(record.model_dump_json()).details == details
 
 
@@ -54,7 +54,7 @@ def launch_argv(tmp_path: Path) -> tuple[list[str], str, str]:
     model, drafter = tmp_path / "model", tmp_path / "hf/hub/models--unsloth--gemma-3-270m/snapshots/abc"
     model.mkdir()
     drafter.mkdir(parents=True)
-    kind = kind_of(cell.image)
+    kind = backend_of(cell.image)
     spec = LaunchSpec(cell=cell, model_location=str(model), port=8000, name="c", dtype=None, env={}, labels={},
                       drafter_location=str(drafter))  # fmt: skip
     return kind.server_command(kind.preview(), spec).argv, str(model), str(drafter)

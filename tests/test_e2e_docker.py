@@ -169,13 +169,13 @@ def test_a_preflight_failure_fails_the_cells_with_the_fix_before_any_server(proj
 
 def test_the_spark_spec_reuses_the_id_it_built_and_rebuilds_when_that_image_is_gone(served: tuple[Path, str], tmp_path: Path,
                                                                                     monkeypatch) -> None:  # fmt: skip
-    from specsweep.images.base import kind_of
+    from specsweep.images.base import backend_of
     from specsweep.images.engine import EngineError
     from specsweep.images.spark_docker import spec_key
 
     monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
     image = compose_cell(["image=spark_vllm_docker"]).cell.image
-    kind = kind_of(image)
+    kind = backend_of(image)
     receipt = tmp_path / "cache/images" / f"{image.name}-{spec_key(image)}.json"
     receipt.parent.mkdir(parents=True)
     # An id this spec built earlier (any image the engine has stands in for it): reused, nothing is built.

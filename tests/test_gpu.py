@@ -25,7 +25,7 @@ from project import make_project
 
 from specsweep.config.compose import compose_cell
 from specsweep.config.grid import expand
-from specsweep.images.base import build_image, kind_of
+from specsweep.images.base import build_image, backend_of
 from specsweep.images.cpu_docker import image_id
 from specsweep.images.preflight import needs_of, planned_argvs, run_preflight
 from specsweep.records.image import CudaDockerDetails, ImageRecord
@@ -81,7 +81,7 @@ def test_the_preflight_finds_everything_the_check_cells_need(record: ImageRecord
     cells = expand(OVERRIDES)
     assert sorted(cell.id for cell in cells) == [REFERENCE, DRAFTED]
     configs = [cell.config for cell in cells]
-    kind = kind_of(configs[0].image)
+    kind = backend_of(configs[0].image)
     result = run_preflight(kind, record, needs_of(configs), planned_argvs(configs, [cell.id for cell in cells]))
     assert result.needs.methods == ["draft_model"]
     assert result.problems == [], result.failure()

@@ -10,7 +10,7 @@ import pytest
 from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
-from specsweep.images.base import KINDS, kind_of
+from specsweep.images.base import BACKENDS, backend_of
 from specsweep.images.container import in_hf_home, run_flags
 from specsweep.images.engine import EngineError
 from specsweep.images.preflight import compare, needs_of
@@ -24,8 +24,8 @@ SPARK = ["image=spark_vllm_docker", "serve=spark", "model=gemma4_31b_it", "bench
 def test_every_image_option_has_a_kind_and_nothing_outside_images_branches_on_it() -> None:
     for option in ("vllm_cpu", "vllm_cpu_docker", "spark_vllm_docker"):
         image = compose_cell([f"image={option}"]).cell.image
-        assert type(kind_of(image)) is KINDS[image.kind]
-    # The whole lifecycle is behind ImageKind: no module outside specsweep/images asks which kind it has.
+        assert type(backend_of(image)) is BACKENDS[image.kind]
+    # The whole lifecycle is behind ImageBackend: no module outside specsweep/images asks which kind it has.
     pattern = re.compile(r"image\.kind\s*==|isinstance\([^)]*(VenvImage|CpuDockerImage|SparkDockerImage)")
     offenders = [
         str(path.relative_to(ROOT)) for path in (ROOT / "src/specsweep").rglob("*.py")
@@ -124,7 +124,7 @@ def test_an_image_built_from_another_ref_or_without_the_prs_is_refused() -> None
 
 
 def test_a_branch_as_build_ref_is_refused_with_the_fix() -> None:
-    kind = kind_of(compose_cell([*SPARK, "image.build_ref=main"]).cell.image)
+    kind = backend_of(compose_cell([*SPARK, "image.build_ref=main"]).cell.image)
     with pytest.raises(EngineError, match="not a commit sha.*pin a commit"):
         kind._built_id()
 
@@ -180,7 +180,7 @@ def test_preflight_refuses_dflash_on_an_image_without_its_pr_or_backend() -> Non
     found = {"methods": ["dflash"], "architectures": [], "load_formats": ["instanttensor"], "kv_cache_dtypes": ["fp8_e4m3"],
              "tool_parsers": ["gemma4"], "reasoning_parsers": ["gemma4"], "packages": {"instanttensor": True},
              "attention_backends": ["FLASH_ATTN", "TRITON_ATTN"]}  # fmt: skip
-    spark = kind_of(compose_cell(SPARK).cell.image)
+    spark = backend_of(compose_cell(SPARK).cell.image)
     assert compare(needs_of(cells), found, spark, [41703]) == []
     problems = {p.need: p for p in compare(needs_of(cells), {**found, "attention_backends": ["FLASH_ATTN"]}, spark, [])}
     assert set(problems) == {"pr:41703", "attention_backend:triton_attn"}
@@ -192,12 +192,12 @@ def test_an_image_older_than_gemma4_mtp_gets_the_pr_as_the_fix() -> None:
     needs = Needs(methods=["mtp"], architectures={"Gemma4MTPModel": 41745}, load_formats=["instanttensor"])
     found = {"methods": ["mtp", "ngram"], "architectures": ["Gemma3ForCausalLM"], "load_formats": ["auto"],
              "kv_cache_dtypes": [], "tool_parsers": [], "reasoning_parsers": [], "packages": {"instanttensor": True}}  # fmt: skip
-    spark = kind_of(compose_cell(SPARK).cell.image)
+    spark = backend_of(compose_cell(SPARK).cell.image)
     problems = {p.need: p for p in compare(needs, found, spark)}
     assert set(problems) == {"architecture:Gemma4MTPModel", "load_format:instanttensor"}
     assert problems["architecture:Gemma4MTPModel"].fix.startswith("add image.apply_vllm_prs=[41745]")
     assert "image.rebuild_vllm=true" in problems["load_format:instanttensor"].fix
-    cpu = kind_of(compose_cell(["image=vllm_cpu"]).cell.image)
+    cpu = backend_of(compose_cell(["image=vllm_cpu"]).cell.image)
     assert "image.requirements" in compare(needs, found, cpu)[0].fix
 
 
@@ -214,7 +214,7 @@ def test_a_prepared_drafter_and_model_are_served_from_their_snapshots(monkeypatc
     drafter = str(snapshots / "models--google--gemma-4-31B-it-assistant/snapshots/beef")
     from specsweep.images.base import LaunchSpec
 
-    kind = kind_of(cell.image)
+    kind = backend_of(cell.image)
     spec = LaunchSpec(cell=cell, model_location=model, port=8000, name="c", dtype=None, env={}, labels={},
                       drafter_location=drafter)  # fmt: skip
     argv = kind.server_command(kind.preview(), spec).argv
@@ -286,13 +286,14 @@ ADAPTIVE = [*SPARK, "model=gemma4_26b_a4b_it", "quant=nvidia_nvfp4_26b_a4b", "dr
 
 
 def test_adaptive_verification_is_a_cell_axis_rendered_into_the_speculative_config(tmp_path: Path) -> None:
-    from specsweep.cell import MODEL_RUNNER_V2_ENV, plan_launch
+    from specsweep.cell import plan_launch
+    from specsweep.images.base import MODEL_RUNNER_V2_ENV
 
     cell = compose_cell(ADAPTIVE).cell
     argv = server_command(cell, "/m", 8000).argv
     spec = json.loads(argv[argv.index("--speculative-config") + 1])
     assert spec["enable_adaptive_verification"] is True and spec["num_speculative_tokens"] == 4
-    kind = kind_of(cell.image)
+    kind = backend_of(cell.image)
     launch = plan_launch(cell, "/m", kind.preview(), "s", "c", tmp_path)
     # Model Runner V1 refuses adaptive verification: the container gets V2.
     assert launch.spec.env[MODEL_RUNNER_V2_ENV] == "1" and f"{MODEL_RUNNER_V2_ENV}=1" in launch.command.argv
@@ -307,7 +308,7 @@ def test_adaptive_cells_are_skipped_on_cpu_images_and_checked_by_preflight_elsew
     from specsweep.records.host import read_cpu_facts
 
     cpu_cell = compose_cell(["drafter=suffix", "adaptive_verification=true"]).cell
-    cpu_image = kind_of(cpu_cell.image).preview().model_copy(update={"host_cpu": read_cpu_facts()})
+    cpu_image = backend_of(cpu_cell.image).preview().model_copy(update={"host_cpu": read_cpu_facts()})
     reason = unsupported_reason(cpu_cell, cpu_image)
     assert reason is not None and "needs full CUDA graphs" in reason and "serves on the CPU" in reason
     assert unsupported_reason(compose_cell(["drafter=suffix"]).cell, cpu_image) is None
@@ -316,7 +317,7 @@ def test_adaptive_cells_are_skipped_on_cpu_images_and_checked_by_preflight_elsew
     found = {"methods": ["mtp"], "architectures": ["Gemma4MTPModel"], "load_formats": ["instanttensor"],
              "kv_cache_dtypes": ["fp8_e4m3"], "tool_parsers": ["gemma4"], "reasoning_parsers": ["gemma4"],
              "packages": {"instanttensor": True}, "speculative_fields": ["method", "num_speculative_tokens"]}  # fmt: skip
-    spark = kind_of(compose_cell(SPARK).cell.image)
+    spark = backend_of(compose_cell(SPARK).cell.image)
     problems = {p.need: p for p in compare(needs, found, spark)}
     assert set(problems) == {"speculative:enable_adaptive_verification"}
     assert "v0.30.0" in problems["speculative:enable_adaptive_verification"].message

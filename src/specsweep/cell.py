@@ -23,10 +23,9 @@ from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
 from specsweep.evals.in_cell import run_evals
 from specsweep.exit_status import describe_exit
-from specsweep.images.base import ImageKind, LaunchSpec, kind_of
-from specsweep.images.container import LABEL_CELL, LABEL_OWNER, LABEL_WORKDIR
-from specsweep.images.cpu_host import FALLBACK_ENV, uses_wna16
-from specsweep.images.preload import ld_preload
+from specsweep.images.base import ImageBackend, LaunchSpec, backend_of
+from specsweep.images.container import run_labels
+from specsweep.images.cpu_host import uses_wna16
 from specsweep.models.hub import snapshot_problems
 from specsweep.records import manifest as mf
 from specsweep.records.host import ServingChoice
@@ -38,12 +37,9 @@ from specsweep.records.types import CELL_SCHEMA_VERSION, FAILURE_RECORD, CellRec
 from specsweep.serve.argv import ServerCommand
 from specsweep.serve.logs import failure_excerpt
 from specsweep.serve.memory import PeakMemory, memory_record
-from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV
 from specsweep.serve.server import PortInUse, ServerError, VllmServer, free_port
 from specsweep.serve.speculative import cell_speculative_config
 
-# vLLM's switch to Model Runner V2, which adaptive verification needs.
-MODEL_RUNNER_V2_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 # Environment marker on the server and its workers, so a leaked process can be traced to its cell.
 CELL_MARKER_ENV = "SPECSWEEP_CELL_DIR"
 # How long a server whose requests failed gets to exit before the cell blames the requests instead.
@@ -169,7 +165,7 @@ async def run_workloads(server: VllmServer, cell: CellCfg, tokenizer_dir: str | 
 
 @dataclass(frozen=True)
 class Launch:
-    kind: ImageKind
+    kind: ImageBackend
     spec: LaunchSpec
     command: ServerCommand
     # CPU images: the dtype and int4 kernel decided for this host; None where the GPU image's vLLM decides.
@@ -182,29 +178,12 @@ def plan_launch(
 ) -> Launch:  # fmt: skip
     """The server command of a cell on this host: its dtype and int4 kernel as the image's probe decided."""
     require_forwarded(cfg.serve.forward_env, dict(os.environ))
-    kind = kind_of(cfg.image)
+    kind = backend_of(cfg.image)
     serving = image.serving_by_dtype.get(cfg.model.dtype)
-    env = {CELL_MARKER_ENV: str(out_dir.resolve())}
-    if serving is not None and serving.fallback and uses_wna16(cfg.quant.scheme):
-        env[FALLBACK_ENV] = "1"
-    if image.preload:
-        # The server process only: specsweep and Snakemake keep the system allocator and OpenMP.
-        env["LD_PRELOAD"] = ld_preload(image.preload)
-    if cfg.adaptive_verification:
-        # Model Runner V1 refuses it ("Model Runner V1 does not support: adaptive draft verification").
-        env[MODEL_RUNNER_V2_ENV] = "1"
-    labels = {LABEL_CELL: str(out_dir.resolve()), LABEL_WORKDIR: os.environ.get(WORKDIR_ENV, str(Path.cwd().resolve())),
-              LABEL_OWNER: os.environ.get(OWNER_ENV, "")}  # fmt: skip
-    spec = LaunchSpec(
-        cell=cfg,
-        model_location=model_location,
-        port=cfg.serve.port or free_port(cfg.serve.host),
-        name=f"specsweep-{sweep}-{cell_id}",
-        dtype=serving.dtype if serving else None,
-        env=env,
-        labels=labels,
-        drafter_location=drafter_location,
-    )
+    spec = LaunchSpec(cell=cfg, model_location=model_location, port=cfg.serve.port or free_port(cfg.serve.host),
+                      name=f"specsweep-{sweep}-{cell_id}", dtype=serving.dtype if serving else None,
+                      env={CELL_MARKER_ENV: str(out_dir.resolve()), **kind.launch_env(cfg, image, serving)},
+                      labels=run_labels(str(out_dir.resolve())), drafter_location=drafter_location)  # fmt: skip
     return Launch(kind=kind, spec=spec, command=kind.server_command(image, spec), serving=serving)
 
 
@@ -268,7 +247,7 @@ def _measure(server: VllmServer, cfg: CellCfg, tokenizer_dir: str) -> tuple[list
 
 
 def check_inputs(
-    model: ModelRecord, quant: QuantRecord, image: ImageRecord, kind: ImageKind, receipts: tuple[Path, Path, Path]
+    model: ModelRecord, quant: QuantRecord, image: ImageRecord, kind: ImageBackend, receipts: tuple[Path, Path, Path]
 ) -> None:
     """What the cell serves still matches its manifests (a truncated or edited cached file fails the cell, naming the
     file and the fix, instead of being served and measured)."""

@@ -75,7 +75,7 @@ class Prepared:
 
 def prepare(cell_dir: Path) -> Prepared:
     """The recorded config and what it runs on, built now; `facts`: the manifest fields those give."""
-    from specsweep.images.base import build_image, kind_of
+    from specsweep.images.base import backend_of, build_image
     from specsweep.images.preflight import needs_of, planned_argvs, run_preflight
     from specsweep.models.prepare import hub_record, prepare_model
     from specsweep.quantize.run import quantize
@@ -86,7 +86,7 @@ def prepare(cell_dir: Path) -> Prepared:
     model = prepare_model(cfg.model)
     quant = quantize(cfg.quant, cfg.model, model)
     image = build_image(cfg.image)
-    preflight = run_preflight(kind_of(cfg.image), image, needs_of([cfg]), planned_argvs([cfg], [manifest["cell_id"]]))
+    preflight = run_preflight(backend_of(cfg.image), image, needs_of([cfg]), planned_argvs([cfg], [manifest["cell_id"]]))
     drafter = None
     if isinstance(cfg.drafter, ModelDrafter) and not image.offline:
         drafter = hub_record(cfg.drafter.name, cfg.drafter.model, cfg.drafter.revision or "main")

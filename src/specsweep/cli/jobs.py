@@ -91,10 +91,10 @@ def cmd_image_build(args: argparse.Namespace) -> None:
 
 def cmd_image_preflight(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_json
-    from specsweep.images.base import ImageRecord, kind_of
+    from specsweep.images.base import ImageRecord, backend_of
     from specsweep.images.preflight import Needs, PlannedArgvs, run_preflight
 
-    kind = kind_of(read_job(args.job_config, ImageJob).image)
+    kind = backend_of(read_job(args.job_config, ImageJob).image)
     record = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
     print(f"[preflight] checking vLLM {record.vllm_version} in image {record.name} ({record.location[:19]})", file=sys.stderr)
     result = run_preflight(kind, record, Needs.model_validate_json(args.needs), PlannedArgvs.model_validate_json(args.argvs))

@@ -18,7 +18,7 @@ from specsweep.config.compose import cell_yaml, compose_cell, config_hash
 
 def cmd_config(args: argparse.Namespace) -> None:
     from specsweep.config.grid import check_k_has_a_drafter, readable_id
-    from specsweep.images.base import LaunchSpec, kind_of
+    from specsweep.images.base import LaunchSpec, backend_of
     from specsweep.models.prepare import model_location
     from specsweep.serve.speculative import cell_speculative_config
 
@@ -27,7 +27,7 @@ def cmd_config(args: argparse.Namespace) -> None:
     check_k_has_a_drafter(args.overrides, [cell])
     print(f"# cell {readable_id(composed)}  (config hash {config_hash(cell)[:12]})")
     print(cell_yaml(cell), end="")
-    kind = kind_of(cell.image)
+    kind = backend_of(cell.image)
     image = kind.preview()
     port = cell.serve.port or 8000
     location = {"none": model_location(cell.model), "hub": getattr(cell.quant, "repo_id", "")}.get(cell.quant.kind)

@@ -12,12 +12,18 @@ from typing import Any, Callable, ClassVar
 from specsweep.atomic import write_json
 from specsweep.config.schema import CellCfg, ImageCfg
 from specsweep.exit_status import describe_exit
+from specsweep.images.cpu_host import FALLBACK_ENV, uses_wna16
+from specsweep.images.preload import ld_preload
 from specsweep.paths import cache_dir
+from specsweep.records.host import ServingChoice
 from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand
 
+# vLLM's switch to Model Runner V2, which adaptive verification needs.
+MODEL_RUNNER_V2_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 
-class ImageKind(ABC):
+
+class ImageBackend(ABC):
     """One image kind's whole lifecycle: build (or find) and record, run Python inside for probes and the preflight,
     launch vLLM and stop it. Everything that differs between a venv and a container lives behind these methods."""
 
@@ -67,6 +73,20 @@ class ImageKind(ABC):
     def check_intact(self, record: ImageRecord, receipt: str) -> None:
         """Raise CorruptEntry when what the record names is gone or changed (checked before a cell serves)."""
 
+    def launch_env(self, cell: CellCfg, record: ImageRecord, serving: ServingChoice | None) -> dict[str, str]:
+        """Settings the server process gets from this image: its preloads (the server only: specsweep and Snakemake
+        keep the system allocator and OpenMP), the int4 fallback the host's serving choice asks for, and the model
+        runner a cell's options need."""
+        env = {}
+        if serving is not None and serving.fallback and uses_wna16(cell.quant.scheme):
+            env[FALLBACK_ENV] = "1"
+        if record.preload:
+            env["LD_PRELOAD"] = ld_preload(record.preload)
+        if cell.adaptive_verification:
+            # Model Runner V1 refuses it ("Model Runner V1 does not support: adaptive draft verification").
+            env[MODEL_RUNNER_V2_ENV] = "1"
+        return env
+
     def before_start(self, record: ImageRecord, launch: LaunchSpec) -> None:
         """Clear what would stop the server from starting (a leftover container of the same name)."""
 
@@ -104,27 +124,25 @@ class LaunchSpec:
         return self.model_location.startswith("/")
 
 
-KINDS: dict[str, type[ImageKind]] = {}
+BACKENDS: dict[str, type[ImageBackend]] = {}
 
 
-def image_kind(kind: str) -> Callable[[type[ImageKind]], type[ImageKind]]:
-    def register(cls: type[ImageKind]) -> type[ImageKind]:
+def image_kind(kind: str) -> Callable[[type[ImageBackend]], type[ImageBackend]]:
+    def register(cls: type[ImageBackend]) -> type[ImageBackend]:
         cls.kind = kind
-        KINDS[kind] = cls
+        BACKENDS[kind] = cls
         return cls
 
     return register
 
 
-def kind_of(image: ImageCfg) -> ImageKind:
-    # Importing the kinds registers them.
-    from specsweep.images import cpu_docker, cuda_docker, spark_docker, venv  # noqa: F401
-
-    return KINDS[image.kind](image)
+def backend_of(image: ImageCfg) -> ImageBackend:
+    """The backend of the image's kind (each registers itself in specsweep.images, imported before this module)."""
+    return BACKENDS[image.kind](image)
 
 
 def build_image(image: ImageCfg) -> ImageRecord:
-    return kind_of(image).build()
+    return backend_of(image).build()
 
 
 def preview_record(name: str, kind: str, location: str, offline: bool, serving: dict | None = None) -> ImageRecord:

@@ -32,15 +32,22 @@ from typing import ClassVar
 from specsweep.cache_check import CorruptEntry
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import ContainerRun
-from specsweep.images.base import ImageKind, LaunchSpec
+from specsweep.images.base import ImageBackend, LaunchSpec
 from specsweep.images.engine import EngineError, docker
 from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand, vllm_args
-from specsweep.serve.reaper import owner_alive
+from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV, owner_alive
 
 LABEL_WORKDIR = "specsweep.workdir"
 LABEL_OWNER = "specsweep.owner"
 LABEL_CELL = "specsweep.cell"
+def run_labels(what: str) -> dict[str, str]:
+    """The labels on every container a run starts (a cell's server, a quantize job): the run's working directory,
+    its owner (pid and start time), and what the container is for, so a later run can find and remove leftovers."""
+    return {LABEL_CELL: what, LABEL_WORKDIR: os.environ.get(WORKDIR_ENV, str(Path.cwd().resolve())),
+            LABEL_OWNER: os.environ.get(OWNER_ENV, "")}  # fmt: skip
+
+
 def host_hf_home() -> Path:
     # launch-cluster.sh: HF_CACHE_DIR="${HF_HOME:-$HOME/.cache/huggingface}"
     return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
@@ -172,7 +179,7 @@ def labelled(workdir: str) -> list[dict[str, str]]:
     return rows
 
 
-class ContainerKind(ImageKind):
+class ContainerBackend(ImageBackend):
     """What every container kind shares: Python probes in a throwaway container, the launcher, stale removal,
     teardown, and the image id as the thing a record names."""
 

@@ -27,11 +27,10 @@ from specsweep.config.compose import project_relative
 from specsweep.config.schema import CpuDockerImage
 from specsweep.envs import index_args, indexes_here, run_logged, tree_sha256
 from specsweep.images.base import image_kind, preview_record
-from specsweep.images.container import ContainerKind
+from specsweep.images.container import ContainerBackend
 from specsweep.images.cpu_extension import check_argv, with_extension_check
-from specsweep.images.cpu_host import choose_serving
+from specsweep.images.cpu_host import DTYPES, choose_serving, preview_serving
 from specsweep.images.engine import EngineError, docker, require_engine
-from specsweep.images.venv import DTYPES, preview_serving
 from specsweep.paths import cache_dir
 from specsweep.records.host import read_cpu_facts
 from specsweep.records.image import ImageRecord, PreloadRecord
@@ -190,7 +189,7 @@ print(json.dumps({
 
 
 @image_kind("cpu_docker")
-class CpuDockerKind(ContainerKind):
+class CpuDockerBackend(ContainerBackend):
     cfg: CpuDockerImage
     python_path = f"{VENV}/bin/python"
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import re
 
-from specsweep.records.host import FALLBACK_WNA16_KERNEL, CpuFacts, ServingChoice
+from specsweep.images.cpu_extension import expects_native_wna16
+from specsweep.records.host import FALLBACK_WNA16_KERNEL, CpuFacts, ServingChoice, read_cpu_facts
+
+# The model dtypes a config may ask for; a CPU image records its serving choice for each.
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 # vLLM 0.32's CPUWNA16LinearKernel (model_executor/kernels/linear/mixed_precision/cpu.py) checks the platform,
 # uint4/uint4b8 weights, an even group size and 32-divisible shapes, never the activation dtype. The GEMM it
@@ -66,3 +70,10 @@ def choose_serving(requested_dtype: str, cpu: CpuFacts, native_op: bool, wanted_
     dtype, dtype_reason = resolve_dtype(requested_dtype, cpu)
     kernel, kernel_reason = select_wna16_kernel(dtype, native_op, wanted_kernel)
     return ServingChoice(dtype=dtype, dtype_reason=dtype_reason, wna16_kernel=kernel, wna16_reason=kernel_reason)
+
+
+def preview_serving(wna16_kernel: str) -> dict:
+    """The serving dtype and int4 kernel per configured dtype on this host, the extension predicted from its CPU flags
+    (the built image's probe records what really loaded)."""
+    cpu = read_cpu_facts()
+    return {dtype: choose_serving(dtype, cpu, expects_native_wna16(cpu), wna16_kernel) for dtype in DTYPES}

@@ -17,7 +17,7 @@ import time
 from specsweep.config.schema import CudaDockerImage
 from specsweep.exit_status import describe_exit
 from specsweep.images.base import image_kind, preview_record
-from specsweep.images.container import ContainerKind
+from specsweep.images.container import ContainerBackend
 from specsweep.images.cpu_docker import image_id
 from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.images.spark_docker import VERSION_PROBE
@@ -51,7 +51,7 @@ def pull(reference: str) -> tuple[str, float]:
 
 
 @image_kind("cuda_docker")
-class CudaDockerKind(ContainerKind):
+class CudaDockerBackend(ContainerBackend):
     cfg: CudaDockerImage
     python_path = "python3"
 

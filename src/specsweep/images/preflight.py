@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from specsweep.config.schema import CellCfg, ModelDrafter
-from specsweep.images.base import ImageKind
+from specsweep.images.base import ImageBackend
 from specsweep.records.image import ImageRecord, Needs, PlannedArgvs, PreflightRecord, Problem
 from specsweep.serve.argv import vllm_args
 from specsweep.serve.speculative import cell_speculative_config
@@ -146,7 +146,7 @@ def needs_of(cells: Iterable[CellCfg]) -> Needs:
                  adaptive_verification=any(cell.adaptive_verification for cell in cells))  # fmt: skip
 
 
-def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] = ()) -> list[Problem]:
+def compare(needs: Needs, found: dict, kind: ImageBackend, applied_prs: list[int] = ()) -> list[Problem]:
     """Problems of an image for the cells' needs: `found` is the probe's answer, `applied_prs` the PRs its build
     applied (from its build metadata)."""
     problems = []
@@ -194,13 +194,13 @@ def compare(needs: Needs, found: dict, kind: ImageKind, applied_prs: list[int] =
     return problems
 
 
-def probe(kind: ImageKind, record: ImageRecord, planned: PlannedArgvs | None = None) -> dict:
+def probe(kind: ImageBackend, record: ImageRecord, planned: PlannedArgvs | None = None) -> dict:
     program = PROBE.replace("PACKAGES", repr(sorted({module for module, _ in PACKAGES_FOR.values()})))
     program = program.replace("ARGV_PARSING", _argv_parsing(planned.argvs, planned.files) if planned else "")
     return kind.probe(record.location, program, f"the preflight probe of image {record.name}")
 
 
-def run_preflight(kind: ImageKind, record: ImageRecord, needs: Needs, planned: PlannedArgvs | None = None) -> PreflightRecord:
+def run_preflight(kind: ImageBackend, record: ImageRecord, needs: Needs, planned: PlannedArgvs | None = None) -> PreflightRecord:
     started = time.monotonic()
     found = probe(kind, record, planned)
     return PreflightRecord(

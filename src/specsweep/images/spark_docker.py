@@ -22,7 +22,7 @@ from specsweep.atomic import write_json
 from specsweep.config.schema import SparkDockerImage
 from specsweep.exit_status import describe_exit
 from specsweep.images.base import image_kind, preview_record
-from specsweep.images.container import ContainerKind
+from specsweep.images.container import ContainerBackend
 from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.paths import cache_dir
 from specsweep.records.image import ImageRecord
@@ -105,7 +105,7 @@ print(json.dumps({"version": vllm.__version__, "python": sys.version.split()[0],
 
 
 @image_kind("spark_docker")
-class SparkDockerKind(ContainerKind):
+class SparkDockerBackend(ContainerBackend):
     cfg: SparkDockerImage
     python_path = "python3"
 

@@ -11,22 +11,13 @@ from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
 from specsweep.envs import ensure_env, env_root, indexes_here
 from specsweep.exit_status import describe_exit
-from specsweep.images.base import ImageKind, LaunchSpec, image_kind, preview_record
-from specsweep.images.cpu_extension import check_argv, expects_native_wna16
-from specsweep.images.cpu_host import choose_serving
+from specsweep.images.base import ImageBackend, LaunchSpec, image_kind, preview_record
+from specsweep.images.cpu_extension import check_argv
+from specsweep.images.cpu_host import DTYPES, choose_serving, preview_serving
 from specsweep.images.preload import install_preloads
 from specsweep.records.host import read_cpu_facts
 from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand, vllm_args
-
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-
-
-def preview_serving(wna16_kernel: str) -> dict:
-    """The serving dtype and int4 kernel per configured dtype on this host, the extension predicted from its CPU flags
-    (the built image's probe records what really loaded)."""
-    cpu = read_cpu_facts()
-    return {dtype: choose_serving(dtype, cpu, expects_native_wna16(cpu), wna16_kernel) for dtype in DTYPES}
 
 
 def check_extension(python: Path | str) -> dict:
@@ -42,7 +33,7 @@ def check_extension(python: Path | str) -> dict:
 
 
 @image_kind("venv")
-class VenvKind(ImageKind):
+class VenvBackend(ImageBackend):
     cfg: VenvImage
 
     def build(self) -> ImageRecord:

@@ -30,21 +30,19 @@ from pathlib import Path
 from specsweep.config.compose import project_relative
 from specsweep.config.schema import QuantizerCfg
 from specsweep.envs import run_logged
-from specsweep.images.base import kind_of
+from specsweep.images.base import backend_of
 from specsweep.images.container import (
-    LABEL_CELL,
-    LABEL_OWNER,
-    LABEL_WORKDIR,
     in_hf_home,
     remove_stale,
     run_flags,
+    run_labels,
     stop,
 )
 from specsweep.images.cpu_docker import image_id
 from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.paths import cache_dir
 from specsweep.records.image import ImageRecord
-from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV, owner_alive
+from specsweep.serve.reaper import OWNER_ENV, owner_alive
 
 TOOLS_VENV = "/opt/specsweep-quantize"
 TOOLS_PYTHON = f"{TOOLS_VENV}/bin/python"
@@ -89,8 +87,8 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
     found = image_id(tag)
     if found:
         return ToolsImage(tag=tag, id=found, key=key)
-    # Only container images have a quantizer config (image.quantizer): this is a ContainerKind.
-    kind = kind_of(image_cfg)
+    # Only container images have a quantizer config (image.quantizer): this is a ContainerBackend.
+    kind = backend_of(image_cfg)
     facts = kind.probe(record.location, SITE_PROBE, f"finding the Python of image {record.name}")
     work = cache_dir() / "build" / f"quantize-tools-{key}"
     log = cache_dir() / "build" / f"quantize-tools-{key}.log"
@@ -141,9 +139,7 @@ def job_command(image_cfg, tools: ToolsImage, name: str, job: Path, spec: Path, 
     uid, gid = caller or (os.getuid(), os.getgid())
     run = image_cfg.container
     argv = ["docker", "run", "--name", name, *run_flags(run)]
-    labels = {LABEL_WORKDIR: os.environ.get(WORKDIR_ENV, str(Path.cwd().resolve())), LABEL_OWNER: os.environ.get(OWNER_ENV, ""),
-              LABEL_CELL: f"quantize/{name}"}  # fmt: skip
-    for key, value in sorted(labels.items()):
+    for key, value in sorted(run_labels(f"quantize/{name}").items()):
         argv += ["--label", f"{key}={value}"]
     if uid != 0:
         # The checkpoint lands in the user's cache: written as the user, not as the container's root. HOME=/tmp: the

@@ -1,0 +1,9 @@
+"""What every config class shares: unknown keys are errors, values are frozen."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
