@@ -17,9 +17,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
-
-from specsweep.records.bench import Metric, PromptMismatch
+from specsweep.records.bench import Metric, PromptMismatch, RunMetrics
 
 
 def metric(values: list[float], multiplier: float = 1.0) -> Metric | None:
@@ -169,18 +167,6 @@ def add_batch(figures: BatchFigures, batch: list[RequestTiming], expected_pp_tok
             figures.batch_tg.append(decoded / tg_duration)
     if all_timestamps:
         figures.peak.append(peak_throughput(all_timestamps))
-
-
-class RunMetrics(BaseModel):
-    pp_throughput: Metric | None
-    pp_req_throughput: Metric | None
-    tg_throughput: Metric | None
-    tg_req_throughput: Metric | None
-    peak_throughput: Metric | None
-    peak_req_throughput: Metric | None
-    ttfr: Metric | None
-    est_ppt: Metric | None
-    e2e_ttft: Metric | None
 
 
 def run_metrics(batches: list[list[RequestTiming]], concurrency: int, expected_pp_tokens: int, latency: float) -> RunMetrics:

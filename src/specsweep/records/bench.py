@@ -56,12 +56,9 @@ class RowErrors(BaseModel):
         return self.total - self.failed
 
 
-class BenchRow(BaseModel):
-    concurrency: int
-    context_size: int
-    prompt_size: int
-    response_size: int
-    is_context_prefill_phase: bool = False
+class RunMetrics(BaseModel):
+    """llama-benchy's figures of one test, over its runs."""
+
     pp_throughput: Metric | None
     pp_req_throughput: Metric | None
     tg_throughput: Metric | None
@@ -71,6 +68,20 @@ class BenchRow(BaseModel):
     ttfr: Metric | None
     est_ppt: Metric | None
     e2e_ttft: Metric | None
+
+
+class RowShape(BaseModel):
+    concurrency: int
+    context_size: int
+    prompt_size: int
+    response_size: int
+    is_context_prefill_phase: bool = False
+
+
+class BenchRow(RunMetrics, RowShape):
+    """One row of llama-benchy's JSON (the test's shape, then its figures, in llama-benchy's order) and specsweep's
+    additions."""
+
     # specsweep's additions to llama-benchy's schema.
     acceptance: SpecDelta | None
     errors: RowErrors
