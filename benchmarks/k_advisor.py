@@ -30,9 +30,11 @@ import pandas as pd
 
 from specsweep.advise.adaptive import objective
 from specsweep.advise.advice import advise, advise_sweep_dir, load_traces
-from specsweep.advise.driver import AdaptiveState, state_path
+from specsweep.advise.driver import state_path
 from specsweep.advise.policies import batch_size_schedule
 from specsweep.paths import project_root
+from specsweep.records.adaptive import AdaptiveState
+from specsweep.records.base import read_record
 
 K_MAX = 7
 
@@ -101,7 +103,7 @@ def main() -> None:
         argv = [sys.executable, "-m", "specsweep.cli", "adapt", "sweep=k_advisor", "sweep.name=k_advisor_adaptive"]
         print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
         subprocess.run(argv, cwd=root, check=True)
-    state = AdaptiveState.model_validate_json(state_path(adaptive_dir).read_text())
+    state = read_record(AdaptiveState, state_path(adaptive_dir))
     (search,) = state.groups.values()
     adaptive_cells = {cell: server_seconds(adaptive_dir, cell) for cell in state.cells}
     adaptive_seconds = sum(adaptive_cells.values())

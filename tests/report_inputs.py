@@ -10,8 +10,8 @@ import pandas as pd
 
 from specsweep.bench.stats import metric
 from specsweep.records.bench import BenchRow, RowErrors, SpecDelta
+from specsweep.records.cell import CellRecord, RequestRecord, WorkloadRecord
 from specsweep.records.table import build_table
-from specsweep.records.types import CellRecord, RequestRecord, WorkloadRecord
 
 DATA = Path(__file__).parent / "data" / "embedded_v0"
 CELLS = sorted(p.name for p in DATA.iterdir() if p.is_dir())
@@ -55,6 +55,15 @@ def _workload(old: dict) -> WorkloadRecord:
     )
 
 
+def todays_manifest(v0: Path, cell: str) -> dict:
+    """A v0 manifest (before the quant axis) in today's schema: the unquantized base's quant fields, as a bf16 cell
+    records them (the served checkpoint is the base model)."""
+    manifest = json.loads(v0.read_text())
+    return {**manifest, "schema_version": 2, "cell_id": cell, "quant_name": "bf16", "quant_kind": "none",
+            "quant_scheme": "none", "quant_location": manifest["model_location"], "quant_revision": None,
+            "quant_recipe_sha256": None, "quant_files_sha256": {}}  # fmt: skip
+
+
 def make_sweep_dir(where: Path, sweep: str = "embedded", skipped: bool = True) -> Path:
     """results/<sweep>/ with the real cells in today's schema, plus (optionally) one skipped cell."""
     sweep_dir = where / sweep
@@ -69,7 +78,8 @@ def make_sweep_dir(where: Path, sweep: str = "embedded", skipped: bool = True) -
             workloads=[_workload(w) for w in old["workloads"]],
         )  # fmt: skip
         (target / "bench.json").write_text(record.model_dump_json())
-        for name in ("manifest.json", "config.yaml", "server.log"):
+        (target / "manifest.json").write_text(json.dumps(todays_manifest(source / "manifest.json", cell)))
+        for name in ("config.yaml", "server.log"):
             shutil.copy2(source / name, target / name)
     if skipped:
         cell = "gemma3_270m-bf16-suffix-k4"
@@ -80,8 +90,7 @@ def make_sweep_dir(where: Path, sweep: str = "embedded", skipped: bool = True) -
             model="gemma3_270m", quant="bf16", drafter="suffix", drafter_kind="suffix", k=4, speculative_config=None,
         )  # fmt: skip
         (target / "bench.json").write_text(record.model_dump_json())
-        manifest = json.loads((DATA / CELLS[0] / "manifest.json").read_text())
-        (target / "manifest.json").write_text(json.dumps({**manifest, "cell_id": cell}))
+        (target / "manifest.json").write_text(json.dumps(todays_manifest(DATA / CELLS[0] / "manifest.json", cell)))
         shutil.copy2(DATA / CELLS[0] / "config.yaml", target / "config.yaml")
     cell_dirs = sorted(p for p in sweep_dir.iterdir() if (p / "bench.json").is_file())
     build_table(cell_dirs).to_csv(sweep_dir / "table.csv", index=False)

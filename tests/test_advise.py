@@ -281,8 +281,9 @@ def test_adaptive_search_needs_only_k_max_when_the_trace_counts_the_plain_steps(
 
 
 def test_adaptive_driver_rounds_plan_only_what_the_search_needs(tmp_path: Path):
-    from specsweep.advise.driver import AdaptiveState, adapt, first_round, planned, state_path
+    from specsweep.advise.driver import adapt, first_round, planned, state_path
     from specsweep.config.grid import expand
+    from specsweep.records.adaptive import AdaptiveState
 
     cells = expand([], "k_advisor")
     marginal = [0.9, 0.8, 0.7, 0.55, 0.4, 0.3, 0.2]
@@ -359,7 +360,8 @@ def test_adaptive_driver_serves_the_recommended_schedule_and_the_advice_checks_i
 
 
 def test_the_plan_of_an_adaptive_sweep_holds_its_served_schedule_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from specsweep.advise.driver import AdaptiveState, state_path
+    from specsweep.advise.driver import state_path
+    from specsweep.records.adaptive import AdaptiveState
     from specsweep.workflow_plan import plan_sweep
 
     monkeypatch.chdir(tmp_path)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from specsweep.config.compose import compose_cell
 from project import server_command
+
+from specsweep.config.compose import compose_cell
 
 
 def flag_value(argv: list[str], flag: str) -> str:

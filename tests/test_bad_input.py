@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from project import make_project, snakemake
+
 from specsweep.config.compose import ConfigError
 from specsweep.config.grid import expand
 

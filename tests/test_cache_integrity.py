@@ -204,9 +204,9 @@ def test_quantize_rebuilds_a_corrupt_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from specsweep.config.compose import compose_cell
-    from specsweep.envs import EnvRecord
     from specsweep.models.prepare import ModelRecord
     from specsweep.quantize import run
+    from specsweep.records.env import EnvRecord
 
     # A stand-in for job.py: writes a checkpoint and applied.json where the spec says, as the real job does.
     job = tmp_path / "fake_job.py"

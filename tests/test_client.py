@@ -6,11 +6,10 @@ or neither, which no real server here can be made to do.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import asyncio
 
 import aiohttp
 import pytest

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from report_inputs import make_sweep_dir
-from specsweep.records.types import CellRecord
+
+from specsweep.records.cell import CellRecord
 from specsweep.report.compare import compare, html_page, markdown
 
 

@@ -16,7 +16,7 @@ from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
 from specsweep.config.schema import CudaDockerImage
-from specsweep.images.base import BACKENDS, LaunchSpec, build_image, backend_of
+from specsweep.images.base import BACKENDS, LaunchSpec, backend_of, build_image
 from specsweep.records.image import CudaDockerDetails, ImageRecord
 
 ROOT = Path(__file__).resolve().parents[1]

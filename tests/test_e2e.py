@@ -298,7 +298,7 @@ def test_memory_is_recorded_for_every_served_cell(served: pd.DataFrame) -> None:
 def test_compare_finds_a_known_shift_and_pairs_bf16_with_w4a16(swept: Path, tmp_path: Path) -> None:
     import shutil
 
-    from specsweep.records.types import CellRecord
+    from specsweep.records.cell import CellRecord
     from specsweep.report.compare import compare
 
     sweep_dir = swept / "results/embedded"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-
 from project import make_project, snakemake, when_measuring
-from specsweep.records.types import FAILURE_RECORD
+
+from specsweep.records.cell import FAILURE_RECORD
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from project import project_env
+
 from specsweep.report.wandb_runs import run_id
 
 pytestmark = pytest.mark.slow

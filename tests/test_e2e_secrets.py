@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from project import FAKE_SECRETS
 
 pytestmark = pytest.mark.slow

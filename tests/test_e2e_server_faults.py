@@ -18,10 +18,10 @@ from project import cell_processes, when_measuring
 import specsweep.cell as cell_module
 from specsweep.cell import run_cell
 from specsweep.config.grid import expand
+from specsweep.records.cell import CellRecord
 from specsweep.records.image import ImageRecord
 from specsweep.records.model import ModelRecord
 from specsweep.records.quant import QuantRecord
-from specsweep.records.types import CellRecord
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from project import cell_processes, make_project, project_env, snakemake
 
 pytestmark = pytest.mark.slow

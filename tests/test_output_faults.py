@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from report_inputs import make_sweep_dir
 
 OLD_TABLE = "previous,complete,table\n1,2,3\n"

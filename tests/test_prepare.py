@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from project import job_config
 from tokenizers import Tokenizer
 
-from project import job_config
 from specsweep.cache_check import sha256_file
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from project import job_config
+
 from specsweep.cache_check import sha256_file
 from specsweep.records.quant import QuantManifest
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
-
 from chromium import assert_report_renders
+from PIL import Image
 from report_inputs import add_quant_axis, make_sweep_dir
+
 from specsweep.advise.advice import advise_sweep_dir
 from specsweep.config.compose import ConfigError, compose_cell, config_hash
 from specsweep.config.schema import WandbCfg
@@ -319,9 +319,9 @@ def test_each_row_says_whether_its_cell_thought(tmp_path: Path) -> None:
 
 def test_a_failed_lm_eval_is_recorded_on_its_cell_and_its_throughput_rows_stand(tmp_path: Path) -> None:
     from specsweep.evals.table import evals_table
+    from specsweep.records.cell import CellRecord
     from specsweep.records.evals import CellEvals, LmEvalRecord
     from specsweep.records.table import build_table
-    from specsweep.records.types import CellRecord
 
     sweep_dir = make_sweep_dir(tmp_path, skipped=False)
     cells = sorted(p for p in sweep_dir.iterdir() if (p / "bench.json").is_file())

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from chromium import assert_report_renders
 from project import E2E_OVERRIDES, project_env
 

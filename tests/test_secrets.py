@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
 from specsweep.config.grid import expand
 from specsweep.config.secrets import is_secret_key, redact_overrides, require_forwarded, server_environment
 from specsweep.records.manifest import redact_env
-from project import server_command
 from specsweep.serve.server import VllmServer
 
 FAKE_HF = "hf_" + "Q" * 34

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_inputs import CELLS, DATA, make_sweep_dir, todays_manifest
 
-from report_inputs import CELLS, DATA, make_sweep_dir
+from specsweep.records.cell import FAILURE_RECORD, CellRecord
 from specsweep.records.status import SweepFailed, check_sweep, status_text
 from specsweep.records.table import build_table
-from specsweep.records.types import FAILURE_RECORD, CellRecord
 from specsweep.report import html, markdown
 from specsweep.report.data import failed, load_sweep
 
@@ -32,8 +32,7 @@ def with_failed_cell(sweep_dir: Path) -> Path:
         error="vLLM exited with code 1 during the workloads", server_log_tail=LOG_TAIL,
     )  # fmt: skip
     (target / "bench.json").write_text(record.model_dump_json())
-    manifest = json.loads((DATA / CELLS[0] / "manifest.json").read_text())
-    (target / "manifest.json").write_text(json.dumps({**manifest, "cell_id": FAILED_CELL}))
+    (target / "manifest.json").write_text(json.dumps(todays_manifest(DATA / CELLS[0] / "manifest.json", FAILED_CELL)))
     shutil.copy2(DATA / CELLS[0] / "config.yaml", target / "config.yaml")
     cell_dirs = sorted(p for p in sweep_dir.iterdir() if (p / "bench.json").is_file())
     build_table(cell_dirs).to_csv(sweep_dir / "table.csv", index=False)
@@ -87,5 +86,5 @@ def test_status_step_passes_when_no_cell_failed(tmp_path: Path) -> None:
     sweep_dir = make_sweep_dir(tmp_path / "results")
     bench = sorted(str(p) for p in sweep_dir.glob("*/bench.json"))
     status = check_sweep(bench, sweep_dir / "status.json")
-    assert status == {"cells": len(bench), "ok": len(bench) - 1, "skipped": 1, "failed": 0}
+    assert status.model_dump() == {"schema_version": 1, "cells": len(bench), "ok": len(bench) - 1, "skipped": 1, "failed": 0}
     assert status_text(sweep_dir / "status.json").endswith(f"{len(bench) - 1} measured, 1 skipped, 0 failed")

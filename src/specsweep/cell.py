@@ -28,12 +28,12 @@ from specsweep.images.container import run_labels
 from specsweep.images.cpu_host import uses_wna16
 from specsweep.models.hub import snapshot_problems
 from specsweep.records import manifest as mf
+from specsweep.records.cell import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.records.host import ServingChoice
 from specsweep.records.hub import HubSnapshot
 from specsweep.records.image import ImageRecord, PreflightRecord
 from specsweep.records.model import ModelRecord
 from specsweep.records.quant import QuantRecord
-from specsweep.records.types import CELL_SCHEMA_VERSION, FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.serve.argv import ServerCommand
 from specsweep.serve.logs import failure_excerpt
 from specsweep.serve.memory import PeakMemory, memory_record
@@ -289,7 +289,6 @@ def run_cell(
     launch = plan_launch(cfg, quant.location, image, cell.sweep, cell.id, out_dir, drafter_location)
     command, serving = launch.command, launch.serving
     record = CellRecord(
-        schema_version=CELL_SCHEMA_VERSION,
         sweep=cell.sweep,
         cell_id=cell.id,
         status="ok",
@@ -361,7 +360,6 @@ def run_cell(
 
     sha, dirty = mf.git_state()
     manifest = mf.Manifest(
-        schema_version=mf.MANIFEST_SCHEMA_VERSION,
         specsweep_version=mf.version(),
         git_sha=sha,
         git_dirty=dirty,

@@ -16,37 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from specsweep.atomic import write_json
 from specsweep.cache_check import ENV_RECORD as RECORD
 from specsweep.cache_check import reusable, sha256_file
 from specsweep.exit_status import describe_exit
 from specsweep.paths import cache_dir
+from specsweep.records.base import read_record
+from specsweep.records.env import EnvRecord
 from specsweep.staging import staged_dir
-
-
-class EnvRecord(BaseModel):
-    name: str
-    key: str
-    root: str
-    python: str
-    requirements_sha256: str
-    freeze: list[str]
-    build_seconds: float
-    built_at: str
-
-    @property
-    def python_bin(self) -> Path:
-        return Path(self.root) / "bin" / "python"
-
-    def version_of(self, distribution: str) -> str | None:
-        wanted = distribution.lower().replace("_", "-")
-        for line in self.freeze:
-            name, _, version = line.partition("==")
-            if name.lower().replace("_", "-") == wanted:
-                return version
-        return None
 
 
 def tree_sha256(root: Path) -> str:
@@ -131,7 +108,7 @@ def ensure_env(
             raise FileNotFoundError(f"local package {path} has no pyproject.toml; fix the image's local_packages")
     root = env_root(name, requirements, remove_packages, local_packages, extra_index_urls)
     if reusable(root):
-        return EnvRecord.model_validate_json((root / RECORD).read_text())
+        return read_record(EnvRecord, root / RECORD)
 
     root.parent.mkdir(parents=True, exist_ok=True)
     log = root.parent / f"{root.name}.build.log"
@@ -153,7 +130,7 @@ def ensure_env(
         write_json(staging / RECORD, record.model_dump())
     print(f"[env] {name} ready in {record.build_seconds:.0f} s at {root}", file=sys.stderr)
     # What is at `root` now: ours, or an identical build another process published first.
-    return EnvRecord.model_validate_json((root / RECORD).read_text())
+    return read_record(EnvRecord, root / RECORD)
 
 
 def _install(

@@ -12,7 +12,6 @@ metric with the run-to-run noise test of `specsweep compare`.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from specsweep.config.compose import ConfigError, compose_cell, config_hash
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.records import manifest as mf
-from specsweep.records.types import CellRecord
+from specsweep.records.base import read_record
+from specsweep.records.cell import CellRecord
 from specsweep.report.compare import flatten
 
 # Manifest fields that say what produced the numbers, by what they are about (times, ports, argv are not facts of
@@ -80,7 +80,7 @@ def prepare(cell_dir: Path) -> Prepared:
     from specsweep.models.prepare import hub_record, prepare_model
     from specsweep.quantize.run import quantize
 
-    manifest = json.loads((cell_dir / "manifest.json").read_text())
+    manifest = read_record(mf.Manifest, cell_dir / "manifest.json").model_dump(mode="json")
     cfg = CellCfg.model_validate(yaml.safe_load((cell_dir / "config.yaml").read_text()))
     print(f"[reproduce] {manifest['cell_id']}: preparing the model, quant, image and drafter it ran on", file=sys.stderr)
     model = prepare_model(cfg.model)
@@ -141,7 +141,7 @@ def reproduce(target: str, results: Path = Path("results"), rerun: bool = True) 
     from specsweep.report.compare import compare, markdown
 
     cell_dir = locate(target, results)
-    recorded = json.loads((cell_dir / "manifest.json").read_text())
+    recorded = read_record(mf.Manifest, cell_dir / "manifest.json").model_dump(mode="json")
     prepared = prepare(cell_dir)
     warnings = differences(recorded, prepared.facts)
     for line in warnings:
@@ -149,7 +149,7 @@ def reproduce(target: str, results: Path = Path("results"), rerun: bool = True) 
     if not rerun:
         return Reproduction(cell_dir, None, warnings, [], "")
     model, quant, image, preflight, drafter = prepared.records
-    old = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
+    old = read_record(CellRecord, cell_dir / "bench.json")
     out_dir = results / "_reproduce" / prepared.cell.sweep / prepared.cell.id
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"[reproduce] running {prepared.cell.id} into {out_dir}", file=sys.stderr, flush=True)

@@ -18,33 +18,16 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-from pydantic import BaseModel
 
 from specsweep.advise.acceptance import CHAIN_DRAFTERS
 from specsweep.advise.adaptive import predicted_objective, search
 from specsweep.advise.advice import Advice, advise_sweep_dir, load_traces
 from specsweep.atomic import write_json
 from specsweep.config.grid import Cell, cell_from, max_num_seqs
+from specsweep.records.adaptive import AdaptiveState, GroupSearch
+from specsweep.records.base import read_record
 
 STATE = "adaptive.json"
-
-
-class GroupSearch(BaseModel):
-    measured: dict[int, float] = {}
-    predicted: dict[int, float] = {}
-    predicted_before_measuring: dict[int, float] = {}
-    order: list[int] = []
-    best_k: int | None = None
-
-
-class AdaptiveState(BaseModel):
-    sweep: str
-    cells: list[str]
-    groups: dict[str, GroupSearch] = {}
-    # The last round: each recommended batch-size schedule served as a cell (its full overrides), so the report
-    # shows predicted vs measured for it too.
-    schedule_cells: list[list[str]] = []
-    done: bool = False
 
 
 def _group_key(cell: Cell) -> str:
@@ -88,7 +71,7 @@ def planned(cells: list[Cell], sweep_dir: Path) -> list[Cell]:
     if not path.is_file():
         wanted = set(first_round(cells))
         return [cell for cell in cells if cell.id in wanted]
-    state = AdaptiveState.model_validate_json(path.read_text())
+    state = read_record(AdaptiveState, path)
     return [cell for cell in cells if cell.id in set(state.cells)] + [cell_from(o) for o in state.schedule_cells]
 
 
@@ -113,7 +96,7 @@ def adapt(cells: list[Cell], sweep_dir: Path, run_snakemake: Callable[[], None])
     """Run the rounds; `run_snakemake` runs the workflow (its plan reads the state written before each call)."""
     sweep_dir = Path(sweep_dir)
     path = state_path(sweep_dir)
-    state = (AdaptiveState.model_validate_json(path.read_text()) if path.is_file()
+    state = (read_record(AdaptiveState, path) if path.is_file()
              else AdaptiveState(sweep=cells[0].sweep, cells=first_round(cells)))  # fmt: skip
     write_json(path, state.model_dump(mode="json"))
     run_snakemake()

@@ -17,6 +17,7 @@ from specsweep.cli import results
 from specsweep.cli.common import command
 from specsweep.config.compose import config_hash
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, read_job
+from specsweep.records.base import read_record
 
 
 def cmd_model_prepare(args: argparse.Namespace) -> None:
@@ -45,12 +46,12 @@ def cmd_quant_run(args: argparse.Namespace) -> None:
     from specsweep.records.image import ImageRecord
 
     job = read_job(args.job_config, QuantJob)
-    base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
+    base = read_record(ModelRecord, args.model_receipt)
     image = None
     if job.image is not None:
         if not args.image_receipt:
             raise SystemExit(f"specsweep job quantize: {job.quant.name} is quantized in image {job.image.name}: pass --image-receipt")
-        image = (job.image, ImageRecord.model_validate_json(Path(args.image_receipt).read_text()))
+        image = (job.image, read_record(ImageRecord, args.image_receipt))
     try:
         record = quantize(job.quant, job.model, base, image)
     except ValueError as err:
@@ -66,8 +67,8 @@ def cmd_quant_quality(args: argparse.Namespace) -> None:
     from specsweep.quantize.run import QuantRecord
 
     job = read_job(args.job_config, QualityJob)
-    base = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
-    quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
+    base = read_record(ModelRecord, args.model_receipt)
+    quant = read_record(QuantRecord, args.quant_receipt)
     record = evaluate(quant, base, job.quality)
     write_json(Path(args.out), record.model_dump())
     if record.status == "ok":
@@ -95,7 +96,7 @@ def cmd_image_preflight(args: argparse.Namespace) -> None:
     from specsweep.images.preflight import Needs, PlannedArgvs, run_preflight
 
     kind = backend_of(read_job(args.job_config, ImageJob).image)
-    record = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
+    record = read_record(ImageRecord, args.image_receipt)
     print(f"[preflight] checking vLLM {record.vllm_version} in image {record.name} ({record.location[:19]})", file=sys.stderr)
     result = run_preflight(kind, record, Needs.model_validate_json(args.needs), PlannedArgvs.model_validate_json(args.argvs))
     write_json(Path(args.out), result.model_dump())
@@ -115,11 +116,11 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
     if job.id != args.cell_id:
         raise SystemExit(f"specsweep job cell: the job config is cell {job.id}, not {args.cell_id}; rerun Snakemake")
     cell = Cell(id=job.id, sweep=job.sweep, overrides=job.overrides, config=job.cell, config_hash=config_hash(job.cell))
-    model = ModelRecord.model_validate_json(Path(args.model_receipt).read_text())
-    quant = QuantRecord.model_validate_json(Path(args.quant_receipt).read_text())
-    image = ImageRecord.model_validate_json(Path(args.image_receipt).read_text())
-    preflight = PreflightRecord.model_validate_json(Path(args.preflight_receipt).read_text())
-    drafter = ModelRecord.model_validate_json(Path(args.drafter_receipt).read_text()) if args.drafter_receipt else None
+    model = read_record(ModelRecord, args.model_receipt)
+    quant = read_record(QuantRecord, args.quant_receipt)
+    image = read_record(ImageRecord, args.image_receipt)
+    preflight = read_record(PreflightRecord, args.preflight_receipt)
+    drafter = read_record(ModelRecord, args.drafter_receipt) if args.drafter_receipt else None
     receipts = (Path(args.model_receipt), Path(args.quant_receipt), Path(args.image_receipt))
     record = run_cell(
         cell, Path(args.out_dir), model, quant, image, Path(args.server_log), receipts=receipts, preflight=preflight,
@@ -136,7 +137,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     cell_dirs = [Path(path).parent for path in args.bench_files]
     quality = quality_table([Path(path) for path in args.quality])
-    evals = evals_table(cell_dirs, [QualityRecord.model_validate_json(Path(p).read_text()) for p in args.quality])
+    evals = evals_table(cell_dirs, [read_record(QualityRecord, p) for p in args.quality])
     table = build_table(cell_dirs, quality, evals)
     write_table(table, Path(args.csv), Path(args.parquet))
     if args.quality_csv:

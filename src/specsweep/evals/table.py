@@ -15,9 +15,10 @@ import pandas as pd
 
 from specsweep.evals.distributions import ScoredWindows, compare, same_checkpoint_problem
 from specsweep.evals.lossless import NothingCompared, compare_greedy, describe
+from specsweep.records.base import read_record
+from specsweep.records.cell import CellRecord
 from specsweep.records.quality import QualityRecord
 from specsweep.records.table import MANIFEST_KEYS
-from specsweep.records.types import CellRecord
 
 IDENTITY = ["sweep", "cell_id", "model", "quant", "quant_kind", "drafter", "drafter_kind", "k", "status"]
 EVAL_COLUMNS = [
@@ -33,7 +34,7 @@ EVAL_COLUMNS = [
 class _Cell:
     def __init__(self, cell_dir: Path) -> None:
         self.dir = cell_dir
-        self.record = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
+        self.record = read_record(CellRecord, cell_dir / "bench.json")
         self.manifest = json.loads((cell_dir / "manifest.json").read_text())
         self.evals = self.record.evals
 

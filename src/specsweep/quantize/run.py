@@ -33,10 +33,11 @@ from specsweep.config.schema import (
     QuantCfg,
     TextFileCalibration,
 )
-from specsweep.envs import EnvRecord, model_tools_env
+from specsweep.envs import model_tools_env
 from specsweep.exit_status import describe_exit
 from specsweep.models.hub import fetch_snapshot
 from specsweep.paths import cache_dir
+from specsweep.records.env import EnvRecord
 from specsweep.records.image import ImageRecord
 from specsweep.records.model import ModelRecord
 from specsweep.records.quant import QuantRecord

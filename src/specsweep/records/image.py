@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from specsweep.records.base import Record
 from specsweep.records.host import CpuFacts, ServingChoice
 
 
@@ -57,11 +58,10 @@ class CudaDockerDetails(BaseModel):
 ImageDetails = VenvDetails | CpuDockerDetails | SparkDockerDetails | CudaDockerDetails
 
 
-class ImageRecord(BaseModel):
+class ImageRecord(Record):
     """The image manifest: what served the cells, precisely enough to rebuild or compare it."""
 
-    # Bumped whenever a field changes meaning or one is added.
-    schema_version: int = 1
+    SCHEMA_VERSION = 1
     name: str
     kind: str
     # venv: the venv root; container kinds: the image id (sha256:...), which every cell runs.
@@ -122,9 +122,8 @@ class Problem(BaseModel):
     fix: str
 
 
-class PreflightRecord(BaseModel):
-    # Bumped whenever a field changes meaning or one is added.
-    schema_version: int = 1
+class PreflightRecord(Record):
+    SCHEMA_VERSION = 1
     image: str
     image_location: str
     vllm_version: str

@@ -11,23 +11,21 @@ import subprocess
 from typing import Any
 
 import psutil
-from pydantic import BaseModel
 
 import specsweep
 from specsweep.config.secrets import REDACTED, is_secret_key
 from specsweep.paths import project_root
+from specsweep.records.base import Record
 from specsweep.records.host import CpuFacts, ServingChoice, read_cpu_facts
 from specsweep.records.image import ImageRecord
 from specsweep.records.model import ModelRecord
 from specsweep.records.quant import QuantRecord
 
-# Bumped whenever a field changes meaning or one is added; readers refuse a newer one. A record without the field
-# predates versioning (1).
-MANIFEST_SCHEMA_VERSION = 2
 
+class Manifest(Record):
+    """A cell's reproduction record (manifest.json): code, config, image, weights, hardware, the server's argv."""
 
-class Manifest(BaseModel):
-    schema_version: int = 1
+    SCHEMA_VERSION = 2
     specsweep_version: str
     git_sha: str | None
     git_dirty: bool | None
@@ -177,10 +175,3 @@ def image_fields(image: ImageRecord) -> dict:
 
 def version() -> str:
     return specsweep.__version__
-
-
-def check_schema(kind: str, found: int, supported: int, path) -> None:
-    if found > supported:
-        raise ValueError(f"{path}: {kind} schema {found} is newer than this specsweep reads ({supported}); "
-                         "update specsweep (git pull, then pip install -e .) or read it with the version that wrote it")
-

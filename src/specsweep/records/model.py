@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from specsweep.records.base import Record
 from specsweep.records.hub import HubSnapshot
 
 
@@ -21,9 +22,8 @@ class ModelDetails(BaseModel):
     seconds: float | None = None
 
 
-class ModelRecord(BaseModel):
-    # Bumped whenever a field changes meaning or one is added.
-    schema_version: int = 1
+class ModelRecord(Record):
+    SCHEMA_VERSION = 1
     name: str
     # What vLLM is given: a local dir (a converted package, or a hub snapshot under HF_HOME).
     location: str

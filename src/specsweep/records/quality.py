@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from specsweep.records.base import Record
 
 
-class QualityRecord(BaseModel):
-    # Bumped whenever a field changes meaning or one is added.
-    schema_version: int = 1
+class QualityRecord(Record):
+    SCHEMA_VERSION = 1
     model: str
     quant: str
     quant_kind: str

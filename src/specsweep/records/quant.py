@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from specsweep.records.base import Record
 from specsweep.records.hub import HubSnapshot
 
 
@@ -51,11 +52,10 @@ class QuantManifest(BaseModel):
     hub: HubSnapshot | None = None
 
 
-class QuantRecord(BaseModel):
+class QuantRecord(Record):
     """What the quantize stage hands to cells and to the quality stage."""
 
-    # Bumped whenever a field changes meaning or one is added.
-    schema_version: int = 2
+    SCHEMA_VERSION = 2
     model: str
     quant: str
     kind: str

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from specsweep.atomic import write_json, write_text
-from specsweep.records.types import FAILURE_RECORD, CellRecord
+from specsweep.records.base import Record, read_record
+from specsweep.records.cell import FAILURE_RECORD, CellRecord
 
 
 class SweepFailed(RuntimeError):
     pass
 
 
-def check_sweep(bench_files: list[str | Path], status_path: Path, log_path: Path | None = None) -> dict:
+class SweepStatus(Record):
+    """The sweep's last step's record (status.json): how many cells measured, were skipped, failed."""
+
+    cells: int
+    ok: int
+    skipped: int
+    failed: int
+
+
+def check_sweep(bench_files: list[str | Path], status_path: Path, log_path: Path | None = None) -> SweepStatus:
     """Write the sweep's status, or raise naming every failed cell.
 
     A failed cell's bench.json is moved to failure.json first: its record stays for reading, and with the
@@ -23,14 +32,14 @@ def check_sweep(bench_files: list[str | Path], status_path: Path, log_path: Path
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     failures = []
     for path in map(Path, bench_files):
-        record = CellRecord.model_validate_json(path.read_text())
+        record = read_record(CellRecord, path)
         counts[record.status] += 1
         if record.status == "failed":
             os.replace(path, path.with_name(FAILURE_RECORD))
             tail = "\n".join(f"      {line}" for line in record.server_log_tail[-10:])
             failures.append(f"  - {record.cell_id}: {record.error}\n    last server-log lines:\n{tail}")
-    status = {"cells": len(bench_files), **counts}
-    message = json.dumps(status)
+    status = SweepStatus(cells=len(bench_files), **counts)
+    message = status.model_dump_json()
     if failures:
         message = (
             f"{counts['failed']} of {len(bench_files)} cells failed (the other cells, the table and the reports "
@@ -40,14 +49,13 @@ def check_sweep(bench_files: list[str | Path], status_path: Path, log_path: Path
         write_text(Path(log_path), message + "\n")
     if failures:
         raise SweepFailed(message)
-    write_json(status_path, status)
+    write_json(status_path, status.model_dump())
     return status
 
 
 def status_text(status_path: Path) -> str:
     """One line for the end of a run; empty when the run did not reach the status step (e.g. one cell's target)."""
-    try:
-        status = json.loads(Path(status_path).read_text())
-    except FileNotFoundError:
+    if not Path(status_path).is_file():
         return ""
-    return f"specsweep: {status['cells']} cells: {status['ok']} measured, {status['skipped']} skipped, {status['failed']} failed"
+    status = read_record(SweepStatus, status_path)
+    return f"specsweep: {status.cells} cells: {status.ok} measured, {status.skipped} skipped, {status.failed} failed"

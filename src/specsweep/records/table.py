@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from specsweep.atomic import write_bytes, write_text
-from specsweep.records.host import CpuFacts
-from specsweep.records.manifest import MANIFEST_SCHEMA_VERSION, check_schema
+from specsweep.records.base import read_record
+from specsweep.records.cell import CellRecord, MemoryRecord
+from specsweep.records.manifest import Manifest
 from specsweep.records.quality import QualityRecord
-from specsweep.records.types import CELL_SCHEMA_VERSION, CellRecord, MemoryRecord
 
 # Last server-log lines of a failed cell on its table row (the record keeps more).
 TABLE_LOG_LINES = 15
@@ -62,22 +62,20 @@ def _schedule(speculative_config: str | None) -> str | None:
     return json.dumps(schedule, separators=(",", ":")) if schedule else None
 
 
-def _chat_template_kwargs(manifest: dict) -> str | None:
-    kwargs = manifest.get("config", {}).get("serve", {}).get("default_chat_template_kwargs")
+def _chat_template_kwargs(config: dict) -> str | None:
+    kwargs = config.get("serve", {}).get("default_chat_template_kwargs")
     return json.dumps(kwargs, sort_keys=True, separators=(",", ":")) if kwargs is not None else None
 
 
 def rows_for(cell_dir: Path) -> list[dict]:
-    record = CellRecord.model_validate_json((cell_dir / "bench.json").read_text())
-    check_schema("cell record", record.schema_version, CELL_SCHEMA_VERSION, cell_dir / "bench.json")
-    manifest = json.loads((cell_dir / "manifest.json").read_text())
-    check_schema("manifest", manifest.get("schema_version", 1), MANIFEST_SCHEMA_VERSION, cell_dir / "manifest.json")
+    record = read_record(CellRecord, cell_dir / "bench.json")
+    manifest = read_record(Manifest, cell_dir / "manifest.json")
     base = {
         "sweep": record.sweep,
         "cell_id": record.cell_id,
         "model": record.model,
         "quant": record.quant,
-        "quant_scheme": manifest.get("quant_scheme"),
+        "quant_scheme": manifest.quant_scheme,
         "drafter": record.drafter,
         "drafter_kind": record.drafter_kind,
         "k": record.k,
@@ -92,12 +90,12 @@ def rows_for(cell_dir: Path) -> list[dict]:
         "server_startup_s": record.server_startup_s,
         "dtype": record.dtype,
         # Thinking on or off changes what is generated: a column, so no table compares cells across it unawares.
-        "chat_template_kwargs": _chat_template_kwargs(manifest),
-        "cpu_isa": CpuFacts.model_validate(manifest["host_cpu"]).isa if manifest.get("host_cpu") else None,
+        "chat_template_kwargs": _chat_template_kwargs(manifest.config),
+        "cpu_isa": manifest.host_cpu.isa if manifest.host_cpu else None,
         "wna16_kernel_selected": record.wna16_kernel_selected,
         "quant_kernel": record.quant_kernel,
         **memory_columns(record.memory),
-        **{key: manifest.get(key) for key in MANIFEST_KEYS},
+        **{key: getattr(manifest, key) for key in MANIFEST_KEYS},
     }
     if record.status != "ok":
         return [{**base, "workload": None, "concurrency": None}]
@@ -152,7 +150,7 @@ FIGURE_COLUMNS = [
 
 def quality_table(records: list[Path]) -> pd.DataFrame:
     """One row per (model, quant): the quality stage's records as a table."""
-    rows = [QualityRecord.model_validate_json(path.read_text()).model_dump() for path in records]
+    rows = [read_record(QualityRecord, path).model_dump() for path in records]
     columns = list(QualityRecord.model_fields)
     return pd.DataFrame(rows, columns=columns).sort_values(["model", "quant"]).reset_index(drop=True)
 

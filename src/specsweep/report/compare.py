@@ -27,7 +27,8 @@ import yaml
 from pydantic import BaseModel
 from scipy import stats
 
-from specsweep.records.types import CellRecord
+from specsweep.records.base import read_record
+from specsweep.records.cell import CellRecord
 
 DEFAULT_IGNORED = ("image",)
 # (metric, what the table calls it, where its values come from in a bench row, higher is better)
@@ -87,7 +88,7 @@ def _load(sweep_dir: Path, only: tuple[str, ...] = ()) -> list[_Cell]:
             continue
         if not (directory / "bench.json").is_file() or not (directory / "config.yaml").is_file():
             continue
-        record = CellRecord.model_validate_json((directory / "bench.json").read_text())
+        record = read_record(CellRecord, directory / "bench.json")
         if record.status == "ok":
             cells.append(_Cell(directory.name, yaml.safe_load((directory / "config.yaml").read_text()), record))
     if not cells:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from specsweep.records.advice import Advice
+from specsweep.records.base import read_record
 from specsweep.records.host import CpuFacts
+from specsweep.records.manifest import Manifest
 from specsweep.records.table import MEMORY_COLUMNS
 
 QUALITY_COLUMNS = ["ppl", "kld", "ppl_recovery_pct"]
@@ -49,12 +52,12 @@ def from_table(table: pd.DataFrame, sweep_dir: Path | None = None) -> SweepData:
         for cell_id in table["cell_id"].dropna().unique():
             path = sweep_dir / str(cell_id) / "manifest.json"
             if path.is_file():
-                manifests[str(cell_id)] = json.loads(path.read_text())
+                manifests[str(cell_id)] = read_record(Manifest, path).model_dump(mode="json")
     sweep = str(table["sweep"].dropna().iloc[0]) if "sweep" in table and table["sweep"].notna().any() else "sweep"
     evals_csv = sweep_dir / "evals.csv" if sweep_dir else None
     evals = pd.read_csv(evals_csv) if evals_csv and evals_csv.is_file() else pd.DataFrame()
     advice_json = sweep_dir / "advice.json" if sweep_dir else None
-    predictions = advice_predictions(json.loads(advice_json.read_text())) if advice_json and advice_json.is_file() else pd.DataFrame()
+    predictions = advice_predictions(read_record(Advice, advice_json).model_dump()) if advice_json and advice_json.is_file() else pd.DataFrame()
     return SweepData(sweep=sweep, table=table, quality=quality, manifests=manifests, evals=evals, predictions=predictions)
 
 

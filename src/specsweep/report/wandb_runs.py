@@ -18,42 +18,24 @@ import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import WandbCfg
 from specsweep.config.secrets import REDACTED, is_secret_key
+from specsweep.records.base import read_record
+from specsweep.records.manifest import Manifest
 from specsweep.records.table import MEMORY_COLUMNS
+from specsweep.records.wandb import Mode, WandbReceipt
 from specsweep.report.data import QUALITY_COLUMNS, SweepData, measured, position_columns, summary, with_speedup
 
 # Quiet, offline-safe defaults; set before wandb is imported so its import-time setup sees them too.
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_CONSOLE", "off")
 import wandb  # noqa: E402
-
-Mode = Literal["online", "offline", "disabled"]
-
-
-class WandbReceipt(BaseModel):
-    """What a W&B logging step did; Snakemake's output for it, and what `specsweep report` reads back."""
-
-    run_id: str | None
-    name: str
-    group: str
-    job_type: str
-    mode_requested: Mode
-    mode_used: Mode | Literal["failed"]
-    # Relative to the sweep dir (wandb/offline-run-...): what `wandb sync` takes.
-    run_dir: str | None
-    content_sha256: str
-    warning: str | None = None
-    error: str | None = None
-    logged_at: str
 
 
 def wandb_root(sweep_dir: Path) -> Path:
@@ -208,7 +190,7 @@ def _reusable(receipt_path: Path, digest: str, root: Path) -> WandbReceipt | Non
     if not receipt_path.is_file():
         return None
     try:
-        old = WandbReceipt.model_validate_json(receipt_path.read_text())
+        old = read_record(WandbReceipt, receipt_path)
     except ValueError:
         return None
     if old.content_sha256 != digest or old.mode_used in ("failed",) or old.warning:
@@ -262,7 +244,9 @@ def log_cell(cell_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path,
         raise ValueError(f"cell {cell_id} has no rows in the sweep table")
     first = rows.iloc[0]
     config_text = (cell_dir / "config.yaml").read_text() if (cell_dir / "config.yaml").is_file() else "{}"
-    manifest_text = (cell_dir / "manifest.json").read_text() if (cell_dir / "manifest.json").is_file() else "{}"
+    manifest_path = cell_dir / "manifest.json"
+    manifest = read_record(Manifest, manifest_path).model_dump(mode="json") if manifest_path.is_file() else {}
+    manifest_text = json.dumps(manifest, sort_keys=True)
     metrics = cell_metrics(rows, data.table)
     rid = run_id(data.sweep, cell_id)
     digest = _digest(rows.to_json(orient="records"), json.dumps(metrics, sort_keys=True), config_text,
@@ -281,10 +265,10 @@ def log_cell(cell_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path,
     config["specsweep"] = redact({
         "sweep": data.sweep, "cell_id": cell_id, "quant": first["quant"], "drafter": first["drafter"],
         "drafter_kind": first["drafter_kind"], "k": k, "status": first["status"],
-        "config_hash": json.loads(manifest_text).get("config_hash"),
+        "config_hash": manifest.get("config_hash"),
     })  # fmt: skip
     # The whole manifest (image, vLLM commit, weights' sha256, hardware, git state): what produced the numbers.
-    config["manifest"] = redact({k: v for k, v in json.loads(manifest_text).items() if k != "config"})
+    config["manifest"] = redact({k: v for k, v in manifest.items() if k != "config"})
 
     def log() -> WandbReceipt:
         session = _Session(cfg, root)

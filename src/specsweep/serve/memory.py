@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from specsweep.records.types import MemoryRecord
+from specsweep.records.cell import MemoryRecord
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt")
 GIB = 1024**3

@@ -1,4 +1,4 @@
-"""Typed records a cell writes (bench.json) and reads back for aggregation."""
+"""A cell's record (bench.json) and its parts: each workload's rows and requests, the server's memory."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from specsweep.records.base import Record
 from specsweep.records.bench import BenchRow
 from specsweep.records.evals import CellEvals
 
@@ -64,12 +65,10 @@ class MemoryRecord(BaseModel):
     samples: int = 0
 
 
-# Bumped whenever a field changes meaning or one is added; a record without the field predates versioning (1).
-CELL_SCHEMA_VERSION = 2
+class CellRecord(Record):
+    """A cell's measurement (bench.json): its status, every workload's rows, the evals."""
 
-
-class CellRecord(BaseModel):
-    schema_version: int = 1
+    SCHEMA_VERSION = 2
     sweep: str
     cell_id: str
     # failed: the cell ran and broke (server died, every request failed); `error` and the log tail say how.
