@@ -44,7 +44,7 @@ def docker_engine() -> None:
 
     Without one these tests skip on a developer machine and fail in CI (CI=true), where .ci/run installs docker.io
     and debootstrap so that they always run."""
-    from specsweep.images.engine import EngineError, start_engine
+    from specsweep.docker_engine import EngineError, start_engine
 
     try:
         start_engine()

@@ -84,7 +84,7 @@ def test_task_requests_are_prefilled_not_served_from_the_prefix_cache(server) ->
     by default): each request's own marker makes the server prefill it, as its counters show."""
     import asyncio
 
-    from specsweep.bench.engine import Bench, BenchSettings
+    from specsweep.bench.runner import Bench, BenchSettings
 
     running, _ = server
     prompt = (Path(__file__).resolve().parents[1] / "data/prompts/code_edit.txt").read_text()

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from specsweep.bench.engine import Bench, BenchReport, BenchSettings
+from specsweep.bench.formats import markdown
 from specsweep.bench.inputs import BenchAbort
+from specsweep.bench.runner import Bench, BenchReport, BenchSettings
 from specsweep.bench.stats import RequestTiming, run_metrics
-from specsweep.bench.tables import markdown
 from specsweep.records.bench import BenchRow
 
 METRICS = ["pp_throughput", "pp_req_throughput", "tg_throughput", "tg_req_throughput", "peak_throughput",

@@ -6,8 +6,8 @@ import csv
 import io
 import json
 
-from specsweep.bench.engine import BenchReport
-from specsweep.bench.tables import CSV_HEADERS, markdown, to_csv, to_json
+from specsweep.bench.formats import CSV_HEADERS, markdown, to_csv, to_json
+from specsweep.bench.runner import BenchReport
 from specsweep.records.bench import BenchRow, Metric, RowErrors, SpecDelta
 
 

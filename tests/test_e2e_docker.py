@@ -169,8 +169,8 @@ def test_a_preflight_failure_fails_the_cells_with_the_fix_before_any_server(proj
 
 def test_the_spark_spec_reuses_the_id_it_built_and_rebuilds_when_that_image_is_gone(served: tuple[Path, str], tmp_path: Path,
                                                                                     monkeypatch) -> None:  # fmt: skip
+    from specsweep.docker_engine import EngineError
     from specsweep.images.base import backend_of
-    from specsweep.images.engine import EngineError
     from specsweep.images.spark_docker import spec_key
 
     monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
@@ -249,7 +249,8 @@ def test_a_non_root_owner_runs_the_quantize_container_with_every_path_at_itself(
 
     from chromium import require_component
 
-    from specsweep.quantize.in_image import TOOLS_PYTHON, ToolsImage, job_command
+    from specsweep.images.base import backend_of
+    from specsweep.quantize.in_image import TOOLS_PYTHON
 
     if os.geteuid() != 0:
         pytest.skip("switching to the non-root user needs root (CI runs as root)")
@@ -276,8 +277,9 @@ def test_a_non_root_owner_runs_the_quantize_container_with_every_path_at_itself(
     with pytest.MonkeyPatch.context() as as_user:  # the user's HOME and HF_HOME only while the argv is built
         as_user.setenv("HOME", str(home))
         as_user.setenv("HF_HOME", str(hf))
-        argv = job_command(image, ToolsImage(tag=base, id=base, key="k"), name, job, spec, [str(snapshot)],
-                           [str(out.parent)], caller=(user.pw_uid, user.pw_gid))  # fmt: skip
+        argv = backend_of(image).job_command(base, name, f"quantize/{name}", [TOOLS_PYTHON, str(job), str(spec)],
+                                             [str(snapshot), str(job), str(spec)], [str(out.parent)],
+                                             caller=(user.pw_uid, user.pw_gid))  # fmt: skip
     assert argv[-3:] == [TOOLS_PYTHON, str(job), str(spec)]
     argv = [*argv[:-3], "python3", str(job), str(spec)]  # the base has no tools venv; the mounts are what is tested
     try:

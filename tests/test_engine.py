@@ -6,15 +6,23 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from specsweep.images.engine import dockerd_argv, overlay_mounts, storage_drivers
+from specsweep.docker_engine import dockerd_argv, overlay_mounts, storage_drivers
 
 ROOT = Path(__file__).resolve().parents[1]
 NON_ROOT = "specsweep-ci"
+
+
+def test_the_engine_module_needs_only_the_standard_library() -> None:
+    """.ci/run starts the engine with the system Python before any venv exists: no site-packages here (-S)."""
+    result = subprocess.run([sys.executable, "-S", "-c", "import specsweep.docker_engine"], capture_output=True,
+                            text=True, timeout=60, env={"PYTHONPATH": str(ROOT / "src")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_overlay2_is_tried_first_only_where_overlayfs_mounts() -> None:
@@ -48,13 +56,12 @@ def test_the_overlay_probe_says_no_where_mounting_is_not_allowed() -> None:
     try:
         package = where / "specsweep"
         package.mkdir()
-        for name in ("__init__.py", "engine.py", "exit_status.py", "paths.py"):
-            source = ROOT / "src/specsweep" / ("images/" if name == "engine.py" else "") / name
-            shutil.copy(source, package / name)
+        for name in ("__init__.py", "docker_engine.py", "exit_status.py", "paths.py"):
+            shutil.copy(ROOT / "src/specsweep" / name, package / name)
         (where / "probe").mkdir()
         subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(where)], check=True)
         where.chmod(0o755)
-        program = f"from pathlib import Path; from specsweep.engine import overlay_mounts; print(overlay_mounts(Path('{where}/probe')))"
+        program = f"from pathlib import Path; from specsweep.docker_engine import overlay_mounts; print(overlay_mounts(Path('{where}/probe')))"
         result = subprocess.run(["runuser", "-u", NON_ROOT, "--", "env", f"PYTHONPATH={where}", "python3", "-c", program],
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert result.returncode == 0, result.stderr

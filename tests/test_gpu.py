@@ -25,8 +25,8 @@ from project import make_project
 
 from specsweep.config.compose import compose_cell
 from specsweep.config.grid import expand
+from specsweep.docker_engine import image_id
 from specsweep.images.base import backend_of, build_image
-from specsweep.images.cpu_docker import image_id
 from specsweep.images.preflight import needs_of, planned_argvs, run_preflight
 from specsweep.records.image import CudaDockerDetails, ImageRecord
 

@@ -10,9 +10,9 @@ import pytest
 from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
+from specsweep.docker_engine import EngineError
 from specsweep.images.base import BACKENDS, backend_of
 from specsweep.images.container import in_hf_home, run_flags
-from specsweep.images.engine import EngineError
 from specsweep.images.preflight import compare, needs_of
 from specsweep.images.spark_docker import build_argv, built_tag, check_built_spec, parse_build_metadata, spec_key
 from specsweep.records.image import Needs
@@ -243,15 +243,16 @@ def test_the_quantizer_venv_takes_the_tools_pins_but_the_images_torch() -> None:
 
 
 def test_the_quantize_container_gets_the_launchers_flags_labels_and_each_path_at_itself(monkeypatch, tmp_path: Path) -> None:
-    from specsweep.quantize.in_image import TOOLS_PYTHON, ToolsImage, job_command
+    from specsweep.images.base import backend_of
+    from specsweep.quantize.in_image import TOOLS_PYTHON
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("SPECSWEEP_RUN_OWNER", "123:4.00")
     image = compose_cell(SPARK).cell.image
-    tools = ToolsImage(tag="specsweep/quantize-tools:k", id="sha256:tools", key="k")
     snapshot = str(tmp_path / "hf/hub/models--google--gemma-4-31B-it/snapshots/abc")
-    argv = job_command(image, tools, "specsweep-quantize-x", Path("/p/job.py"), Path("/c/x.spec.json"),
-                       [snapshot, "/p/data/calibration/c.txt"], ["/c/quants"])  # fmt: skip
+    job = [TOOLS_PYTHON, "/p/job.py", "/c/x.spec.json"]
+    argv = backend_of(image).job_command("sha256:tools", "specsweep-quantize-x", "quantize/specsweep-quantize-x", job,
+                                         [snapshot, "/p/data/calibration/c.txt", *job[1:]], ["/c/quants"])  # fmt: skip
     assert argv[:4] == ["docker", "run", "--name", "specsweep-quantize-x"]
     flags = " ".join(argv)
     # launch-cluster.sh's GPU, IPC and allocator settings, as for a server of this image.

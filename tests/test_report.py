@@ -318,7 +318,7 @@ def test_each_row_says_whether_its_cell_thought(tmp_path: Path) -> None:
 
 
 def test_a_failed_lm_eval_is_recorded_on_its_cell_and_its_throughput_rows_stand(tmp_path: Path) -> None:
-    from specsweep.evals.table import evals_table
+    from specsweep.evals.summary import evals_table
     from specsweep.records.cell import CellRecord
     from specsweep.records.evals import CellEvals, LmEvalRecord
     from specsweep.records.table import build_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from specsweep.metrics.specdecode import diff, parse
+from specsweep.bench.specdecode import diff, parse
 
 
 def metrics(drafts: int, draft_tokens: int, accepted: int, per_pos: list[int]) -> str:
@@ -55,7 +55,7 @@ def test_counters_going_backwards_mean_a_restart() -> None:
 
 
 def test_per_request_stats_sum_and_give_positions_from_the_histogram() -> None:
-    from specsweep.metrics.specdecode import from_request_stats
+    from specsweep.bench.specdecode import from_request_stats
 
     # vLLM's documented example: k=3, 43 steps, 10 of 129 drafts accepted.
     first = {"mean_acceptance_length": 1.2326, "draft_acceptance_rate": 0.0775, "acceptance_histogram": [39, 1, 0, 3],

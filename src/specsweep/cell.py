@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from specsweep.atomic import write_json, write_text
-from specsweep.bench.engine import Bench, BenchSettings
+from specsweep.bench.runner import Bench, BenchSettings
 from specsweep.bench.stats import RequestTiming
 from specsweep.cache_check import CorruptEntry, require_receipt_intact
-from specsweep.config.compose import canonical, cell_yaml, config_hash, project_relative
+from specsweep.config.compose import canonical, cell_yaml, config_hash
 from specsweep.config.grid import Cell
 from specsweep.config.schema import CellCfg, ModelDrafter
 from specsweep.config.secrets import require_forwarded
@@ -27,6 +27,7 @@ from specsweep.images.base import ImageBackend, LaunchSpec, backend_of
 from specsweep.images.container import run_labels
 from specsweep.images.cpu_host import uses_wna16
 from specsweep.models.hub import snapshot_problems
+from specsweep.paths import project_relative
 from specsweep.records import manifest as mf
 from specsweep.records.cell import FAILURE_RECORD, CellRecord, RequestRecord, WorkloadRecord
 from specsweep.records.host import ServingChoice

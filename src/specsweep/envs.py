@@ -169,7 +169,7 @@ MODEL_TOOLS_REQUIREMENTS = "workflow/envs/model-tools.txt"
 
 
 def model_tools_env() -> EnvRecord:
-    from specsweep.config.compose import project_relative
+    from specsweep.paths import project_relative
 
     return ensure_env(
         "model_tools",

@@ -29,6 +29,12 @@ def conf_dir() -> Path:
     return project_root() / "conf"
 
 
+def project_relative(path: str) -> Path:
+    """Config paths (prompt files, requirement files) are relative to the project root."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else project_root() / candidate
+
+
 def cache_dir() -> Path:
     """Content-addressed environments and prepared models, shared by clones, CI runs and sweeps."""
     base = os.environ.get("SPECSWEEP_CACHE") or Path(

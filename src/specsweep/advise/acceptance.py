@@ -22,8 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-CHAIN_DRAFTERS = {"ngram", "mtp", "eagle", "eagle3", "draft_model", "suffix"}
-
 
 def conditional_from_marginal(marginal: list[float]) -> list[float]:
     """c_i = m_i / m_{i-1} (m_0 = 1); NaN where position i-1 was never accepted."""

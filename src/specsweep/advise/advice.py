@@ -10,7 +10,7 @@ from statistics import fmean
 
 import pandas as pd
 
-from specsweep.advise.acceptance import CHAIN_DRAFTERS, Trace, conditional_from_marginal, expected_tokens_per_step
+from specsweep.advise.acceptance import Trace, conditional_from_marginal, expected_tokens_per_step
 from specsweep.advise.cost import StepCost, StepMix, fit
 from specsweep.advise.policies import (
     PolicyResult,
@@ -21,6 +21,7 @@ from specsweep.advise.policies import (
     oracle,
     replay_hf,
 )
+from specsweep.config.schema.drafter import drafts_in_chain
 from specsweep.records.advice import Advice, CostPoint, GroupAdvice, KPrediction, Recommendation, ScheduleCheck
 
 GROUP = ["model", "quant", "drafter", "workload", "concurrency"]
@@ -103,7 +104,7 @@ def _group_advice(rows: pd.DataFrame, baseline: pd.DataFrame, traces: dict[tuple
     if len(baseline):
         mixes.append(StepMix.no_drafter(float(baseline["tg_req_tps_mean"].mean())))
     cost = fit(mixes)
-    chain = first["drafter_kind"] in CHAIN_DRAFTERS
+    chain = drafts_in_chain(first["drafter_kind"])
     top_traces = traces_of(top["cell_id"])
     replayed = chain and bool(top_traces)
     # Each request's positions, walked by every policy below.

@@ -19,11 +19,11 @@ from typing import Callable
 
 import pandas as pd
 
-from specsweep.advise.acceptance import CHAIN_DRAFTERS
 from specsweep.advise.adaptive import predicted_objective, search
 from specsweep.advise.advice import Advice, advise_sweep_dir, load_traces
 from specsweep.atomic import write_json
 from specsweep.config.grid import Cell, cell_from, max_num_seqs
+from specsweep.config.schema.drafter import drafts_in_chain
 from specsweep.records.adaptive import AdaptiveState, GroupSearch
 from specsweep.records.base import read_record
 
@@ -38,7 +38,7 @@ def _group_key(cell: Cell) -> str:
 def chain_groups(cells: list[Cell]) -> dict[str, dict[int, Cell]]:
     groups: dict[str, dict[int, Cell]] = {}
     for cell in cells:
-        if cell.config.drafter.kind in CHAIN_DRAFTERS and cell.config.k_schedule is None:
+        if drafts_in_chain(cell.config.drafter.kind) and cell.config.k_schedule is None:
             groups.setdefault(_group_key(cell), {})[cell.config.k] = cell
     return groups
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 
 from specsweep.atomic import write_text
-from specsweep.config.compose import project_relative
-from specsweep.paths import cache_dir
+from specsweep.paths import cache_dir, project_relative
 
 GUTENBERG_START = "*** START OF THE PROJECT GUTENBERG EBOOK"
 

@@ -42,9 +42,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from specsweep.atomic import write_text
     from specsweep.bench.corpus import PromptSource, load_tokenizer
-    from specsweep.bench.engine import Bench, BenchSettings
+    from specsweep.bench.formats import FORMATS
     from specsweep.bench.inputs import BenchAbort
-    from specsweep.bench.tables import FORMATS
+    from specsweep.bench.runner import Bench, BenchSettings
 
     api_key = _api_key(args)
     if not args.tokenizer:

@@ -132,7 +132,7 @@ def cmd_cell_run(args: argparse.Namespace) -> None:
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_text
     from specsweep.evals.quality import QualityRecord
-    from specsweep.evals.table import evals_table
+    from specsweep.evals.summary import evals_table
     from specsweep.records.table import build_table, quality_table, write_table
 
     cell_dirs = [Path(path).parent for path in args.bench_files]

@@ -7,7 +7,6 @@ import json
 import re
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -175,7 +174,3 @@ def config_hash(cell: CellCfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def project_relative(path: str) -> Path:
-    """Config paths (prompt files, requirement files) are relative to the project root."""
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else conf_dir().parent / candidate

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 
 from specsweep.atomic import write_text
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import EndpointQualityCfg
 from specsweep.evals.distributions import Position, ScoredWindows
 from specsweep.evals.windows import heldout_windows, windows_sha256
+from specsweep.paths import project_relative
 from specsweep.records.evals import EndpointRecord
 
 SCORED_FILE = "prompt_logprobs.json"

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 from specsweep.atomic import write_text
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import LmEvalCfg
 from specsweep.config.secrets import server_environment
 from specsweep.envs import ensure_env
 from specsweep.exit_status import describe_exit
-from specsweep.paths import project_root
+from specsweep.paths import project_relative, project_root
 from specsweep.records.env import EnvRecord
 from specsweep.records.evals import LmEvalRecord, LmEvalScore
 

@@ -11,8 +11,8 @@ import httpx
 from pydantic import BaseModel
 
 from specsweep.bench.corpus import load_tokenizer
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import LosslessCfg
+from specsweep.paths import project_relative
 from specsweep.records.evals import GreedyOutput, GreedyRecord
 
 # How much text around a divergence the reports show.

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from specsweep.atomic import write_json
 from specsweep.cache_check import require_receipt_intact, sha256_file
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import QualityCfg
 from specsweep.envs import model_tools_env
 from specsweep.evals.distributions import ScoredWindows, compare
 from specsweep.evals.windows import heldout_windows, windows_sha256
 from specsweep.exit_status import describe_exit
-from specsweep.paths import cache_dir
+from specsweep.paths import cache_dir, project_relative
 from specsweep.records.model import ModelRecord
 from specsweep.records.quality import QualityRecord
 from specsweep.records.quant import QuantRecord

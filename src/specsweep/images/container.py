@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from specsweep.cache_check import CorruptEntry
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import ContainerRun
+from specsweep.docker_engine import EngineError, docker
 from specsweep.images.base import ImageBackend, LaunchSpec
-from specsweep.images.engine import EngineError, docker
+from specsweep.paths import project_relative
 from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand, vllm_args
 from specsweep.serve.reaper import OWNER_ENV, WORKDIR_ENV, owner_alive
@@ -267,6 +267,40 @@ class ContainerBackend(ImageBackend):
 
     def _on_worker(self, node: str, argv: list[str]) -> None:
         subprocess.run(self._ssh(node, argv), capture_output=True, text=True, timeout=120, check=False)
+
+    def job_command(self, image_id: str, name: str, what: str, argv: list[str], read_only: list[str],
+                    writable: list[str], caller: tuple[int, int] | None = None) -> list[str]:  # fmt: skip
+        """`docker run` of a one-off job (`argv`) in `image_id`, an image of this kind or one derived from it: the
+        launcher's flags, the run's labels (`what` it is for), each path at itself. `caller` (uid, gid; default:
+        this process's) decides whether it runs as that user."""
+        uid, gid = caller or (os.getuid(), os.getgid())
+        run = self.cfg.container
+        command = ["docker", "run", "--name", name, *run_flags(run)]
+        for key, value in sorted(run_labels(what).items()):
+            command += ["--label", f"{key}={value}"]
+        if uid != 0:
+            # What the job writes lands in the user's cache: written as the user, not as the container's root.
+            # HOME=/tmp: the tools write their own caches there, not into the mounted home (made by docker, root's).
+            command += ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
+        for path in sorted(set(writable)):
+            command += ["-v", f"{path}:{path}"]
+        for path in sorted(set(read_only)):
+            if not (run.mount_hf_home and in_hf_home(path)):  # under HF_HOME: the launcher's HF_HOME mount has it
+                command += ["-v", f"{path}:{path}:ro"]
+        return [*command, image_id, *argv]
+
+    def run_job(self, image_id: str, name: str, what: str, argv: list[str], read_only: list[str],
+                writable: list[str]) -> int:  # fmt: skip
+        """Run the job in a container; the container is gone when this returns or raises."""
+        remove_stale(name, os.environ.get(OWNER_ENV, ""), owner_alive)
+        for path in writable:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        command = self.job_command(image_id, name, what, argv, read_only, writable)
+        print(f"[container] $ {' '.join(command)}", file=sys.stderr, flush=True)
+        try:
+            return subprocess.run(command, stdin=subprocess.DEVNULL).returncode
+        finally:
+            stop(name, self.cfg.container.stop_timeout_s)
 
     def check_intact(self, record: ImageRecord, receipt: str) -> None:
         if docker("image", "inspect", record.location, check=False).returncode != 0:

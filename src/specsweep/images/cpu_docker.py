@@ -23,15 +23,15 @@ import time
 from pathlib import Path
 
 from specsweep.cache_check import sha256_file
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import CpuDockerImage
+from specsweep.docker_engine import EngineError, docker, image_id, require_engine
 from specsweep.envs import index_args, indexes_here, run_logged, tree_sha256
 from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerBackend
 from specsweep.images.cpu_extension import check_argv, with_extension_check
 from specsweep.images.cpu_host import DTYPES, choose_serving, preview_serving
-from specsweep.images.engine import EngineError, docker, require_engine
-from specsweep.paths import cache_dir
+from specsweep.images.derive import derive_image
+from specsweep.paths import cache_dir, project_relative
 from specsweep.records.host import read_cpu_facts
 from specsweep.records.image import ImageRecord, PreloadRecord
 from specsweep.staging import staged_dir
@@ -58,11 +58,6 @@ def image_key(image: CpuDockerImage) -> str:
         # Only when this machine has any, so images built before them keep their keys.
         **({"extra_index_urls": urls} if (urls := indexes_here(image.extra_index_urls)) else {}),
     })  # fmt: skip
-
-
-def image_id(ref: str) -> str | None:
-    result = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False)
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def _step(what: str, argv: list[str], log: Path) -> None:
@@ -133,35 +128,25 @@ def build(image: CpuDockerImage) -> tuple[str, str, float]:
     base = ensure_base(image, log)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    builder = f"specsweep-build-{image.name}-{key}"
-    docker("rm", "-f", builder, check=False)
     try:
         build_wheelhouse(image, work, log)
-        docker("run", "-d", "--name", builder, "--network", "none", "--label", f"{KEY_LABEL}={key}",
-               "-v", f"{work}:/wheels:ro", "--entrypoint", "sleep", base, "infinity")  # fmt: skip
-        in_builder = ["docker", "exec", builder]
-        pip = [*in_builder, f"{VENV}/bin/pip", "--disable-pip-version-check", "--no-cache-dir"]
-        _step(f"creating the venv {VENV} in the image", [*in_builder, "python3", "-m", "venv", VENV], log)
-        _step("installing the wheels into the image (offline, from the wheelhouse)",
-              [*pip, "install", "--no-index", "--find-links", "/wheels", "-r", "/wheels/requirements.txt"], log)  # fmt: skip
-        if image.remove_packages:
-            _step(f"removing {image.remove_packages}", [*pip, "uninstall", "-y", *image.remove_packages], log)
-        for wheel in sorted((work / "local").glob("*.whl")):
-            _step(f"installing {wheel.name}", [*pip, "install", "--no-index", "--no-deps", f"/wheels/local/{wheel.name}"], log)
-        # vLLM only warns when its CPU extension cannot load (a system library missing from the base, e.g. libnuma)
-        # and then fails at the first server start: load it here, the build vLLM picks for this CPU, so such an
-        # image is never committed.
-        _step("checking that vLLM loads its CPU extension in the image",
-              [*in_builder, *check_argv(f"{VENV}/bin/python")], log)  # fmt: skip
-        docker("stop", "-t", "1", builder)
-        print(f"[image] docker commit {tag}", file=sys.stderr, flush=True)
-        docker("commit", "--change", f"ENV PATH={PATH}", "--change", f"LABEL {KEY_LABEL}={key}", builder, tag)
+        pip = [f"{VENV}/bin/pip", "--disable-pip-version-check", "--no-cache-dir"]
+        steps = [
+            (f"creating the venv {VENV} in the image", ["python3", "-m", "venv", VENV]),
+            ("installing the wheels into the image (offline, from the wheelhouse)",
+             [*pip, "install", "--no-index", "--find-links", "/wheels", "-r", "/wheels/requirements.txt"]),
+            *([(f"removing {image.remove_packages}", [*pip, "uninstall", "-y", *image.remove_packages])]
+              if image.remove_packages else []),
+            *[(f"installing {wheel.name}", [*pip, "install", "--no-index", "--no-deps", f"/wheels/local/{wheel.name}"])
+              for wheel in sorted((work / "local").glob("*.whl"))],
+            # vLLM only warns when its CPU extension cannot load (a system library missing from the base, e.g.
+            # libnuma) and then fails at the first server start: load it here, the build vLLM picks for this CPU,
+            # so such an image is never committed.
+            ("checking that vLLM loads its CPU extension in the image", check_argv(f"{VENV}/bin/python")),
+        ]  # fmt: skip
+        found = derive_image(base, tag, KEY_LABEL, key, work, steps, log, changes=(f"ENV PATH={PATH}",))
     finally:
-        docker("rm", "-f", builder, check=False)
         shutil.rmtree(work, ignore_errors=True)
-    found = image_id(tag)
-    if found is None:
-        raise EngineError(f"docker commit finished but no image is tagged {tag}; see {log}")
     return tag, found, round(time.monotonic() - started, 1)
 
 

@@ -15,11 +15,10 @@ import sys
 import time
 
 from specsweep.config.schema import CudaDockerImage
+from specsweep.docker_engine import EngineError, docker, image_id, require_engine
 from specsweep.exit_status import describe_exit
 from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerBackend
-from specsweep.images.cpu_docker import image_id
-from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.images.spark_docker import VERSION_PROBE
 from specsweep.records.image import CudaDockerDetails, ImageRecord
 

@@ -20,10 +20,10 @@ import yaml
 
 from specsweep.atomic import write_json
 from specsweep.config.schema import SparkDockerImage
+from specsweep.docker_engine import EngineError, docker, require_engine
 from specsweep.exit_status import describe_exit
 from specsweep.images.base import image_kind, preview_record
 from specsweep.images.container import ContainerBackend
-from specsweep.images.engine import EngineError, docker, require_engine
 from specsweep.paths import cache_dir
 from specsweep.records.image import ImageRecord
 

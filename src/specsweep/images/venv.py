@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 from specsweep.cache_check import require_receipt_intact
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import VenvImage
 from specsweep.envs import ensure_env, env_root, indexes_here
 from specsweep.exit_status import describe_exit
@@ -15,6 +14,7 @@ from specsweep.images.base import ImageBackend, LaunchSpec, image_kind, preview_
 from specsweep.images.cpu_extension import check_argv
 from specsweep.images.cpu_host import DTYPES, choose_serving, preview_serving
 from specsweep.images.preload import install_preloads
+from specsweep.paths import project_relative
 from specsweep.records.host import read_cpu_facts
 from specsweep.records.image import ImageRecord
 from specsweep.serve.argv import ServerCommand, vllm_args

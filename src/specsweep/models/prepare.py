@@ -16,11 +16,10 @@ from pathlib import Path
 from specsweep.atomic import write_json
 from specsweep.cache_check import MODEL_RECORD as RECORD
 from specsweep.cache_check import PACKAGES_MARKER, reusable, sha256_file, write_files_manifest
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import HubSource, ModelCfg, PackagedGgufSource
 from specsweep.envs import MODEL_TOOLS_REQUIREMENTS, model_tools_env
 from specsweep.models.hub import fetch_snapshot
-from specsweep.paths import cache_dir
+from specsweep.paths import cache_dir, project_relative
 from specsweep.records.base import read_record
 from specsweep.records.model import ModelRecord
 from specsweep.staging import staged_dir

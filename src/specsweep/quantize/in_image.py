@@ -18,31 +18,20 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import QuantizerCfg
+from specsweep.docker_engine import image_id, require_engine
 from specsweep.envs import run_logged
 from specsweep.images.base import backend_of
-from specsweep.images.container import (
-    in_hf_home,
-    remove_stale,
-    run_flags,
-    run_labels,
-    stop,
-)
-from specsweep.images.cpu_docker import image_id
-from specsweep.images.engine import EngineError, docker, require_engine
-from specsweep.paths import cache_dir
+from specsweep.images.derive import derive_image
+from specsweep.paths import cache_dir, project_relative
 from specsweep.records.image import ImageRecord
-from specsweep.serve.reaper import OWNER_ENV, owner_alive
 
 TOOLS_VENV = "/opt/specsweep-quantize"
 TOOLS_PYTHON = f"{TOOLS_VENV}/bin/python"
@@ -95,8 +84,6 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log.write_text("")
-    builder = f"specsweep-build-quantize-tools-{key}"
-    docker("rm", "-f", builder, check=False)
     try:
         (work / "requirements.txt").write_text("\n".join(tools_requirements(quantizer)) + "\n")
         # The pins are a full resolved set: --no-deps keeps pip from fetching a torch (GBs of CUDA wheels on the Spark)
@@ -105,9 +92,6 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
                     facts["python"], "-d", str(work), "-r", str(work / "requirements.txt")], log,
                    f"pip download -r {quantizer.requirements} for Python {facts['python']} (the quantizer's wheels)",
                    tag="quantize")  # fmt: skip
-        docker("run", "-d", "--name", builder, "--network", "none", "--label", f"{KEY_LABEL}={key}",
-               "-v", f"{work}:/wheels:ro", "--entrypoint", "sleep", record.location, "infinity")  # fmt: skip
-        in_builder = ["docker", "exec", builder]
         site_packages = f"{TOOLS_VENV}/lib/python{facts['python']}/site-packages"
         steps = [
             (f"creating the venv {TOOLS_VENV} on the image's Python", [kind.python_path, "-m", "venv", "--without-pip", TOOLS_VENV]),
@@ -118,51 +102,15 @@ def ensure_tools_image(image_cfg, record: ImageRecord) -> ToolsImage:
               "--no-cache-dir", "--no-index", "--find-links", "/wheels", "-r", "/wheels/requirements.txt"]),
             ("checking that the tools and the image's torch import", [TOOLS_PYTHON, "-c", CHECK]),
         ]  # fmt: skip
-        for what, argv in steps:
-            run_logged([*in_builder, *argv], log, what, tag="quantize")
-        docker("stop", "-t", "1", builder)
-        print(f"[quantize] docker commit {tag}", file=sys.stderr, flush=True)
-        docker("commit", "--change", f"LABEL {KEY_LABEL}={key}", builder, tag)
+        found = derive_image(record.location, tag, KEY_LABEL, key, work, steps, log, progress_tag="quantize")
     finally:
-        docker("rm", "-f", builder, check=False)
         shutil.rmtree(work, ignore_errors=True)
-    found = image_id(tag)
-    if found is None:
-        raise EngineError(f"docker commit finished but no image is tagged {tag}; see {log}")
     return ToolsImage(tag=tag, id=found, key=key)
 
 
-def job_command(image_cfg, tools: ToolsImage, name: str, job: Path, spec: Path, read_only: list[str],
-                writable: list[str], caller: tuple[int, int] | None = None) -> list[str]:  # fmt: skip
-    """`docker run` of job.py in the tools image: the serving launcher's flags, the run's labels, each path at itself.
-    `caller` (uid, gid; default: this process's) decides whether the job runs as that user."""
-    uid, gid = caller or (os.getuid(), os.getgid())
-    run = image_cfg.container
-    argv = ["docker", "run", "--name", name, *run_flags(run)]
-    for key, value in sorted(run_labels(f"quantize/{name}").items()):
-        argv += ["--label", f"{key}={value}"]
-    if uid != 0:
-        # The checkpoint lands in the user's cache: written as the user, not as the container's root. HOME=/tmp: the
-        # tools write their own caches there, not into the mounted home (made by docker, owned by root).
-        argv += ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
-    for path in sorted(set(writable)):
-        argv += ["-v", f"{path}:{path}"]
-    for path in sorted(set(read_only) | {str(job), str(spec)}):
-        if not (run.mount_hf_home and in_hf_home(path)):  # under HF_HOME: the launcher's HF_HOME mount has it
-            argv += ["-v", f"{path}:{path}:ro"]
-    return [*argv, tools.id, TOOLS_PYTHON, str(job), str(spec)]
-
-
 def run_job(image_cfg, tools: ToolsImage, job: Path, spec: Path, read_only: list[str], writable: list[str]) -> int:
-    """Run job.py in a container of the tools image; the container is gone when this returns or raises."""
+    """Run job.py in a container of the tools image, as the serving image's backend runs any job in its images."""
     # Named after the checkpoint (the spec sits next to its staging dir: <checkpoint>.staging-....spec.json).
     name = "specsweep-quantize-" + re.sub(r"[^A-Za-z0-9_.-]", "-", spec.name.split(".staging")[0])
-    remove_stale(name, os.environ.get(OWNER_ENV, ""), owner_alive)
-    for path in writable:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    argv = job_command(image_cfg, tools, name, job, spec, read_only, writable)
-    print(f"[quantize] $ {' '.join(argv)}", file=sys.stderr, flush=True)
-    try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
-    finally:
-        stop(name, image_cfg.container.stop_timeout_s)
+    return backend_of(image_cfg).run_job(tools.id, name, f"quantize/{name}", [TOOLS_PYTHON, str(job), str(spec)],
+                                         [*read_only, str(job), str(spec)], writable)  # fmt: skip

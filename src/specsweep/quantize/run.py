@@ -23,7 +23,6 @@ from typing import Callable
 from specsweep.atomic import write_json
 from specsweep.cache_check import QUANT_MANIFEST as MANIFEST
 from specsweep.cache_check import reusable, sha256_file
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import (
     GROUPED_SCHEMES,
     AutoRoundQuant,
@@ -36,7 +35,7 @@ from specsweep.config.schema import (
 from specsweep.envs import model_tools_env
 from specsweep.exit_status import describe_exit
 from specsweep.models.hub import fetch_snapshot
-from specsweep.paths import cache_dir
+from specsweep.paths import cache_dir, project_relative
 from specsweep.records.env import EnvRecord
 from specsweep.records.image import ImageRecord
 from specsweep.records.model import ModelRecord

@@ -53,13 +53,13 @@ class CudaDockerDetails(BaseModel):
     cuda: str
 
 
-# Per image kind (vllm_cpu, vllm_cpu_docker, spark_vllm_docker, vllm_cuda_docker); each forbids the others' keys, so
+# Per image kind (venv, cpu_docker, spark_docker, cuda_docker); each forbids the others' keys, so
 # the union picks one.
 ImageDetails = VenvDetails | CpuDockerDetails | SparkDockerDetails | CudaDockerDetails
 
 
 class ImageRecord(Record):
-    """The image manifest: what served the cells, precisely enough to rebuild or compare it."""
+    """An image's record (the build_image receipt): what served the cells, precisely enough to rebuild or compare it."""
 
     SCHEMA_VERSION = 1
     name: str

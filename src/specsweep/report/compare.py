@@ -262,7 +262,7 @@ def _intro(comparison: Comparison) -> list[str]:
 
 
 def markdown(comparison: Comparison) -> str:
-    from specsweep.bench.tables import _pipe_table
+    from specsweep.bench.formats import _pipe_table
 
     parts = ["# specsweep compare", "", *(f"- {line}" for line in _intro(comparison)), ""]
     if comparison.differences:

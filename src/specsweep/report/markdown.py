@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from specsweep.bench.tables import _pipe_table
+from specsweep.bench.formats import _pipe_table
 from specsweep.report.data import (
     SweepData,
     acceptance_by_depth,

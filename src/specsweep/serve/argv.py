@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from specsweep.config.compose import project_relative
 from specsweep.config.schema import CellCfg, HubQuant, HubSource, ModelDrafter, NoQuant, ServeCfg
+from specsweep.paths import project_relative
 from specsweep.serve.speculative import cell_speculative_config
 
 

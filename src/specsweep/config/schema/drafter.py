@@ -57,3 +57,12 @@ class SuffixDrafter(Strict):
 DrafterCfg = Annotated[
     Union[NoDrafter, NgramDrafter, ModelDrafter, SuffixDrafter], Field(discriminator="kind")
 ]
+
+
+# DFlash drafts its whole block in one parallel pass; every other drafter proposes a chain, position i only after
+# i - 1 (so a smaller k is a prefix of a larger k's chain: what the k-advisor replays).
+PARALLEL_DRAFTER_KINDS = frozenset({"dflash"})
+
+
+def drafts_in_chain(kind: str) -> bool:
+    return kind != "none" and kind not in PARALLEL_DRAFTER_KINDS

@@ -20,9 +20,9 @@ from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveIn
 
 from specsweep.bench.corpus import PromptSource
 from specsweep.bench.inputs import BenchAbort, check_fits, max_model_len
+from specsweep.bench.specdecode import SpecSnapshot, diff, from_request_stats, parse
 from specsweep.bench.stats import RequestTiming, prompt_mismatch, run_metrics
 from specsweep.bench.stream import stream
-from specsweep.metrics.specdecode import SpecSnapshot, diff, from_request_stats, parse
 from specsweep.records.bench import BenchRow, PromptMismatch, RowErrors
 
 BENCH_VERSION = "0.4.0"  # the llama-benchy JSON schema these reports follow

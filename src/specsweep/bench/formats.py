@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from specsweep.bench.engine import BenchReport
+from specsweep.bench.runner import BenchReport
 from specsweep.records.bench import BenchRow, Metric
 
 

