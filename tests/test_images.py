@@ -22,11 +22,19 @@ SPARK = ["image=spark_vllm_docker", "serve=spark", "model=gemma4_31b_it", "bench
 
 
 def test_every_image_option_has_a_kind_and_nothing_outside_images_branches_on_it() -> None:
-    for option in ("vllm_cpu", "vllm_cpu_docker", "spark_vllm_docker"):
+    from typing import get_args
+
+    from specsweep.config.schema import ImageCfg
+
+    options = sorted(path.stem for path in (ROOT / "conf/image").glob("*.yaml"))
+    assert len(options) >= 4
+    for option in options:
         image = compose_cell([f"image={option}"]).cell.image
         assert type(backend_of(image)) is BACKENDS[image.kind]
     # The whole lifecycle is behind ImageBackend: no module outside specsweep/images asks which kind it has.
-    pattern = re.compile(r"image\.kind\s*==|isinstance\([^)]*(VenvImage|CpuDockerImage|SparkDockerImage)")
+    classes = "|".join(cls.__name__ for cls in get_args(get_args(ImageCfg)[0]))
+    kinds = "|".join(BACKENDS)
+    pattern = re.compile(rf"image\.kind\s*==|kind\s*==\s*[\"'](?:{kinds})[\"']|isinstance\([^)]*(?:{classes})")
     offenders = [
         str(path.relative_to(ROOT)) for path in (ROOT / "src/specsweep").rglob("*.py")
         if "images" not in path.parts and pattern.search(path.read_text())
