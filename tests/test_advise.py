@@ -197,15 +197,21 @@ def test_advice_from_a_table_predicts_every_k_and_recommends_a_schedule():
 def test_vllms_own_validator_accepts_the_schedule() -> None:
     """The schedule specsweep recommends goes through vLLM's own Dynamic SD validator, in the CPU vLLM env."""
     python = Path(build_image(compose_cell([]).cell.image).location) / "bin" / "python"
+    # One vLLM import for every schedule: each is validated and answered on its own line.
     program = ("import json, sys\nfrom vllm.v1.spec_decode.dynamic.utils import validate_and_normalize_dynamic_sd_schedule\n"
-               "print(json.dumps(validate_and_normalize_dynamic_sd_schedule(json.loads(sys.argv[1]))))")
-    for schedule in (batch_size_schedule({1: 4, 2: 3, 4: 1}, 4), batch_size_schedule({1: 5, 8: 0}, 16)):
-        result = subprocess.run([str(python), "-c", program, json.dumps(schedule)], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert json.loads(result.stdout.strip().splitlines()[-1]) == schedule
+               "for schedule in json.loads(sys.argv[1]):\n"
+               "    try:\n"
+               "        print(json.dumps({'ok': validate_and_normalize_dynamic_sd_schedule(schedule)}))\n"
+               "    except Exception as err:\n"
+               "        print(json.dumps({'error': str(err)}))\n")
+    good = [batch_size_schedule({1: 4, 2: 3, 4: 1}, 4), batch_size_schedule({1: 5, 8: 0}, 16)]
     # A schedule vLLM refuses is refused here too: the check can fail.
-    bad = subprocess.run([str(python), "-c", program, json.dumps([[2, 4, 3]])], capture_output=True, text=True)
-    assert bad.returncode != 0 and "must start at 1" in bad.stderr
+    bad = [[2, 4, 3]]
+    result = subprocess.run([str(python), "-c", program, json.dumps([*good, bad])], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = [json.loads(line) for line in result.stdout.strip().splitlines()[-3:]]
+    assert answers[:2] == [{"ok": schedule} for schedule in good]
+    assert "must start at 1" in answers[2]["error"]
 
 
 def test_advice_replays_dynamic_policies_on_the_k_max_cells_traces():
