@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,30 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "specsweep: results table at results/embedded/table.csv" in result.stdout + result.stderr
     return project
+
+
+@pytest.fixture(scope="session")
+def parse():
+    """vLLM's own `vllm serve` parser (src/specsweep/serve/vllm_cli_probe.py) in one probe process for the whole test
+    run: importing vLLM is most of a parse's cost. parse([argv, ...]) -> [{"ok", "error", "args"}, ...]."""
+    from specsweep.config.compose import compose_cell
+    from specsweep.images.base import build_image
+
+    python = Path(build_image(compose_cell([]).cell.image).location) / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    probe = subprocess.Popen([str(python), str(ROOT / "src/specsweep/serve/vllm_cli_probe.py"), "--lines"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+    def run(argvs: list[list[str]]) -> list[dict]:
+        probe.stdin.write(json.dumps(argvs) + "\n")
+        probe.stdin.flush()
+        line = probe.stdout.readline()
+        assert line, probe.stderr.read()[-3000:]
+        return json.loads(line)
+
+    yield run
+    probe.stdin.close()
+    probe.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -120,3 +120,21 @@ def test_spark_sweep_runs_the_seed_task_workloads_with_long_context(root: Path) 
     # >= 30k tokens: about 3.7 characters per Gemma token in this text (33.5k tokens measured with Gemma 3's).
     assert len((root / bench.workloads[-1].prompt_file).read_text()) > 30_000 * 3.7
     assert compose_cell(["bench=tasks_cpu"]).cell.bench.workloads[-1].prompt_file.endswith("longctx_cpu.txt")
+
+
+def test_a_repeated_compose_is_an_independent_copy_and_sees_an_edited_conf(tmp_path: Path, monkeypatch) -> None:
+    """compose_raw keeps what it composed for the process (Hydra re-reads every YAML otherwise); a caller changing its
+    copy changes nothing for the next, and an edit under conf/ is composed again."""
+    from project import make_project
+
+    from specsweep.config.compose import compose_raw
+
+    project = make_project(tmp_path / "p")
+    monkeypatch.setenv("SPECSWEEP_ROOT", str(project))
+    first, _ = compose_raw(["k=3"])
+    first["serve"]["max_num_seqs"] = 99
+    again, choices = compose_raw(["k=3"])
+    assert again["serve"]["max_num_seqs"] == 4 and again["k"] == 3 and choices["serve"] == "cpu"
+    serve = project / "conf/serve/cpu.yaml"
+    serve.write_text(serve.read_text().replace("max_num_seqs: 4", "max_num_seqs: 6"))
+    assert compose_raw(["k=3"])[0]["serve"]["max_num_seqs"] == 6

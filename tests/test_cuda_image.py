@@ -5,7 +5,6 @@ is deselected on a host that cannot run it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from project import server_command
 
 from specsweep.config.compose import ConfigError, compose_cell
 from specsweep.config.schema import CudaDockerImage
-from specsweep.images.base import BACKENDS, LaunchSpec, backend_of, build_image
+from specsweep.images.base import BACKENDS, LaunchSpec, backend_of
 from specsweep.records.image import CudaDockerDetails, ImageRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,17 +76,12 @@ def test_the_server_argv_runs_vllm_serve_on_all_gpus_with_the_draft_model(tmp_pa
 
 
 @pytest.mark.slow
-def test_vllms_own_parser_accepts_the_cuda_argv(tmp_path: Path, monkeypatch) -> None:
+def test_vllms_own_parser_accepts_the_cuda_argv(tmp_path: Path, monkeypatch, parse) -> None:
     """What follows `vllm serve` in the container, through vLLM's CLI code (the CPU vLLM env's: same CLI)."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     argv, model, _ = launch_argv(tmp_path)
     args = argv[argv.index("serve", argv.index("<id of vllm/vllm-openai:v0.30.0>")) + 1 :]
-    python = Path(build_image(compose_cell([]).cell.image).location) / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    parsed = subprocess.run([str(python), str(PROBE)], input=json.dumps([args]), capture_output=True, text=True,
-                            env=env, timeout=600)  # fmt: skip
-    assert parsed.returncode == 0, parsed.stderr[-3000:]
-    (result,) = json.loads(parsed.stdout.strip().splitlines()[-1])
+    (result,) = parse([args])
     assert result["ok"], result["error"]
     spec = result["args"]["speculative_config"]
     assert spec["method"] == "draft_model" and spec["num_speculative_tokens"] == 2

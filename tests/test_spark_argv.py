@@ -7,9 +7,7 @@ choices and malformed JSON fail there exactly as they would on the Spark.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,26 +48,6 @@ def serve_args(cell: CellCfg) -> list[str]:
     image_at = next(i for i, part in enumerate(argv) if part.startswith("<id of the image built from spec"))
     start = image_at + 1 + len(cell.image.serve_command)
     return argv[start:]
-
-
-@pytest.fixture(scope="module")
-def parse():
-    """vLLM's parser in one probe process for the whole module (importing vLLM is most of a parse's cost)."""
-    python = Path(build_image(compose_cell([]).cell.image).location) / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    probe = subprocess.Popen([str(python), str(PROBE), "--lines"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-
-    def run(argvs: list[list[str]]) -> list[dict]:
-        probe.stdin.write(json.dumps(argvs) + "\n")
-        probe.stdin.flush()
-        line = probe.stdout.readline()
-        assert line, probe.stderr.read()[-3000:]
-        return json.loads(line)
-
-    yield run
-    probe.stdin.close()
-    probe.wait(timeout=60)
 
 
 def differing(ours: dict, theirs: dict) -> set[str]:

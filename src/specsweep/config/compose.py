@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -36,11 +37,34 @@ class Composed:
     report: ReportCfg = ReportCfg()
 
 
+# Hydra re-reads every YAML on each compose (a third of a second per cell on a 2-core host): a process composing the
+# same overrides again (a test run, a plan and its checks) gets the earlier result while no file under conf/ changed.
+_COMPOSED: dict[tuple, tuple[dict, dict]] = {}
+
+
+def _conf_state() -> tuple:
+    root = conf_dir()
+    return str(root), tuple(sorted((str(path), path.stat().st_mtime_ns, path.stat().st_size)
+                                   for path in root.rglob("*.yaml")))  # fmt: skip
+
+
 def compose_raw(overrides: list[str]):
-    """Hydra compose with the project's conf dir; returns (DictConfig, group choices)."""
+    """Hydra compose with the project's conf dir; returns (the resolved config as plain containers, group choices)."""
     # Before Hydra sees them: its errors quote overrides, and a composed value could land in config.yaml.
     if problems := secret_override_problems(overrides):
         raise ConfigError(refusal(problems))
+    # Interpolations in overrides may read the environment (${oc.env:...}): those are composed every time.
+    key = None if any("${" in override for override in overrides) else (_conf_state(), tuple(overrides))
+    if key in _COMPOSED:
+        raw, choices = _COMPOSED[key]
+        return copy.deepcopy(raw), dict(choices)
+    raw, choices = _compose_uncached(overrides)
+    if key is not None:
+        _COMPOSED[key] = (copy.deepcopy(raw), dict(choices))
+    return raw, choices
+
+
+def _compose_uncached(overrides: list[str]):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
