@@ -12,7 +12,7 @@ from specsweep.config.grid import expand
 
 CASES = {
     "unknown option": (["drafter=ngarm"], r"Could not find 'drafter/ngarm'.*Available options in 'drafter'.*ngram"),
-    "unknown key": (["serve.max_modl_len=1"], r"unknown key 'serve.max_modl_len'; valid keys under serve: .*max_model_len"),
+    "unknown key": (["serve.max_modl_len=1"], r"unknown key 'serve.max_modl_len' \(did you mean serve.max_model_len\?\); valid keys under serve: .*max_model_len"),
     "unknown key of an option": (["+drafter.lookahead=2", "drafter=ngram"],
                                  r"drafter.lookahead: unknown key; remove it \(valid keys: kind, name, prompt_lookup_max"),
     "unknown nested key": (["quant=w4a16_gptq", "+quant.calibration.samples=2"],

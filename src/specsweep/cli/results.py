@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from specsweep.cli.common import command, with_overrides
+from specsweep.cli.common import command, sweep_results, with_overrides
 from specsweep.config.compose import compose_cell
 
 
@@ -15,7 +15,7 @@ def cmd_advise(args: argparse.Namespace) -> None:
     from specsweep.advise.advice import advise_sweep_dir, markdown
     from specsweep.atomic import write_json, write_text
 
-    sweep_dir = Path(args.sweep_dir)
+    sweep_dir = sweep_results(args.sweep_dir)
     advice = advise_sweep_dir(sweep_dir, args.max_num_seqs)
     out = Path(args.out) if args.out else sweep_dir / "advice.json"
     write_json(out, advice.model_dump())
@@ -83,7 +83,7 @@ def cmd_report_build(args: argparse.Namespace) -> None:
     from specsweep.report.figures import FIGURES
     from specsweep.report.progress import progress
 
-    sweep_dir = Path(args.sweep_dir)
+    sweep_dir = sweep_results(args.sweep_dir)
     cfg = report_cfg(args)
     data = load_sweep(sweep_dir)
     html_path = Path(args.html or sweep_dir / "report.html")
@@ -100,7 +100,7 @@ def cmd_report_wandb_sweep(args: argparse.Namespace) -> None:
     from specsweep.report.wandb_report import write_spec
     from specsweep.report.wandb_runs import log_cell, log_sweep
 
-    sweep_dir = Path(args.sweep_dir)
+    sweep_dir = sweep_results(args.sweep_dir)
     cfg = report_cfg(args).wandb
     data = load_sweep(sweep_dir)
     if args.cells:

@@ -22,9 +22,10 @@ def cmd_config(args: argparse.Namespace) -> None:
     from specsweep.models.prepare import model_location
     from specsweep.serve.speculative import cell_speculative_config
 
-    composed = compose_cell(args.overrides)
+    overrides = [*([f"sweep={args.sweep}"] if args.sweep else []), *args.overrides]
+    composed = compose_cell(overrides)
     cell = composed.cell
-    check_k_has_a_drafter(args.overrides, [cell])
+    check_k_has_a_drafter(overrides, [cell])
     print(f"# cell {readable_id(composed)}  (config hash {config_hash(cell)[:12]})")
     print(cell_yaml(cell), end="")
     kind = backend_of(cell.image)
@@ -132,6 +133,7 @@ def run_forwarding_signals(argv: list[str], cwd: Path) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = with_overrides(command(sub, "config", "print the resolved cell config and its vLLM argv"))
+    p.add_argument("--sweep", help="sweep option under conf/sweep (default: from conf/config.yaml)")
     p.set_defaults(func=cmd_config)
 
     p = with_overrides(command(sub, "cells", "list the cells a sweep (with overrides) expands to"))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from specsweep.config.schema import CellCfg, QualityCfg, ReportCfg, SweepCfg
 from specsweep.config.secrets import redact_overrides, refusal, scrub, secret_override_problems, secret_tree_problems
 from specsweep.paths import conf_dir
+from specsweep.suggest import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -98,6 +99,7 @@ def _shown(overrides: list[str]) -> str:
 def _explain_hydra(err: Exception, overrides: list[str]) -> str:
     message = str(err).split("\nConfig search path:")[0].strip()
     unknown = re.search(r"Could not (?:override|append to) '([^']+)'", message)
+    missing = re.search(r"Could not find '(\w+)/([^']+)'", message)
     if unknown:
         parent, _, leaf = unknown.group(1).rpartition(".")
         defaults, _ = compose_raw([])
@@ -105,7 +107,17 @@ def _explain_hydra(err: Exception, overrides: list[str]) -> str:
         for part in filter(None, parent.split(".")):
             node = node.get(part, {}) if isinstance(node, dict) else {}
         valid = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a config node)"
-        message = f"unknown key '{unknown.group(1)}'; valid keys{' under ' + parent if parent else ''}: {valid}"
+        hint = did_you_mean(leaf, node, lambda key: f"{parent + '.' if parent else ''}{key}") if isinstance(node, dict) else ""
+        message = f"unknown key '{unknown.group(1)}'{hint}; valid keys{' under ' + parent if parent else ''}: {valid}"
+    elif missing:
+        group, option = missing.groups()
+        options = [path.stem for path in (conf_dir() / group).glob("*.yaml")]
+        message = f"{group}={option} is no option of {group}{did_you_mean(option, options, lambda o: f'{group}={o}')}; {message}"
+    elif "add --multirun" in message:
+        # Hydra's advice is for Hydra apps; here a list of values is a sweep, which `cells` and `run` expand.
+        message = (message.split("\n")[0] + "\n`specsweep config` shows one cell; to see every cell several values "
+                   "make, use `specsweep cells` with the same overrides (`specsweep run` runs them), or quote the value "
+                   "for a string (key='a,b') or bracket it for a list (key=[a,b])")  # fmt: skip
     return scrub(f"bad override in `{_shown(overrides)}`: {message}")
 
 

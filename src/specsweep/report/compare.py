@@ -29,6 +29,7 @@ from scipy import stats
 
 from specsweep.records.base import read_record
 from specsweep.records.cell import CellRecord
+from specsweep.suggest import did_you_mean
 
 DEFAULT_IGNORED = ("image",)
 # (metric, what the table calls it, where its values come from in a bench row, higher is better)
@@ -82,6 +83,8 @@ class _Cell:
 
 
 def _load(sweep_dir: Path, only: tuple[str, ...] = ()) -> list[_Cell]:
+    if not Path(sweep_dir).is_dir():
+        raise ValueError(f"{sweep_dir} does not exist; give the results dir of a sweep that ran (e.g. results/embedded)")
     cells = []
     for directory in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
         if only and directory.name not in only:
@@ -113,6 +116,11 @@ def _get(config: dict, dotted: str):
             return None
         node = node.get(key)
     return node
+
+
+def _prefixes(dotted: str) -> list[str]:
+    parts = dotted.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _alignment_key(config: dict, ignored: list[str]) -> str:
@@ -198,6 +206,12 @@ def compare(sweep_a: Path, sweep_b: Path, ignore: list[str] = (), pair: tuple[st
     option's name and ignored whole (a quant's scheme and recipe differ with it), a plain key by its value."""
     ignored = [*DEFAULT_IGNORED, *ignore]
     cells_a, cells_b = _load(sweep_a, only), _load(sweep_b)
+    known = {prefix for cell in cells_a + cells_b for key in flatten(cell.config)
+             for prefix in _prefixes(key)}  # fmt: skip
+    for flag, key in [*(("--ignore", key) for key in ignore), *((("--pair", pair[0]),) if pair else ())]:
+        if key not in known:
+            raise ValueError(f"{flag} {key}: no cell of either sweep has that config key{did_you_mean(key, known)}; "
+                             "name a key of the cells' config.yaml, dotted (e.g. serve.max_num_seqs, quant)")  # fmt: skip
     if pair is not None:
         key, value_a, value_b = pair
 

@@ -1,0 +1,93 @@
+"""What a new user meets first: help without arguments, the version, and one or two lines naming the fix (never a
+traceback) for input one edit away from a valid choice, results that do not exist yet, or keys that no cell has."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from report_inputs import make_sweep_dir
+
+from specsweep import __version__
+from specsweep.cli import main
+
+
+@pytest.fixture
+def specsweep(capsys):
+    """`specsweep ARGS` in this process (the same main() the console script runs): (exit code, stdout, stderr)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        said = ""
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as stop:
+            # SystemExit("message"): the interpreter prints the message to stderr and exits 1.
+            code, said = (stop.code, "") if isinstance(stop.code, int) or stop.code is None else (1, f"{stop.code}\n")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        out, err = capsys.readouterr()
+        return code or 0, out, err + said
+
+    return run
+
+
+def test_specsweep_alone_prints_help_and_version_says_which() -> None:
+    alone = subprocess.run([sys.executable, "-m", "specsweep.cli"], capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0 and "usage: specsweep" in alone.stdout
+    assert all(command in alone.stdout for command in ("config", "cells", "run", "bench", "compare", "report"))
+    assert "job" not in re.findall(r"^\s{4}(\w[\w-]*)", alone.stdout, re.M)  # Snakemake's entry points stay hidden
+    version = subprocess.run([sys.executable, "-m", "specsweep.cli", "--version"], capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert version.returncode == 0 and version.stdout.strip() == f"specsweep {__version__}"
+
+
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["config", "drafter=gemma_mpt"], "drafter=gemma_mpt is no option of drafter (did you mean drafter=gemma_mtp?)"),
+        (["config", "quant=nvfp4"], "(did you mean quant=nvfp4a16 or quant=nvfp4a16_gptq?)"),
+        (["config", "serve.max_num_sqs=2"], "unknown key 'serve.max_num_sqs' (did you mean serve.max_num_seqs?)"),
+        (["config", "k=2,4"], "`specsweep config` shows one cell; to see every cell several values make, use `specsweep cells`"),
+    ],
+)
+def test_a_bad_override_says_what_was_meant(specsweep, args: list[str], says: str) -> None:
+    code, _, err = specsweep(*args)
+    assert code == 2 and says in err and "Traceback" not in err
+    assert err.startswith("specsweep: config error: ")
+
+
+def test_config_takes_the_sweep_as_cells_and_run_do(specsweep) -> None:
+    code, out, err = specsweep("config", "--sweep", "spark", "drafter=gemma_mtp", "k=7")
+    assert code == 0, err
+    assert '"method":"mtp"' in out.replace(" ", "") and "gemma4_31b_it" in out
+
+
+def test_results_that_do_not_exist_yet_are_named_with_the_fix(specsweep, tmp_path: Path) -> None:
+    missing, empty = tmp_path / "results/embedded", tmp_path / "empty"
+    empty.mkdir()
+    for args, says in [
+        (["report", "build", "--sweep-dir", str(missing)], f"{missing} does not exist: run the sweep first"),
+        (["advise", "--sweep-dir", str(empty)], f"{empty} has no table.csv: run the sweep first"),
+        (["compare", str(missing), str(empty)], f"{missing} does not exist; give the results dir of a sweep that ran"),
+    ]:
+        code, _, err = specsweep(*args)
+        assert code == 1 and says in err and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_compare_refuses_keys_no_cell_has_and_says_what_was_meant(specsweep, tmp_path: Path) -> None:
+    sweep = make_sweep_dir(tmp_path / "results")
+    code, _, err = specsweep("compare", str(sweep), str(sweep), "--ignore", "serve.max_num_sqs")
+    assert code == 1 and "--ignore serve.max_num_sqs: no cell of either sweep has that config key" in err
+    assert "(did you mean serve.max_num_seqs?)" in err and "Traceback" not in err
+    code, _, err = specsweep("compare", str(sweep), str(sweep), "--pair", "quantt=bf16,bf16")
+    assert code == 1 and "--pair quantt: no cell of either sweep has that config key (did you mean quant?)" in err
+    # A key the cells have is taken (the comparison runs; the sweep against itself changes nothing).
+    code, out, err = specsweep("compare", str(sweep), str(sweep), "--ignore", "serve.max_num_seqs")
+    assert code == 0, err
