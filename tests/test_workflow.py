@@ -279,3 +279,33 @@ def test_the_spark_sweeps_own_quants_are_made_in_its_image_and_hub_quants_are_no
     other = plan_sweep(["image.quantizer.from_image=[torch]"], "spark")
     assert {k for k, q in other.quants.items() if q.image_key} != {k for k, q in plan.quants.items() if q.image_key}
     assert {k for k, q in other.quants.items() if not q.image_key} == {k for k, q in plan.quants.items() if not q.image_key}
+
+
+def test_config_keys_other_than_overrides_and_sweep_fail_with_the_right_spelling(project: Path) -> None:
+    from specsweep.workflow_plan import run_config
+
+    # The obvious first try: each group as its own --config key. Not ignored: refused before any job, with the fix.
+    result = snakemake(project, "-n", "--config", "quant=bf16", "drafter=ngram")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert '--config drafter, quant: specsweep reads only --config overrides="..." and sweep=NAME; Hydra overrides go in '
+    'one key: --config overrides="drafter=ngram quant=bf16"' in output, output[-2000:]
+    assert "localrule" not in output and not (project / "results").exists()
+    with pytest.raises(ConfigError, match=r"--config sweeep \(did you mean --config sweep=\.\.\.\?\)"):
+        run_config({"sweeep": "spark"})
+    assert run_config({"overrides": "k=2", "sweep": "spark"}) == ("k=2", "spark")
+
+
+def test_a_dry_run_changes_nothing(project: Path) -> None:
+    """`snakemake -n` plans only: a lock a killed run left stays (a real run removes it: tests/test_reaper.py)."""
+    from specsweep.workflow_plan import changes_nothing
+
+    locks = project / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.input.lock").write_text(str(project / "results/x") + "\n")
+    result = snakemake(project, "-np")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (locks / "0.input.lock").is_file() and "removed Snakemake's lock" not in result.stdout + result.stderr
+    (locks / "0.input.lock").unlink()
+    assert changes_nothing(["-n"]) and changes_nothing(["--dry-run", "--profile", "spark"]) and changes_nothing(["--lint"])
+    assert not changes_nothing(["--cores", "2"]) and not changes_nothing(["--config", "overrides=k=2"])

@@ -34,6 +34,7 @@ from specsweep.paths import project_relative
 from specsweep.quantize.run import calibration_path, quantizes_in_image
 from specsweep.records.host import read_cpu_facts
 from specsweep.serve.reaper import OWNER_ENV, run_markers
+from specsweep.suggest import did_you_mean
 
 
 def _short_hash(text: str) -> str:
@@ -177,6 +178,34 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
 # Where the main Snakemake process left its plan for the jobs it spawns where a job runs in a child `snakemake`
 # process that re-reads the Snakefile (a cluster executor's jobs, a run without the profile's force-use-threads).
 PLAN_FILE_ENV = "SPECSWEEP_PLAN_FILE"
+
+
+# What `--config` may set: anything else (quant=bf16, a typo like sweeep=spark) would be ignored without a word.
+RUN_CONFIG_KEYS = ("overrides", "sweep")
+
+
+def run_config(config: dict) -> tuple[str | list[str] | None, str | None]:
+    """(overrides, sweep) from Snakemake's --config / --configfile; an unknown key fails with the right spelling."""
+    unknown = sorted(set(config) - set(RUN_CONFIG_KEYS))
+    if unknown:
+        hints = [did_you_mean(key, RUN_CONFIG_KEYS, lambda k: f"--config {k}=...") for key in unknown]
+        as_overrides = " ".join(f"{key}={config[key]}" for key in unknown if not hints[unknown.index(key)])
+        fix = f'; Hydra overrides go in one key: --config overrides="{as_overrides}"' if as_overrides else ""
+        raise ConfigError(f"--config {', '.join(f'{k}{h}' for k, h in zip(unknown, hints))}: specsweep reads only "
+                          f"--config overrides=\"...\" and sweep=NAME{fix}")  # fmt: skip
+    return config.get("overrides", ""), config.get("sweep")
+
+
+def changes_nothing(argv: list[str]) -> bool:
+    """A dry run or a lint: Snakemake only plans and prints, and the Snakefile must change nothing on disk either
+    (no orphan reaped, no lock removed). Read with Snakemake's own parser (-np, --dry-run, --dryrun)."""
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(argv)
+    except SystemExit:
+        return False
+    return bool(getattr(args, "dryrun", False) or getattr(args, "lint", None))
 
 
 def plan_for_run(overrides: str | None, sweep: str | None, main_process: bool, workdir: Path) -> SweepPlan:

@@ -8,21 +8,21 @@ from specsweep.report.notice import report_notice
 from specsweep.images.container import reap_containers
 from specsweep.serve.reaper import mark_run, reap_orphans, remove_stale_lock
 from specsweep.cli.jobs import job_argv
-from specsweep.workflow_plan import host_cpu_key, plan_for_run, specsweep_job
+from specsweep.workflow_plan import changes_nothing, host_cpu_key, plan_for_run, run_config, specsweep_job
 
 HOST_CPU_KEY = host_cpu_key()
 
-if workflow.is_main_process:
+if workflow.is_main_process and not changes_nothing(sys.argv[1:]):
     # A run that was SIGKILLed may have left a server (or a job) and its lock behind: clear them before this run
     # starts its own. (Without force-use-threads Snakemake re-reads this file in a child process per `run:` job:
-    # not there.)
+    # not there; a dry run or lint changes nothing.)
     reap_orphans(Path.cwd())
     reap_containers(Path.cwd())
     remove_stale_lock(Path.cwd())
     mark_run(Path.cwd())
 
 try:
-    PLAN = plan_for_run(config.get("overrides", ""), config.get("sweep"), workflow.is_main_process, Path.cwd())
+    PLAN = plan_for_run(*run_config(config), workflow.is_main_process, Path.cwd())
 except ConfigError as err:
     sys.exit(f"specsweep: config error: {err}")
 
