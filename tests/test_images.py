@@ -313,7 +313,7 @@ def test_adaptive_verification_is_a_cell_axis_rendered_into_the_speculative_conf
 
 
 def test_adaptive_cells_are_skipped_on_cpu_images_and_checked_by_preflight_elsewhere() -> None:
-    from specsweep.cell import unsupported_reason
+    from specsweep.images.base import unsupported_reason
     from specsweep.records.host import read_cpu_facts
 
     cpu_cell = compose_cell(["drafter=suffix", "adaptive_verification=true"]).cell

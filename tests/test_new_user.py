@@ -91,3 +91,18 @@ def test_compare_refuses_keys_no_cell_has_and_says_what_was_meant(specsweep, tmp
     # A key the cells have is taken (the comparison runs; the sweep against itself changes nothing).
     code, out, err = specsweep("compare", str(sweep), str(sweep), "--ignore", "serve.max_num_seqs")
     assert code == 0, err
+
+
+def test_cells_and_config_mark_what_this_host_will_skip(specsweep) -> None:
+    code, out, err = specsweep("cells")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    skipped = [line.split("\t")[0] for line in lines if "\t(skipped here: " in line]
+    # NVFP4 has no CPU kernel: its two cells are quantized and evaluated, never served; every other cell runs.
+    assert skipped == ["embedded/gemma3_270m-nvfp4a16-ngram-k4", "embedded/gemma3_270m-nvfp4a16-none"]
+    assert "vLLM has no CPU kernel for NVFP4 weights" in next(line for line in lines if "nvfp4a16-none" in line)
+    assert len(lines) == 9
+    code, out, _ = specsweep("config", "quant=nvfp4a16")
+    assert code == 0 and "# skipped on this host (recorded as skipped, never served): quant nvfp4a16 (NVFP4A16)" in out
+    code, out, _ = specsweep("config", "quant=w4a16_gptq")
+    assert code == 0 and "skipped on this host" not in out

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from project import server_command
 
-from specsweep.cell import unsupported_reason
 from specsweep.config.compose import compose_cell
+from specsweep.images.base import unsupported_reason
 from specsweep.quantize.run import check_recipe, linear_input_widths
 from specsweep.records.image import ImageRecord
 from specsweep.records.model import ModelRecord

@@ -19,11 +19,11 @@ from specsweep.bench.stats import RequestTiming
 from specsweep.cache_check import CorruptEntry, require_receipt_intact
 from specsweep.config.compose import canonical, cell_yaml, config_hash
 from specsweep.config.grid import Cell
-from specsweep.config.schema import CellCfg, ModelDrafter
+from specsweep.config.schema import CellCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.evals.in_cell import run_evals
 from specsweep.exit_status import describe_exit
-from specsweep.images.base import ImageBackend, LaunchSpec, backend_of
+from specsweep.images.base import ImageBackend, LaunchSpec, backend_of, unsupported_reason
 from specsweep.images.container import run_labels
 from specsweep.images.cpu_host import uses_wna16
 from specsweep.models.hub import snapshot_problems
@@ -57,27 +57,6 @@ class CellFailed(RuntimeError):
 
 class PreflightFailed(RuntimeError):
     """The image cannot serve what the sweep's cells ask (checked once per image, before any server starts)."""
-
-
-def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
-    """Why this platform cannot serve the cell, or None. Such cells are recorded as skipped, not failed."""
-    scheme = cell.quant.scheme
-    servable = cell.image.servable_quant_schemes
-    if servable is not None and scheme not in servable:
-        why = cell.image.unservable_reasons.get(scheme, f"image {image.name} serves only {', '.join(servable)}")
-        return f"quant {cell.quant.name} ({scheme}) cannot be served here: {why}"
-    if cell.adaptive_verification and image.host_cpu is not None:
-        return (
-            f"adaptive verification needs full CUDA graphs (vLLM: \"Adaptive verification requires full CUDA graphs\") "
-            f"and Model Runner V2; image {image.name} serves on the CPU"
-        )
-    drafter = cell.drafter
-    if image.offline and isinstance(drafter, ModelDrafter):
-        return (
-            f"drafter {drafter.name} needs hub weights ({drafter.model}); image {image.name} is offline "
-            "and the embedded path never downloads weights"
-        )
-    return None
 
 
 def quant_kernel(server_log: Path) -> str | None:

@@ -18,7 +18,7 @@ from specsweep.config.compose import cell_yaml, compose_cell, config_hash
 
 def cmd_config(args: argparse.Namespace) -> None:
     from specsweep.config.grid import check_k_has_a_drafter, readable_id
-    from specsweep.images.base import LaunchSpec, backend_of
+    from specsweep.images.base import LaunchSpec, backend_of, unsupported_reason
     from specsweep.models.prepare import model_location
     from specsweep.serve.speculative import cell_speculative_config
 
@@ -35,6 +35,8 @@ def cmd_config(args: argparse.Namespace) -> None:
     if location is None:
         location = f"<{cell.model.name}-{cell.quant.name} checkpoint>"
         print(f"\n# {location}: built by the quantize stage (`specsweep job quantize`); its path is in results/_quants/")
+    if reason := unsupported_reason(cell, image):
+        print(f"\n# skipped on this host (recorded as skipped, never served): {reason}")
     serving = image.serving_by_dtype.get(cell.model.dtype)
     if serving is not None:
         print(f"\n# serving dtype on this host: {serving.dtype} ({serving.dtype_reason}); the W4A16 kernel is chosen "
@@ -50,9 +52,16 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 def cmd_cells(args: argparse.Namespace) -> None:
     from specsweep.config.grid import expand
+    from specsweep.images.base import backend_of, unsupported_reason
 
+    previews = {}
     for cell in expand(args.overrides, args.sweep):
-        print(f"{cell.sweep}/{cell.id}\t{' '.join(cell.overrides)}")
+        image = cell.config.image
+        if image.name not in previews:
+            previews[image.name] = backend_of(image).preview()
+        reason = unsupported_reason(cell.config, previews[image.name])
+        skipped = f"\t(skipped here: {reason})" if reason else ""
+        print(f"{cell.sweep}/{cell.id}\t{' '.join(cell.overrides)}{skipped}", flush=True)
 
 
 @contextlib.contextmanager

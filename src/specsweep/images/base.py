@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from specsweep.atomic import write_json
-from specsweep.config.schema import CellCfg, ImageCfg
+from specsweep.config.schema import CellCfg, ImageCfg, ModelDrafter
 from specsweep.exit_status import describe_exit
 from specsweep.images.cpu_host import FALLBACK_ENV, uses_wna16
 from specsweep.images.preload import ld_preload
@@ -146,5 +146,32 @@ def build_image(image: ImageCfg) -> ImageRecord:
 
 
 def preview_record(name: str, kind: str, location: str, offline: bool, serving: dict | None = None) -> ImageRecord:
+    """What build() would record as far as config and host tell; CPU kinds (which pass the host's serving choices)
+    also name this host's CPU, as their built record does."""
+    from specsweep.records.host import read_cpu_facts
+
     return ImageRecord(name=name, kind=kind, location=location, vllm_version="(not built yet)", key="", packages=[],
-                       build_seconds=0, built_at="", offline=offline, serving_by_dtype=serving or {})  # fmt: skip
+                       build_seconds=0, built_at="", offline=offline, serving_by_dtype=serving or {},
+                       host_cpu=read_cpu_facts() if serving else None)  # fmt: skip
+
+
+def unsupported_reason(cell: CellCfg, image: ImageRecord) -> str | None:
+    """Why this platform cannot serve the cell, or None. Such cells are recorded as skipped, not failed."""
+    scheme = cell.quant.scheme
+    servable = cell.image.servable_quant_schemes
+    if servable is not None and scheme not in servable:
+        why = cell.image.unservable_reasons.get(scheme, f"image {image.name} serves only {', '.join(servable)}")
+        return f"quant {cell.quant.name} ({scheme}) cannot be served here: {why}"
+    if cell.adaptive_verification and image.host_cpu is not None:
+        return (
+            f"adaptive verification needs full CUDA graphs (vLLM: \"Adaptive verification requires full CUDA graphs\") "
+            f"and Model Runner V2; image {image.name} serves on the CPU"
+        )
+    drafter = cell.drafter
+    if image.offline and isinstance(drafter, ModelDrafter):
+        return (
+            f"drafter {drafter.name} needs hub weights ({drafter.model}); image {image.name} is offline "
+            "and the embedded path never downloads weights"
+        )
+    return None
+
