@@ -106,3 +106,18 @@ def test_cells_and_config_mark_what_this_host_will_skip(specsweep) -> None:
     assert code == 0 and "# skipped on this host (recorded as skipped, never served): quant nvfp4a16 (NVFP4A16)" in out
     code, out, _ = specsweep("config", "quant=w4a16_gptq")
     assert code == 0 and "skipped on this host" not in out
+
+
+def test_a_yaml_syntax_error_in_conf_is_one_line_naming_the_file_line_and_column(specsweep, tmp_path: Path,
+                                                                                 monkeypatch) -> None:  # fmt: skip
+    from project import make_project
+
+    project = make_project(tmp_path / "p")
+    serve = project / "conf/serve/cpu.yaml"
+    lines = serve.read_text().count("\n")
+    serve.write_text(serve.read_text() + "max_num_seqs: [4\n")
+    monkeypatch.setenv("SPECSWEEP_ROOT", str(project))
+    code, _, err = specsweep("config")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("specsweep: config error: a file under conf/ is not valid YAML: while parsing a flow sequence")
+    assert f'in "{serve}", line {lines + 1}, column 15' in err

@@ -72,6 +72,10 @@ def _compose_uncached(overrides: list[str]):
             cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain_hydra(err, overrides)) from err
+    except yaml.YAMLError as err:
+        # PyYAML's message names the file, line and column; Hydra would bury it under a hundred lines of traceback.
+        where = " ".join(str(err).split())
+        raise ConfigError(f"a file under conf/ is not valid YAML: {where}; fix that line") from None
     finally:
         GlobalHydra.instance().clear()
     choices = {
