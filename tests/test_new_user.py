@@ -121,3 +121,24 @@ def test_a_yaml_syntax_error_in_conf_is_one_line_naming_the_file_line_and_column
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith("specsweep: config error: a file under conf/ is not valid YAML: while parsing a flow sequence")
     assert f'in "{serve}", line {lines + 1}, column 15' in err
+
+
+def test_publishing_without_the_server_a_key_or_an_entity_says_which(specsweep, tmp_path: Path, monkeypatch) -> None:
+    from specsweep.config.schema import WandbCfg
+    from specsweep.report.data import load_sweep
+    from specsweep.report.wandb_report import write_spec
+
+    sweep = make_sweep_dir(tmp_path / "results")
+    write_spec(load_sweep(sweep), WandbCfg(), sweep / "wandb_report.json")
+    # No key anywhere, and a W&B server address nothing listens on: nothing can reach the internet.
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home/.config/wandb"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    code, _, err = specsweep("report", "publish", "--sweep-dir", str(sweep))
+    assert code == 1 and "WANDB_MODE=offline: publishing a report needs the W&B server; unset WANDB_MODE" in err
+    monkeypatch.delenv("WANDB_MODE")
+    code, _, err = specsweep("report", "publish", "--sweep-dir", str(sweep))
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "run `wandb login` (or export WANDB_API_KEY)" in err, err

@@ -119,12 +119,15 @@ def cmd_report_wandb_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_report_publish(args: argparse.Namespace) -> None:
-    from specsweep.report.wandb_report import publish
+    from specsweep.report.wandb_report import PublishError, publish
 
     spec = Path(args.spec or Path(args.sweep_dir) / "wandb_report.json")
     if not spec.is_file():
         raise SystemExit(f"specsweep report publish: {spec} does not exist; run the sweep (or `report wandb`) first")
-    print(publish(spec, entity=args.entity, project=args.project))
+    try:
+        print(publish(spec, entity=args.entity, project=args.project))
+    except PublishError as err:
+        raise SystemExit(f"specsweep report publish: {err}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -162,8 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command(report_sub, "publish", "save the written report spec to W&B (needs an API key)")
     p.add_argument("--sweep-dir", required=True, help="results/<sweep>")
     p.add_argument("--spec", default=None, help="the report spec (none: <sweep-dir>/wandb_report.json)")
-    p.add_argument("--entity", default=None, help="W&B entity")
-    p.add_argument("--project", default=None, help="W&B project")
+    p.add_argument("--entity", default=None, help="W&B entity (none: WANDB_ENTITY, the spec's, the key's default)")
+    p.add_argument("--project", default=None, help="W&B project (none: WANDB_PROJECT, the spec's)")
     p.set_defaults(func=cmd_report_publish)
 
 

@@ -8,6 +8,7 @@ entity is always passed explicitly, since reports.v2 otherwise asks the W&B API 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -162,18 +163,43 @@ def write_spec(data: SweepData, cfg: WandbCfg, path: Path) -> dict:
     return spec
 
 
-def publish(spec_path: Path, entity: str | None = None, project: str | None = None) -> str:
-    """Save the written report spec to W&B (needs a key and the network); returns the report URL."""
-    spec = json.loads(Path(spec_path).read_text())
-    report = wr.Report._from_model(internal.ReportViewspec.model_validate(spec["viewspec"]))
-    report.entity = entity or spec.get("entity") or report.entity or None
-    report.project = project or spec["project"]
-    if not report.entity:
-        import wandb
+class PublishError(RuntimeError):
+    """Publishing cannot happen here (offline, no key, no entity, the server refused), said with the fix."""
 
-        report.entity = wandb.Api().default_entity
+
+def publish(spec_path: Path, entity: str | None = None, project: str | None = None) -> str:
+    """Save the written report spec to W&B (needs a key and the network); returns the report URL. Entity and project
+    follow W&B's own variables where not given (WANDB_ENTITY, WANDB_PROJECT), then the spec, then the key's entity."""
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE", "")
+    if mode in ("offline", "disabled", "dryrun"):
+        raise PublishError(f"WANDB_MODE={mode}: publishing a report needs the W&B server; unset WANDB_MODE (or set it to "
+                           "online), then run this again")  # fmt: skip
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        api = wandb.Api()
+    except Exception as err:  # wandb raises UsageError without a key, CommError without the server
+        raise PublishError(f"W&B is not reachable with this login ({' '.join(str(err).split())[:300]}); run `wandb "
+                           "login` (or export WANDB_API_KEY) and check WANDB_BASE_URL") from None  # fmt: skip
+    if not api.api_key:
+        raise PublishError("no W&B API key: run `wandb login` (or export WANDB_API_KEY), then run this again")
+    report = wr.Report._from_model(internal.ReportViewspec.model_validate(spec["viewspec"]))
+    report.entity = entity or os.environ.get("WANDB_ENTITY") or spec.get("entity") or report.entity or None
+    report.project = project or os.environ.get("WANDB_PROJECT") or spec["project"]
+    if not report.entity:
+        try:
+            report.entity = api.default_entity
+        except Exception:  # the server could not say
+            report.entity = None
+    if not report.entity:
+        raise PublishError("no W&B entity to publish under: pass --entity NAME or export WANDB_ENTITY=NAME")
     for block in report.blocks:
         for runset in getattr(block, "runsets", []) or []:
             runset.entity, runset.project = report.entity, report.project
-    report.save()
+    try:
+        report.save()
+    except Exception as err:  # pydantic's ValidationError, wandb's CommError, requests' errors: one line each
+        raise PublishError(f"W&B refused the report for {report.entity}/{report.project}: "
+                           f"{' '.join(str(err).split())[:400]}") from None  # fmt: skip
     return report.url
