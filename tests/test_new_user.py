@@ -142,3 +142,31 @@ def test_publishing_without_the_server_a_key_or_an_entity_says_which(specsweep, 
     code, _, err = specsweep("report", "publish", "--sweep-dir", str(sweep))
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "run `wandb login` (or export WANDB_API_KEY)" in err, err
+
+
+def test_wandb_follows_its_own_variables_and_prints_paths_to_paste(tmp_path: Path, monkeypatch) -> None:
+    from specsweep.config.schema import WandbCfg
+    from specsweep.report.data import load_sweep
+    from specsweep.report.notice import report_notice
+    from specsweep.report.wandb_runs import log_cell, with_wandb_env
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for variable in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"):
+        monkeypatch.delenv(variable, raising=False)
+    assert with_wandb_env(WandbCfg()) == WandbCfg()
+    monkeypatch.setenv("WANDB_PROJECT", "theirs")
+    monkeypatch.setenv("WANDB_ENTITY", "team")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert with_wandb_env(WandbCfg()) == WandbCfg(mode="disabled", project="theirs", entity="team")
+    # WANDB_MODE=disabled: nothing is logged, not even offline (the config says offline).
+    sweep = make_sweep_dir(tmp_path / "results")
+    cell = sweep / "gemma3_270m-bf16-none"
+    receipt = log_cell(cell, load_sweep(sweep), WandbCfg(mode="offline"), cell / "wandb.json")
+    assert receipt.mode_used == "disabled" and receipt.run_dir is None and not (sweep / "wandb").exists()
+    # An offline run's sync hint is an absolute path, whatever the shell's directory.
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    log_cell(cell, load_sweep(Path("results/embedded")), WandbCfg(), cell / "wandb.json")
+    assert f"wandb sync {sweep.resolve()}/wandb/offline-run-*" in report_notice("results/embedded")

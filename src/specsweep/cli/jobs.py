@@ -162,7 +162,8 @@ def cmd_report_wandb_cell(args: argparse.Namespace) -> None:
     cell_dir = Path(args.cell_dir)
     receipt = log_cell(cell_dir, load_sweep(cell_dir.parent), results.report_cfg(args).wandb,
                        Path(args.receipt or cell_dir / "wandb.json"), force=args.force)  # fmt: skip
-    print(f"[wandb] {receipt.name}: {receipt.mode_used} run {receipt.run_id} {receipt.run_dir or ''}", file=sys.stderr)
+    where = f" at {(cell_dir.parent / receipt.run_dir).resolve()}" if receipt.run_dir else ""
+    print(f"[wandb] {receipt.name}: {receipt.mode_used} run {receipt.run_id}{where}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

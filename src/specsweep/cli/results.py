@@ -115,7 +115,8 @@ def cmd_report_wandb_sweep(args: argparse.Namespace) -> None:
     attach = [sweep_dir / name for name in ("table.csv", "quality.csv", "tables.md", "report.html")] + [spec_path]
     receipt = log_sweep(sweep_dir, data, cfg, Path(args.receipt or sweep_dir / "wandb.json"), attach)
     print(f"[wandb] report spec with {len(spec['panels'])} panels -> {spec_path}", file=sys.stderr)
-    print(f"[wandb] sweep: {receipt.mode_used} run {receipt.run_id} {receipt.run_dir or ''}", file=sys.stderr)
+    where = f" at {(sweep_dir / receipt.run_dir).resolve()} (`wandb sync` that path)" if receipt.run_dir else ""
+    print(f"[wandb] sweep: {receipt.mode_used} run {receipt.run_id}{where}", file=sys.stderr)
 
 
 def cmd_report_publish(args: argparse.Namespace) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from specsweep.records.base import RecordError, read_record
+from specsweep.records.wandb import WandbReceipt
 
 
 def report_notice(sweep_dir: str | Path) -> str:
@@ -12,19 +14,20 @@ def report_notice(sweep_dir: str | Path) -> str:
     receipts = []
     for path in sorted(sweep_dir.glob("*/wandb.json")) + [sweep_dir / "wandb.json"]:
         try:
-            receipts.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
+            receipts.append(read_record(WandbReceipt, path))
+        except RecordError:
             continue
     if not receipts:
         return "\n".join(lines)
-    used = sorted({r["mode_used"] for r in receipts})
+    used = sorted({r.mode_used for r in receipts})
     lines.append(f"specsweep: W&B: {len(receipts)} runs ({', '.join(used)}); report spec at {sweep_dir}/wandb_report.json")
-    warnings = sorted({r["warning"] for r in receipts if r.get("warning")})
-    errors = sorted({r["error"] for r in receipts if r.get("error")})
+    warnings = sorted({r.warning for r in receipts if r.warning})
+    errors = sorted({r.error for r in receipts if r.error})
     if warnings:
         lines.append(f"specsweep: WARNING: {warnings[0]}")
     if errors:
         lines.append(f"specsweep: WARNING: W&B logging failed for some runs (results unaffected): {errors[0]}")
     if "offline" in used:
-        lines.append(f"specsweep: push offline runs with: wandb sync {sweep_dir}/wandb/offline-run-*")
+        # Absolute: a path to paste into `wandb sync` from wherever the user's shell is.
+        lines.append(f"specsweep: push offline runs with: wandb sync {sweep_dir.resolve()}/wandb/offline-run-*")
     return "\n".join(lines)

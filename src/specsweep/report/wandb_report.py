@@ -148,6 +148,9 @@ def panel_index(viewspec: dict) -> list[dict]:
 
 
 def write_spec(data: SweepData, cfg: WandbCfg, path: Path) -> dict:
+    from specsweep.report.wandb_runs import with_wandb_env
+
+    cfg = with_wandb_env(cfg)
     viewspec = build(data, cfg)._to_model().model_dump(by_alias=True, exclude_none=True, mode="json")
     spec = {
         "specsweep_report_spec": SPEC_VERSION,

@@ -235,7 +235,20 @@ def _quality_of(table: pd.DataFrame) -> pd.DataFrame:
     return quality_from_table(table)
 
 
+def with_wandb_env(cfg: WandbCfg) -> WandbCfg:
+    """W&B's own variables win where set, as they do for wandb itself: WANDB_MODE (dryrun is offline),
+    WANDB_PROJECT, WANDB_ENTITY."""
+    mode = {"dryrun": "offline"}.get(os.environ.get("WANDB_MODE", ""), os.environ.get("WANDB_MODE", ""))
+    update = {
+        **({"mode": mode} if mode in ("online", "offline", "disabled") else {}),
+        **({"project": os.environ["WANDB_PROJECT"]} if os.environ.get("WANDB_PROJECT") else {}),
+        **({"entity": os.environ["WANDB_ENTITY"]} if os.environ.get("WANDB_ENTITY") else {}),
+    }
+    return cfg.model_copy(update=update)
+
+
 def log_cell(cell_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path, force: bool = False) -> WandbReceipt:
+    cfg = with_wandb_env(cfg)
     cell_dir = Path(cell_dir)
     cell_id = cell_dir.name
     root = wandb_root(cell_dir.parent)
@@ -303,6 +316,7 @@ def log_cell(cell_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path,
 
 def log_sweep(sweep_dir: Path, data: SweepData, cfg: WandbCfg, receipt_path: Path, attach: list[Path]) -> WandbReceipt:
     """The aggregate run: the whole table, the quality table, the summary, and the report files."""
+    cfg = with_wandb_env(cfg)
     sweep_dir = Path(sweep_dir)
     root = wandb_root(sweep_dir)
     rid = run_id(data.sweep, "sweep")
