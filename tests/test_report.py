@@ -336,3 +336,23 @@ def test_a_failed_lm_eval_is_recorded_on_its_cell_and_its_throughput_rows_stand(
     rows = build_table(cells, None, evals.reset_index())
     mine = rows[rows["cell_id"] == cells[0].name]
     assert set(mine["status"]) == {"ok"} and len(mine) == len(record.workloads) and mine["tg_tps_mean"].notna().all()
+
+
+def test_k_and_draft_position_axes_show_whole_numbers_only(sweep_dir: Path) -> None:
+    """The sweep has k = 2 and 4 only: matplotlib's default ticks would put 2.5, 3.0, 3.5 on the k axis."""
+    import matplotlib.pyplot as plt
+
+    data = load_sweep(sweep_dir)
+    checked = 0
+    for name in ("tg_vs_k", "acceptance", "speedup", "predictions"):
+        fig = FIGURES[name].draw(data)
+        try:
+            fig.canvas.draw()
+            for ax in fig.axes:
+                if ax.get_xlabel() in ("k (draft tokens)", "draft position") and ax.has_data():
+                    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+                    assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+                    checked += 1
+        finally:
+            plt.close(fig)
+    assert checked >= 3

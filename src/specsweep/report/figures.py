@@ -13,6 +13,7 @@ import pandas as pd
 matplotlib.use("Agg")  # no display on CI or on the cluster; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from specsweep.report.data import (  # noqa: E402
     QUALITY_COLUMNS,
@@ -32,6 +33,12 @@ class FigureSpec:
     title: str
     caption: str
     draw: Callable[[SweepData], Figure]
+
+
+def _integer_axis(ax, label: str) -> None:
+    """k and draft positions are whole numbers: no tick at 2.5."""
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _empty(fig: Figure, ax, message: str) -> Figure:
@@ -67,7 +74,7 @@ def tg_vs_k(data: SweepData) -> Figure:
                 if len(base):
                     ax.axhline(base.iloc[0], linestyle="--", color=line[0].get_color(), alpha=0.6)
             ax.set_title(f"{drafter} — {_series_label(workload, concurrency)}", fontsize=9)
-            ax.set_xlabel("k (draft tokens)")
+            _integer_axis(ax, "k (draft tokens)")
             ax.set_ylabel("tg t/s")
             ax.grid(alpha=0.3)
             ax.legend(title="quant (dashed: no drafter)", fontsize=7, title_fontsize=7)
@@ -96,7 +103,7 @@ def acceptance_curves(data: SweepData) -> Figure:
             xs = [i + 1 for i, v in enumerate(curve) if v is not None]
             ax.plot(xs, [v for v in curve if v is not None], marker="o", label=f"{quant} k={k}")
         ax.set_title(f"{drafter}: acceptance by draft position", fontsize=9)
-        ax.set_xlabel("draft position")
+        _integer_axis(ax, "draft position")
         ax.set_ylabel("accepted / drafts")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
@@ -127,7 +134,7 @@ def speedup(data: SweepData) -> Figure:
             ax.plot(group["k"].astype(float), group["speedup"], marker="o", label=f"{quant} / {drafter}")
         ax.axhline(1.0, color="grey", linestyle=":")
         ax.set_title(_series_label(workload, concurrency), fontsize=9)
-        ax.set_xlabel("k (draft tokens)")
+        _integer_axis(ax, "k (draft tokens)")
         ax.set_ylabel("speedup vs no drafter")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -207,7 +214,7 @@ def predictions(data: SweepData) -> Figure:
                     ax.annotate(f"{point.error_pct:+.0f}%", (point.k, point.measured_tg_req_tps), fontsize=6,
                                 xytext=offset, textcoords="offset points")  # fmt: skip
         ax.set_title(_series_label(workload, concurrency), fontsize=9)
-        ax.set_xlabel("k (draft tokens)")
+        _integer_axis(ax, "k (draft tokens)")
         ax.set_ylabel("tg t/s per request")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
