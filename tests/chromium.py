@@ -28,6 +28,26 @@ def require_component(name: str, install: str) -> None:
     pytest.skip(message)
 
 
+NON_ROOT = "specsweep-ci"
+
+
+def require_root() -> None:
+    """Mounting, chown and switching users need root: .ci/run runs the tests as root, so in CI this fails, never skips."""
+    if os.geteuid() != 0:
+        require_component("root", "run the tests as root, as .ci/run does")
+
+
+def non_root_user():
+    """The docker-group user .ci/run creates, as a pwd entry (root needed to act as it)."""
+    import pwd
+
+    require_root()
+    try:
+        return pwd.getpwnam(NON_ROOT)
+    except KeyError:
+        require_component(f"the user {NON_ROOT}", f"useradd -m -G docker {NON_ROOT}")
+
+
 def chromium() -> str:
     # Debian's /usr/bin/chromium is a shell wrapper that sources /etc/chromium.d/*; the binary itself needs none.
     if Path("/usr/lib/chromium/chromium").is_file():

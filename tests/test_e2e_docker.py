@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chromium import NON_ROOT
 from project import cell_processes, make_project, project_env
 
 from specsweep.config.compose import compose_cell
@@ -233,7 +234,7 @@ def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served
     assert containers_of(project) == []
 
 
-NON_ROOT = "specsweep-ci"
+
 # Reads the model config from under HF_HOME and writes into the checkpoint dir, as job.py does, and says as whom.
 JOB = """import json, os, sys
 spec = json.load(open(sys.argv[1]))
@@ -245,19 +246,12 @@ open(os.path.join(spec["out"], "made.txt"), "w").write(f"{os.getuid()}:{os.getgi
 def test_a_non_root_owner_runs_the_quantize_container_with_every_path_at_itself(tmp_path: Path) -> None:
     """As a user in the docker group (.ci/run makes one): the job runs as that user (`--user`), and the user's HF_HOME
     and checkpoint dir are reachable in the container at their host paths; /root (0700 in the image) is never needed."""
-    import pwd
-
-    from chromium import require_component
+    from chromium import non_root_user
 
     from specsweep.images.base import backend_of
     from specsweep.quantize.in_image import TOOLS_PYTHON
 
-    if os.geteuid() != 0:
-        pytest.skip("switching to the non-root user needs root (CI runs as root)")
-    try:
-        user = pwd.getpwnam(NON_ROOT)
-    except KeyError:
-        require_component(f"the user {NON_ROOT}", f"useradd -m -G docker {NON_ROOT}")
+    user = non_root_user()
     home = Path(user.pw_dir)
     work = home / f"quantize-test-{os.getpid()}"
     hf = work / "hf"

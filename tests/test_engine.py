@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import pytest
+from chromium import NON_ROOT, non_root_user, require_root
 
 from specsweep.docker_engine import dockerd_argv, overlay_mounts, storage_drivers
 
 ROOT = Path(__file__).resolve().parents[1]
-NON_ROOT = "specsweep-ci"
 
 
 def test_the_engine_module_needs_only_the_standard_library() -> None:
@@ -33,8 +30,7 @@ def test_overlay2_is_tried_first_only_where_overlayfs_mounts() -> None:
 
 
 def test_the_overlay_probe_mounts_for_real_and_leaves_nothing(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting needs root (CI runs as root)")
+    require_root()
     # This host (an ext4 root) mounts overlayfs; the probe's own read-back through the mount is what says so.
     assert overlay_mounts(tmp_path) is True
     assert list(tmp_path.iterdir()) == []
@@ -43,14 +39,7 @@ def test_the_overlay_probe_mounts_for_real_and_leaves_nothing(tmp_path: Path) ->
 
 def test_the_overlay_probe_says_no_where_mounting_is_not_allowed() -> None:
     """As a user without CAP_SYS_ADMIN the mount fails: the probe answers False (and dockerd gets vfs), no error."""
-    from chromium import require_component
-
-    if os.geteuid() != 0:
-        pytest.skip("switching to the non-root user needs root (CI runs as root)")
-    try:
-        user = pwd.getpwnam(NON_ROOT)
-    except KeyError:
-        require_component(f"the user {NON_ROOT}", f"useradd -m -G docker {NON_ROOT}")
+    user = non_root_user()
     # The engine module needs only the standard library: a world-readable copy of it runs under the system Python.
     where = Path(tempfile.mkdtemp(prefix="specsweep-engine-"))
     try:
