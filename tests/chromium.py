@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,25 @@ def non_root_user():
         return pwd.getpwnam(NON_ROOT)
     except KeyError:
         require_component(f"the user {NON_ROOT}", f"useradd -m -G docker {NON_ROOT}")
+
+
+@contextmanager
+def traversable_by_others(paths: list[Path]):
+    """While in the block, every directory above `paths` lets other users pass (o+x, never read): the tests run from a
+    root-owned checkout and interpreter (under /root or a mktemp dir, both 0700) that a non-root user must execute.
+    The old modes come back afterwards."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for parent in {*Path(path).absolute().parents, *Path(path).resolve().parents}:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH and parent not in changed:
+                changed[parent] = mode
+                parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for parent, mode in changed.items():
+            parent.chmod(stat.S_IMODE(mode))
 
 
 def chromium() -> str:

@@ -194,94 +194,72 @@ def test_the_spark_spec_reuses_the_id_it_built_and_rebuilds_when_that_image_is_g
         kind._built_id()
 
 
-def test_a_quant_made_inside_the_image_is_the_model_tools_envs_checkpoint(served: tuple[Path, str], tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """image.quantizer.where=image, the Spark's way (the tools' pins in a venv on the image's torch, job.py in a container
-    with the launcher's flags), through the DAG's quantize job: round to nearest is deterministic, so the checkpoint
-    must be the model-tools env's, file for file."""
+def link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def test_a_non_root_owner_quantizes_in_the_image_and_serves_the_cell(served: tuple[Path, str]) -> None:
+    """`specsweep run` as a user in the docker group (.ci/run makes one) with a project, a cache and a HOME of their own:
+    image.quantizer.where=image, the Spark's way (the tools' pins in a venv on the image's torch, job.py in a container
+    with the launcher's flags), then the cell served from that checkpoint with its evals. Both containers run as the
+    user and see every path at itself, so /root (0700 in the image, as in the Spark's Ubuntu) is never needed and
+    nothing root-owned is left in the user's home. Round to nearest is deterministic, so the checkpoint must be the
+    model-tools env's, file for file."""
+    from chromium import non_root_user, traversable_by_others
+
     from specsweep.models.prepare import prepare_model
-    from specsweep.paths import cache_dir
     from specsweep.quantize.run import quantize
     from specsweep.records.quant import QuantRecord
     from specsweep.workflow_plan import plan_sweep
 
-    project, _ = served
-    # A cache of its own whose quants start empty, so the container runs now; everything else (envs, the prepared
-    # model, probes) is the shared cache's, linked. Nothing in the user's cache is deleted.
-    shared, own = cache_dir(), tmp_path / "cache"
-    (own / "quants").mkdir(parents=True)
-    for entry in shared.iterdir():
-        if entry.name != "quants":
-            (own / entry.name).symlink_to(entry)
-    monkeypatch.setenv("SPECSWEEP_CACHE", str(own))
-    overrides = ["image=vllm_cpu_docker", "quant=w4a16_rtn", "drafter=none", "image.quantizer.where=image"]
-    (key,) = [k for k, q in plan_sweep(overrides).quants.items() if q.image_key]
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"overrides={' '.join(overrides)}", "--",
-                             f"results/_quants/{key}.json"], cwd=project, env=project_env(project), capture_output=True,
-                            text=True, timeout=1500)  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    made = QuantRecord.model_validate_json((project / f"results/_quants/{key}.json").read_text())
-    tools_tag = made.manifest.quantize_env.split(": ", 1)[1]
-    assert made.manifest.quantize_image_id == docker("image", "inspect", "--format", "{{.Id}}", tools_tag).stdout.strip()
-    cell = compose_cell(overrides[1:3]).cell
-    on_host = quantize(cell.quant, cell.model, prepare_model(cell.model))
-    assert on_host.manifest.quantize_image_id is None and on_host.location != made.location
-    assert made.manifest.files_sha256 == on_host.manifest.files_sha256 and "model.safetensors" in made.manifest.files_sha256
-    # The tools' own pins ran (compressed-tensors 0.19, where the serving image's vLLM 0.32 has 0.17), on the image's torch.
-    assert made.manifest.versions == on_host.manifest.versions and made.manifest.versions["compressed-tensors"] == "0.19.0"
-    job_log = (project / f"results/_logs/quantize/{key}.log").read_text()
-    assert "docker run --name specsweep-quantize-gemma3_270m-w4a16_rtn-" in job_log and made.manifest.quantize_image_id in job_log
-    assert containers_of(project) == []
-
-
-
-# Reads the model config from under HF_HOME and writes into the checkpoint dir, as job.py does, and says as whom.
-JOB = """import json, os, sys
-spec = json.load(open(sys.argv[1]))
-config = open(os.path.join(spec["model"], "config.json")).read()
-open(os.path.join(spec["out"], "made.txt"), "w").write(f"{os.getuid()}:{os.getgid()} {config}")
-"""
-
-
-def test_a_non_root_owner_runs_the_quantize_container_with_every_path_at_itself(tmp_path: Path) -> None:
-    """As a user in the docker group (.ci/run makes one): the job runs as that user (`--user`), and the user's HF_HOME
-    and checkpoint dir are reachable in the container at their host paths; /root (0700 in the image) is never needed."""
-    from chromium import non_root_user
-
-    from specsweep.images.base import backend_of
-    from specsweep.quantize.in_image import TOOLS_PYTHON
-
     user = non_root_user()
     home = Path(user.pw_dir)
-    work = home / f"quantize-test-{os.getpid()}"
-    hf = work / "hf"
-    snapshot = hf / "hub/models--google--gemma-4-31B-it/snapshots/abc"
-    out = work / "quants/checkpoint"
-    snapshot.mkdir(parents=True)
-    out.mkdir(parents=True)
-    (snapshot / "config.json").write_text('{"model_type": "gemma4"}')
-    job, spec = work / "job.py", work / "x.spec.json"
-    job.write_text(JOB)
-    spec.write_text(json.dumps({"model": str(snapshot), "out": str(out)}))
+    work = home / f"nonroot-{os.getpid()}"
+    project, cache = make_project(work / "project"), work / "cache"
+    # The prepared model (the only cache entry a container cell needs from the host) comes from the shared cache, which
+    # lives in root's home; its record names where it was built, and must be served from where it is now.
+    prepared = Path(prepare_model(compose_cell([]).cell.model).location)
+    shutil.copytree(prepared, cache / "models" / prepared.name, copy_function=link_or_copy)
     subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
-    image = compose_cell(["image=vllm_cpu_docker"]).cell.image
-    base = ensure_base(image, tmp_path / "base.log")  # a Debian with python3, /root 0700 as in the Spark's Ubuntu
-    assert docker("run", "--rm", "--entrypoint", "stat", base, "-c", "%a", "/root").stdout.strip() == "700"
-    name = f"specsweep-quantize-nonroot-{os.getpid()}"
-    with pytest.MonkeyPatch.context() as as_user:  # the user's HOME and HF_HOME only while the argv is built
-        as_user.setenv("HOME", str(home))
-        as_user.setenv("HF_HOME", str(hf))
-        argv = backend_of(image).job_command(base, name, f"quantize/{name}", [TOOLS_PYTHON, str(job), str(spec)],
-                                             [str(snapshot), str(job), str(spec)], [str(out.parent)],
-                                             caller=(user.pw_uid, user.pw_gid))  # fmt: skip
-    assert argv[-3:] == [TOOLS_PYTHON, str(job), str(spec)]
-    argv = [*argv[:-3], "python3", str(job), str(spec)]  # the base has no tools venv; the mounts are what is tested
+    overrides = ["image=vllm_cpu_docker", "quant=w4a16_rtn", "drafter=none", "image.quantizer.where=image", "bench.runs=1",
+                 *EVALS, PROBE]  # fmt: skip
+    (key,) = [k for k, q in plan_sweep(overrides).quants.items() if q.image_key]
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "SPECSWEEP_ROOT": str(project), "SPECSWEEP_CACHE": str(cache)}
     try:
-        result = subprocess.run(["runuser", "-u", NON_ROOT, "--", *argv], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        made = (out / "made.txt").read_text()
-        assert made == f'{user.pw_uid}:{user.pw_gid} {{"model_type": "gemma4"}}'
-        assert (out / "made.txt").stat().st_uid == user.pw_uid
+        with traversable_by_others([Path(sys.executable), Path(__file__)]):
+            result = subprocess.run(["runuser", "-u", NON_ROOT, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                                     sys.executable, "-m", "specsweep.cli", "run", *overrides], cwd=project,
+                                    capture_output=True, text=True, timeout=1500)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        bench = json.loads((project / "results/embedded/gemma3_270m-w4a16_rtn-none/bench.json").read_text())
+        assert bench["status"] == "ok" and bench["workloads"][0]["row"]["tg_throughput"]["mean"] > 0, bench.get("error")
+        assert bench["evals"]["errors"] == [] and [len(o["token_ids"]) for o in bench["evals"]["greedy"]["outputs"]] == [8] * 4
+
+        made = QuantRecord.model_validate_json((project / f"results/_quants/{key}.json").read_text())
+        assert Path(made.location).parent == cache / "quants"
+        tools_tag = made.manifest.quantize_env.split(": ", 1)[1]
+        assert made.manifest.quantize_image_id == docker("image", "inspect", "--format", "{{.Id}}", tools_tag).stdout.strip()
+        cell = compose_cell(overrides[1:3]).cell
+        on_host = quantize(cell.quant, cell.model, prepare_model(cell.model))
+        assert on_host.manifest.quantize_image_id is None
+        assert made.manifest.files_sha256 == on_host.manifest.files_sha256 and "model.safetensors" in made.manifest.files_sha256
+        # The tools' own pins ran (compressed-tensors 0.19, where the serving image's vLLM 0.32 has 0.17), on the image's torch.
+        assert made.manifest.versions == on_host.manifest.versions and made.manifest.versions["compressed-tensors"] == "0.19.0"
+
+        as_user = f"--user {user.pw_uid}:{user.pw_gid}"
+        job_log = (project / f"results/_logs/quantize/{key}.log").read_text()
+        assert "docker run --name specsweep-quantize-gemma3_270m-w4a16_rtn-" in job_log and as_user in job_log
+        server_argv = json.loads((project / "results/embedded/gemma3_270m-w4a16_rtn-none/manifest.json").read_text())["server_argv"]
+        assert as_user in " ".join(server_argv) and f"USER={NON_ROOT}" in server_argv
+        root_home = Path("~root").expanduser()
+        assert not [arg for arg in server_argv if str(root_home) in arg], server_argv
+        # Everything the run and its containers wrote is the user's: the checkpoint, the vLLM and HF caches (whose mount
+        # sources docker would have made as root), the results.
+        foreign = subprocess.run(["find", str(home), "!", "-user", NON_ROOT], capture_output=True, text=True).stdout.split()
+        assert foreign == []
+        assert containers_of(project) == []
     finally:
-        docker("rm", "-f", name)
         shutil.rmtree(work, ignore_errors=True)

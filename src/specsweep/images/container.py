@@ -15,13 +15,17 @@ Different on purpose:
   would measure the old server) unless a live run owns it.
 - The server binds 127.0.0.1 on the host network (serve.host), where the script's vLLM listens on all interfaces.
 - Every cache is mounted at its host path (HF_HOME and HOME set to them), where the script mounts them under /root:
-  a container that runs as the calling user (the quantize job does, for a non-root caller) cannot enter /root, which
-  is 0700 in Ubuntu-based images such as the Spark's.
+  a container that runs as the calling user cannot enter /root, which is 0700 in Ubuntu-based images such as the
+  Spark's.
+- For a non-root caller every local container (server, quantize job) runs as that user (the script runs as root):
+  what vLLM and the tools write into the mounted caches stays the user's, where root-owned files would be left in
+  their home that they cannot delete. The mount sources are made by the caller first (docker would make them root's).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -104,6 +108,31 @@ def run_flags(run: ContainerRun, node_ip: str = "127.0.0.1") -> list[str]:
     return flags + list(run.extra_args)
 
 
+def mount_sources(run: ContainerRun) -> list[Path]:
+    """The host dirs the launcher mounts (HF_HOME, the compile caches)."""
+    return [*(Path.home() / relative for relative in run.cache_mounts), *([host_hf_home()] if run.mount_hf_home else [])]
+
+
+def make_mount_sources(run: ContainerRun) -> None:
+    # launch-cluster.sh runs `mkdir -p` on the cache dirs before `docker run` (docker would make them root-owned)
+    for host in mount_sources(run):
+        host.mkdir(parents=True, exist_ok=True)
+
+
+def caller_flags(home: str, caller: tuple[int, int] | None = None) -> list[str]:
+    """`--user` for a non-root caller (uid, gid; default: this process's), see the module doc, with HOME at `home`
+    (the image's /root is closed to the user). USER names the caller because the image has no passwd entry for it,
+    and torch's compile cache asks getpass for a user name."""
+    uid, gid = caller or (os.getuid(), os.getgid())
+    if uid == 0:
+        return []
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    return ["--user", f"{uid}:{gid}", "-e", f"HOME={home}", "-e", f"USER={name}"]
+
+
 def container_command(
     run: ContainerRun,
     image_id: str,
@@ -118,9 +147,14 @@ def container_command(
     served_name: str,
     node_ip: str = "127.0.0.1",
     detach: bool = False,
+    as_caller: bool = True,
 ) -> ServerCommand:
-    """`docker run` of one server: argv only; forwarded secrets go by name (`-e NAME`), so `ps` never shows them."""
+    """`docker run` of one server: argv only; forwarded secrets go by name (`-e NAME`), so `ps` never shows them.
+    `as_caller`: a local container (a worker started over ssh runs as the script runs it there)."""
     argv = ["docker", "run", *(["-d"] if detach else []), "--name", name, *run_flags(run, node_ip)]
+    if as_caller:
+        # HOME where the compile caches are mounted (run_flags), as for root
+        argv += caller_flags(str(Path.home()) if run.cache_mounts else "/tmp")
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
     for key, value in sorted(env.items()):
@@ -229,6 +263,7 @@ class ContainerBackend(ImageBackend):
             cell.model.served_name,
             node_ip=node_ip,
             detach=bool(rank),
+            as_caller=not rank,
         )
 
     def worker_commands(self, record: ImageRecord, launch: LaunchSpec) -> list[list[str]]:
@@ -243,10 +278,7 @@ class ContainerBackend(ImageBackend):
         return ["ssh", "-o", "BatchMode=yes", f"{user}@{node}" if user else node, shlex.join(argv)]
 
     def before_start(self, record: ImageRecord, launch: LaunchSpec) -> None:
-        # launch-cluster.sh runs `mkdir -p` on the cache dirs before `docker run` (docker would make them root-owned)
-        run = self.cfg.container
-        for host in [*(Path.home() / relative for relative in run.cache_mounts), *([host_hf_home()] if run.mount_hf_home else [])]:
-            host.mkdir(parents=True, exist_ok=True)
+        make_mount_sources(self.cfg.container)
         remove_stale(launch.name, launch.labels.get(LABEL_OWNER, ""), owner_alive)
         for node, start in zip(self.cfg.container.cluster.nodes[1:], self.worker_commands(record, launch)):
             self._on_worker(node, ["docker", "rm", "-f", launch.name])
@@ -273,15 +305,11 @@ class ContainerBackend(ImageBackend):
         """`docker run` of a one-off job (`argv`) in `image_id`, an image of this kind or one derived from it: the
         launcher's flags, the run's labels (`what` it is for), each path at itself. `caller` (uid, gid; default:
         this process's) decides whether it runs as that user."""
-        uid, gid = caller or (os.getuid(), os.getgid())
         run = self.cfg.container
-        command = ["docker", "run", "--name", name, *run_flags(run)]
+        # HOME=/tmp: the tools write their own caches there, not into the mounted home (whose parents docker made)
+        command = ["docker", "run", "--name", name, *run_flags(run), *caller_flags("/tmp", caller)]
         for key, value in sorted(run_labels(what).items()):
             command += ["--label", f"{key}={value}"]
-        if uid != 0:
-            # What the job writes lands in the user's cache: written as the user, not as the container's root.
-            # HOME=/tmp: the tools write their own caches there, not into the mounted home (made by docker, root's).
-            command += ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
         for path in sorted(set(writable)):
             command += ["-v", f"{path}:{path}"]
         for path in sorted(set(read_only)):
@@ -293,6 +321,7 @@ class ContainerBackend(ImageBackend):
                 writable: list[str]) -> int:  # fmt: skip
         """Run the job in a container; the container is gone when this returns or raises."""
         remove_stale(name, os.environ.get(OWNER_ENV, ""), owner_alive)
+        make_mount_sources(self.cfg.container)
         for path in writable:
             Path(path).mkdir(parents=True, exist_ok=True)
         command = self.job_command(image_id, name, what, argv, read_only, writable)

@@ -89,7 +89,7 @@ def _install_package(env_python: Path, source: PackagedGgufSource) -> Path:
 def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> ModelRecord:
     out = Path(model_location(model))
     if reusable(out):
-        return read_record(ModelRecord, out / RECORD)
+        return _entry(out)
 
     started = time.monotonic()
     env = model_tools_env()
@@ -147,4 +147,10 @@ def _prepare_packaged_gguf(model: ModelCfg, source: PackagedGgufSource) -> Model
         # The record lists the weights only; this covers config, tokenizer and the record too.
         write_files_manifest(staging)
     # What is at `out` now: ours, or an identical build another process published first.
-    return read_record(ModelRecord, out / RECORD)
+    return _entry(out)
+
+
+def _entry(out: Path) -> ModelRecord:
+    # The entry is where it is found now: a cache copied for another user, or moved with SPECSWEEP_CACHE, still
+    # records the place it was built in.
+    return read_record(ModelRecord, out / RECORD).model_copy(update={"location": str(out)})
