@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,11 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         sampler.stop()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "specsweep: results table at results/embedded/table.csv" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "specsweep: results table at results/embedded/table.csv" in output
+    # The console shows the cells as they go (specsweep.cell_progress), 9 of them, beside Snakemake's lines.
+    assert "specsweep: cell 1 of 9 starting: gemma3_270m-" in output and "localrule run_cell:" in output
+    assert re.search(r"^specsweep: cell 9 of 9 done in [\d.]+ (s|min): gemma3_270m-\S+ (ok, tg|skipped)", output, re.M)
     return project
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,31 @@ def test_noop_rerun_does_nothing(swept: Path) -> None:
     result = snakemake_e2e(swept, "-n")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_narrowed_run_after_the_full_sweep_keeps_every_measured_cell(swept: Path, tmp_path: Path) -> None:
+    """A narrowed run on a copy of the swept project (its records and Snakemake's metadata, so nothing is measured
+    again): its table, evals and quality tables are the full run's, cell for cell, with the one cell it planned marked
+    as this run's; before, they held that one cell only."""
+    project = tmp_path / "narrowed"
+    shutil.copytree(swept, project, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+    narrowed_cell = "gemma3_270m-w4a16_gptq-ngram-k4"
+    result = snakemake_e2e(project, overrides="quant=w4a16_gptq drafter=ngram k=4")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "rule run_cell:" not in output and "rule aggregate:" in output
+    full_dir, narrowed_dir = swept / "results/embedded", project / "results/embedded"
+    full, narrowed = pd.read_csv(full_dir / "table.csv"), pd.read_csv(narrowed_dir / "table.csv")
+    assert full["this_run"].all()
+    cells = narrowed.drop_duplicates("cell_id").set_index("cell_id")["this_run"]
+    assert cells[cells].index.tolist() == [narrowed_cell] and len(cells) == 9
+    # Every figure, the quality columns of the quants this run did not plan among them, as the full run wrote it.
+    pd.testing.assert_frame_equal(narrowed.drop(columns="this_run"), full.drop(columns="this_run"))
+    for name in ("quality.csv", "evals.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(narrowed_dir / name), pd.read_csv(full_dir / name))
+    kept = "1 of the 9 cells measured by the latest run; the other 8 kept from earlier runs of this sweep"
+    assert kept in (narrowed_dir / "report.html").read_text() and kept in (narrowed_dir / "tables.md").read_text()
+    assert kept not in (full_dir / "tables.md").read_text()
 
 
 def test_editing_one_drafter_reruns_only_its_cells(swept: Path, tmp_path: Path) -> None:

@@ -170,3 +170,71 @@ def test_wandb_follows_its_own_variables_and_prints_paths_to_paste(tmp_path: Pat
     monkeypatch.chdir(tmp_path)
     log_cell(cell, load_sweep(Path("results/embedded")), WandbCfg(), cell / "wandb.json")
     assert f"wandb sync {sweep.resolve()}/wandb/offline-run-*" in report_notice("results/embedded")
+
+
+def test_report_commands_take_report_overrides_only(specsweep, tmp_path: Path) -> None:
+    """`report build` and `report wandb` read a measured table: a cell override there would be silently ignored."""
+    sweep = make_sweep_dir(tmp_path / "results")
+    for action in ("build", "wandb"):
+        code, _, err = specsweep("report", action, "--sweep-dir", str(sweep), "report.html.dpi=60", "drafter=ngram", "k=3")
+        assert code == 1 and "Traceback" not in err, err
+        assert "only report.* overrides apply to a measured table, not drafter=ngram k=3" in err
+        code, out, _ = specsweep("report", action, "--help")
+        assert "report.* overrides only" in out and "drafter=ngram" not in out
+
+
+def test_bench_says_the_tokenizer_is_required_before_anything_runs(specsweep) -> None:
+    code, _, err = specsweep("bench", "--base-url", "http://127.0.0.1:9/v1")
+    assert code == 2 and "the following arguments are required: --tokenizer" in err and "Traceback" not in err
+    code, out, _ = specsweep("bench", "--help")
+    assert "--tokenizer TOKENIZER" in out and "[--tokenizer" not in out  # shown as required, not optional
+
+
+def test_the_console_shows_each_cell_as_it_starts_and_ends_with_what_is_left(tmp_path: Path, capsys) -> None:
+    from specsweep.cell_progress import begin, cell_progress
+
+    sweep = make_sweep_dir(tmp_path / "results")
+    state = tmp_path / "progress.json"
+    begin(3, state)
+    ok, skipped = sweep / "gemma3_270m-bf16-ngram-k4", next(p for p in sweep.iterdir() if "suffix" in p.name)
+    with cell_progress(ok.name, str(ok / "bench.json"), "ok.log", state):
+        pass
+    with cell_progress(skipped.name, str(skipped / "bench.json"), "skipped.log", state):
+        pass
+    with pytest.raises(RuntimeError), cell_progress("gone", str(tmp_path / "gone/bench.json"), "gone.log", state):
+        raise RuntimeError("the job failed")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"specsweep: cell 1 of 3 starting: {ok.name} (watch: tail -f ok.log)"
+    # The recorded cell's first workload at concurrency 1 (tests/data/embedded_v0), and the mean cell time so far × 2.
+    assert re.fullmatch(rf"specsweep: cell 1 of 3 done in \d+ s: {ok.name} ok, tg 12.1 t/s \(code_edit, c1\); "
+                        r"2 left, about \d+ s", lines[1]), lines[1]  # fmt: skip
+    assert re.search(r"cell 2 of 3 done in .* skipped \(suffix decoding needs arctic-inference\); 1 left, about", lines[3]), lines[3]
+    assert lines[5].startswith("specsweep: cell 3 of 3 done in ") and "gone FAILED (no record; see gone.log)" in lines[5]
+    assert "left" not in lines[5]
+
+
+def test_a_run_that_measured_cells_only_says_the_table_was_not_rebuilt(tmp_path: Path) -> None:
+    import time
+
+    from specsweep.report.notice import run_notice
+
+    sweep = make_sweep_dir(tmp_path / "results")
+    before = time.time() - 60
+    assert run_notice(sweep, before).startswith(f"specsweep: results table at {sweep}/table.csv")
+    later = run_notice(sweep, time.time() + 60)
+    assert "this run measured cells only; the table and reports under" in later and "results table at" not in later
+
+
+def test_what_is_left_is_the_mean_cell_time_so_far_times_the_cells_left(tmp_path: Path, capsys) -> None:
+    import json
+
+    from specsweep.cell_progress import cell_progress
+
+    sweep = make_sweep_dir(tmp_path / "results")
+    state = tmp_path / "progress.json"
+    # Two cells of 60 s and 119 s done; the third takes about 0 s: (60 + 119 + 0) / 3 = 59.7 s for the one left.
+    state.write_text(json.dumps({"total": 4, "started": 2, "finished": 2, "cell_seconds": [60, 119]}))
+    cell = sweep / "gemma3_270m-bf16-none"
+    with cell_progress(cell.name, str(cell / "bench.json"), "x.log", state):
+        pass
+    assert capsys.readouterr().out.splitlines()[1].endswith("; 1 left, about 60 s")

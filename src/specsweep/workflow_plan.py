@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from specsweep.advise.driver import planned
 from specsweep.atomic import write_bytes
+from specsweep.cell_progress import cell_progress
 from specsweep.config.compose import ConfigError, cell_yaml, compose_raw
 from specsweep.config.grid import Cell, expand, max_num_seqs, split_overrides
 from specsweep.config.jobs import CellJob, DrafterJob, ImageJob, ModelJob, QualityJob, QuantJob, job_text, write_job
@@ -298,6 +299,12 @@ def _quant_stage(cell: Cell, model: Stage, image: Stage) -> QuantStage:
 def host_cpu_key() -> str:
     """This host's CPU (model and flags) as a short hash: the image record is valid only on the CPU it was probed on."""
     return _short_hash(read_cpu_facts().model_dump_json())
+
+
+def run_cell_job(cell: CellPlan, input, output, log) -> None:
+    """The run_cell rule's job, with its start and end on the console (specsweep.cell_progress)."""
+    with cell_progress(cell.cell.id, output.bench, log.job):
+        specsweep_job(cell.job_args(input, output, log), log.job, cell.job_json)
 
 
 def specsweep_job(args: list[str], log: str, job_json: str | None = None) -> None:

@@ -11,8 +11,10 @@ rule aggregate:
     log:
         job="results/_logs/aggregate/{sweep}.log",
     run:
+        # The sweep dir: a narrowed run's table keeps the cells earlier runs measured (src/specsweep/records/earlier.py)
         specsweep_job(job_argv("aggregate", csv=output.csv, parquet=output.parquet, quality_csv=output.quality,
-                               evals_csv=output.evals, quality=input.quality, bench_files=input.bench), log.job)  # fmt: skip
+                               evals_csv=output.evals, quality=input.quality, sweep_dir=f"results/{wildcards.sweep}",
+                               bench_files=input.bench), log.job)  # fmt: skip
 
 
 rule sweep_status:
@@ -28,10 +30,13 @@ rule sweep_status:
         check_sweep(input.bench, output.status, log.job)
 
 
+onstart:
+    # How many cells this run measures, for the console's "cell i of N" lines (specsweep.cell_progress).
+    begin_progress(sum(job.rule.name == "run_cell" for job in workflow.dag.needrun_jobs()))
+
+
 onsuccess:
-    print(f"specsweep: results table at results/{PLAN.sweep}/table.csv (and table.parquet)")
-    print(report_notice(f"results/{PLAN.sweep}"))
-    print(status_text(f"results/{PLAN.sweep}/status.json"))
+    print(run_notice(f"results/{PLAN.sweep}", RUN_STARTED))
 
 
 onerror:

@@ -22,4 +22,4 @@ rule run_cell:
         # At most one model server at a time: on CPU it needs the memory, on a GPU host the device.
         model_server=1,
     run:
-        specsweep_job(PLAN.cells[wildcards.cell].job_args(input, output, log), log.job, PLAN.cells[wildcards.cell].job_json)
+        run_cell_job(PLAN.cells[wildcards.cell], input, output, log)

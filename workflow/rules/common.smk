@@ -1,16 +1,20 @@
 # Compose the sweep once, up front: a bad override fails here, before any job starts.
 import sys
+import time
 from pathlib import Path
 
 from specsweep.config.compose import ConfigError
-from specsweep.records.status import check_sweep, status_text
-from specsweep.report.notice import report_notice
+from specsweep.records.status import check_sweep
+from specsweep.report.notice import run_notice
 from specsweep.images.container import reap_containers
 from specsweep.serve.reaper import mark_run, reap_orphans, remove_stale_lock
 from specsweep.cli.jobs import job_argv
-from specsweep.workflow_plan import changes_nothing, host_cpu_key, plan_for_run, run_config, specsweep_job
+from specsweep.cell_progress import begin as begin_progress
+from specsweep.workflow_plan import changes_nothing, host_cpu_key, plan_for_run, run_cell_job, run_config, specsweep_job
 
 HOST_CPU_KEY = host_cpu_key()
+# Whether this run rebuilt the table (onsuccess): it did if the table is newer than this.
+RUN_STARTED = time.time()
 
 if workflow.is_main_process and not changes_nothing(sys.argv[1:]):
     # A run that was SIGKILLed may have left a server (or a job) and its lock behind: clear them before this run

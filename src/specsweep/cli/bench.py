@@ -47,8 +47,6 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from specsweep.bench.runner import Bench, BenchSettings
 
     api_key = _api_key(args)
-    if not args.tokenizer:
-        raise SystemExit("specsweep bench: --tokenizer is required (a model dir or tokenizer.json); nothing is fetched")
     settings = BenchSettings(
         base_url=args.base_url,
         api_key=api_key,
@@ -92,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "written to results")  # fmt: skip
     p.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help="served model name (none: the first of /models)")
-    p.add_argument("--tokenizer", default=None, help="model dir or tokenizer.json used to cut exact-length prompts")
+    p.add_argument("--tokenizer", required=True,
+                   help="the served model's dir or tokenizer.json, to cut exact-length prompts (nothing is fetched)")  # fmt: skip
     # Sizes are checked here, before any request; depth + pp + tg against max_model_len once the server answers.
     p.add_argument("--pp", type=positive_int, nargs="+", default=[2048], help="prompt tokens per test")
     p.add_argument("--tg", type=positive_int, nargs="+", default=[32], help="generated tokens per test")

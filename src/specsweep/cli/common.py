@@ -15,8 +15,8 @@ def sweep_results(path: str) -> Path:
     sweep_dir = Path(path)
     if not (sweep_dir / "table.csv").is_file():
         what = "does not exist" if not sweep_dir.exists() else "has no table.csv"
-        raise UserError(f"{sweep_dir} {what}: run the sweep first (`snakemake`, or `specsweep run ...`), or pass the "
-                        "results dir of one that ran (e.g. results/embedded)")  # fmt: skip
+        raise UserError(f"{sweep_dir} {what}: run the sweep first (`snakemake`; `specsweep run` measures cells only), "
+                        "or pass the results dir of one that ran (e.g. results/embedded)")  # fmt: skip
     return sweep_dir
 
 
@@ -26,6 +26,6 @@ def command(sub: argparse._SubParsersAction, name: str, help: str, **kwargs) -> 
                           **kwargs)  # fmt: skip
 
 
-def with_overrides(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. drafter=ngram k=3")
+def with_overrides(p: argparse.ArgumentParser, help: str = "Hydra overrides, e.g. drafter=ngram k=3") -> argparse.ArgumentParser:
+    p.add_argument("overrides", nargs="*", help=help)
     return p

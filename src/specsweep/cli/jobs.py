@@ -133,18 +133,29 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     from specsweep.atomic import write_text
     from specsweep.evals.quality import QualityRecord
     from specsweep.evals.summary import evals_table
+    from specsweep.records.earlier import earlier_cells, quality_records_of
     from specsweep.records.table import build_table, quality_table, write_table
 
-    cell_dirs = [Path(path).parent for path in args.bench_files]
-    quality = quality_table([Path(path) for path in args.quality])
-    evals = evals_table(cell_dirs, [read_record(QualityRecord, p) for p in args.quality])
-    table = build_table(cell_dirs, quality, evals)
+    planned = [Path(path).parent for path in args.bench_files]
+    quality_files = [Path(path) for path in args.quality]
+    earlier: list[Path] = []
+    if args.sweep_dir:
+        sweep_dir = Path(args.sweep_dir)
+        earlier = earlier_cells(sweep_dir, planned)
+        quality_files += quality_records_of(earlier, sweep_dir.parent, quality_files)
+    cell_dirs = planned + earlier
+    quality = quality_table(quality_files)
+    evals = evals_table(cell_dirs, [read_record(QualityRecord, p) for p in quality_files])
+    table = build_table(cell_dirs, quality, evals, this_run={path.name for path in planned})
     write_table(table, Path(args.csv), Path(args.parquet))
     if args.quality_csv:
         write_text(Path(args.quality_csv), quality.to_csv(index=False))
     if args.evals_csv:
         write_text(Path(args.evals_csv), evals.to_csv(index=False))
     print(f"[aggregate] {len(table)} rows from {len(cell_dirs)} cells -> {args.csv}", file=sys.stderr)
+    if earlier:
+        print(f"[aggregate] {len(planned)} cells measured in this run; {len(earlier)} kept from earlier runs of the "
+              f"sweep (column this_run): {', '.join(path.name for path in earlier)}", file=sys.stderr)  # fmt: skip
     for row in evals.itertuples():
         if isinstance(row.lossless_match_pct, float) and row.lossless_match_pct < 100:
             print(f"[aggregate] NOT LOSSLESS: {row.cell_id}: {row.lossless_detail}", file=sys.stderr)
@@ -233,7 +244,8 @@ JOBS: dict[str, Job] = {
         Option("--quality", "a quant's quality record (one per quant)", form="repeated"),
         Option("--quality-csv", "also write the quality table (one row per quant) here", optional=True),
         Option("--evals-csv", "also write the evals table (one row per cell) here", optional=True),
-        Option("--bench-files", "the cells' bench.json records", form="positional"),
+        Option("--sweep-dir", "also take the cells an earlier run of the sweep measured here", optional=True),
+        Option("--bench-files", "the cells' bench.json records (this run's)", form="positional"),
     ), job_config=False),
     "advise": Job("the k-advisor on the sweep's table", results.cmd_advise, (
         SWEEP_DIR, Option("--out", "advice JSON (advice.md next to it)"),

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from specsweep.cli.common import command, sweep_results, with_overrides
+from specsweep.cli.common import UserError, command, sweep_results, with_overrides
 from specsweep.config.compose import compose_cell
 
 
@@ -67,12 +67,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"[compare] {len(comparison.flagged)} of {len(comparison.changes)} changes beyond the noise", file=sys.stderr)
 
 
+REPORT_OVERRIDES = "report.* overrides only (the table is measured), e.g. report.html.dpi=150 report.wandb.mode=offline"
+
+
 def report_cfg(args: argparse.Namespace):
     """The sweep's report config: as the Snakefile resolved it (--report-config), else composed from overrides."""
     from specsweep.config.schema import ReportCfg
 
     if args.report_config:
         return ReportCfg.model_validate_json(args.report_config)
+    # The table is measured already: only how it is reported can change here.
+    ignored = [o for o in args.overrides if not o.lstrip("+~").startswith("report.")]
+    if ignored:
+        raise UserError(f"only report.* overrides apply to a measured table, not {' '.join(ignored)}; to measure other "
+                        "cells: snakemake --config overrides=\"...\" (or specsweep run ...)")  # fmt: skip
     return compose_cell(args.overrides).report
 
 
@@ -155,11 +163,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     report = command(sub, "report", "HTML/markdown reports and W&B runs for a results dir")
     report_sub = report.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = with_overrides(command(report_sub, "build", "report.html and tables.md from results/<sweep>/table.csv"))
+    p = with_overrides(command(report_sub, "build", "report.html and tables.md from results/<sweep>/table.csv"),
+                       REPORT_OVERRIDES)
     report_build_arguments(p)
     p.set_defaults(func=cmd_report_build)
     p = with_overrides(command(report_sub, "wandb", "write the W&B report spec and log the sweep's aggregate run "
-                                                    "(offline/online per report.wandb.mode)"))  # fmt: skip
+                                                    "(offline/online per report.wandb.mode)"), REPORT_OVERRIDES)  # fmt: skip
     report_wandb_arguments(p)
     p.add_argument("--cells", action="store_true", help="also log every cell's run (what the Snakemake rules do)")
     p.set_defaults(func=cmd_report_wandb_sweep)

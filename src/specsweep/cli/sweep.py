@@ -93,6 +93,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     targets = [f"results/{cell.sweep}/{cell.id}/bench.json" for cell in cells]
     with snakemake_argv(args.overrides, args.sweep, args.snakemake_args, "specsweep-run-") as argv:
         argv += ["--", *targets]
+        config = [*([f"overrides={' '.join(args.overrides)}"] if args.overrides else []),
+                  *([f"sweep={args.sweep}"] if args.sweep else [])]  # fmt: skip
+        rebuild = shlex.join(["snakemake", *(["--config", *config] if config else [])])
+        print(f"[run] measuring {len(cells)} cells (each cell's bench.json, and what it needs); the sweep's table and "
+              f"reports are not rebuilt: `{rebuild}` rebuilds them from every measured cell", file=sys.stderr)  # fmt: skip
         print(f"[run] {shlex.join(argv)}", file=sys.stderr)
         raise SystemExit(run_forwarding_signals(argv, project_root()))
 

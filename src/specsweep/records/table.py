@@ -160,9 +160,13 @@ CELL_EVAL_COLUMNS = ["lossless_match_pct", "lossless_detail", "endpoint_ppl", "e
                      "endpoint_ppl_recovery_pct", "endpoint_top1_agreement", "served_checkpoint_check"]  # fmt: skip
 
 
-def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None, evals: pd.DataFrame | None = None) -> pd.DataFrame:
+def build_table(cell_dirs: list[Path], quality: pd.DataFrame | None = None, evals: pd.DataFrame | None = None,
+                this_run: set[str] | None = None) -> pd.DataFrame:  # fmt: skip
+    """`this_run`: the cells the run measured (default: all); the others were kept from earlier runs of the sweep."""
     rows = [row for cell_dir in cell_dirs for row in rows_for(cell_dir)]
     table = pd.DataFrame(rows)
+    if "cell_id" in table:
+        table["this_run"] = table["cell_id"].isin(this_run) if this_run is not None else True
     for column in FIGURE_COLUMNS:
         if column not in table.columns:
             table[column] = None

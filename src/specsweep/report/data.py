@@ -182,6 +182,19 @@ def skipped(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "skipped"][["cell_id", "quant", "drafter", "k", "skip_reason"]]
 
 
+def provenance(table: pd.DataFrame) -> str | None:
+    """Which cells a narrowed run's table holds besides its own (None when the run measured them all)."""
+    if "this_run" not in table:
+        return None
+    cells = table.drop_duplicates("cell_id")
+    this_run = cells["this_run"].astype(str).str.lower() == "true"  # a bool, or its CSV text
+    if this_run.all():
+        return None
+    earlier = ", ".join(sorted(cells.loc[~this_run, "cell_id"].astype(str)))
+    return (f"{int(this_run.sum())} of the {len(cells)} cells measured by the latest run; the other "
+            f"{int((~this_run).sum())} kept from earlier runs of this sweep (column this_run): {earlier}")
+
+
 def failed(table: pd.DataFrame) -> pd.DataFrame:
     """Cells that ran and broke, with the error and the server log's last lines."""
     columns = ["cell_id", "quant", "drafter", "k", "error", "server_log_tail"]

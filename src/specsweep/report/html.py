@@ -9,7 +9,16 @@ from typing import Callable
 
 import pandas as pd
 
-from specsweep.report.data import SweepData, best_k, failed, manifest_summary, memory_per_cell, skipped, summary
+from specsweep.report.data import (
+    SweepData,
+    best_k,
+    failed,
+    manifest_summary,
+    memory_per_cell,
+    provenance,
+    skipped,
+    summary,
+)
 from specsweep.report.figures import FIGURES, render_png
 
 STYLE = """
@@ -106,6 +115,7 @@ def render(data: SweepData, dpi: int = 110, progress: Callable[[str], None] = la
         f"<h1>specsweep: {html.escape(data.sweep)}</h1>",
         f'<p class="sub">{n_cells} cells ({n_ok} measured, {len(skipped_cells)} skipped, {len(failed_cells)} failed), {len(table)} rows; '
         f"built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+        *([f'<p class="sub">{html.escape(kept)}</p>'] if (kept := provenance(table)) else []),
         "<h2>Summary: quant × drafter × k</h2>",
         "<p>tg t/s averaged over workload × concurrency rows; speedup is the geometric mean of per-row ratios to "
         "the same quant's no-drafter cell; acceptance pooled from counts.</p>",

@@ -14,6 +14,7 @@ from specsweep.report.data import (
     failed,
     lm_eval_tasks,
     memory_per_cell,
+    provenance,
     skipped,
     summary,
 )
@@ -126,6 +127,7 @@ def render(data: SweepData) -> str:
     parts = [
         f"# specsweep: {data.sweep}",
         "",
+        *([kept, ""] if (kept := provenance(table)) else []),
         "## Summary (quant × drafter × k)",
         "",
         "tg t/s: mean over workload × concurrency rows; speedup: geometric mean of tg t/s over the same quant's "

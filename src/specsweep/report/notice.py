@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from specsweep.records.base import RecordError, read_record
+from specsweep.records.status import status_text
 from specsweep.records.wandb import WandbReceipt
 
 
@@ -31,3 +32,17 @@ def report_notice(sweep_dir: str | Path) -> str:
         # Absolute: a path to paste into `wandb sync` from wherever the user's shell is.
         lines.append(f"specsweep: push offline runs with: wandb sync {sweep_dir.resolve()}/wandb/offline-run-*")
     return "\n".join(lines)
+
+
+def run_notice(sweep_dir: str | Path, run_started: float) -> str:
+    """The end of a run: where the table and reports are when this run rebuilt them, or that it measured cells only
+    (`specsweep run`, a cell's target) and how to rebuild them."""
+    sweep_dir = Path(sweep_dir)
+    table = sweep_dir / "table.csv"
+    if table.is_file() and table.stat().st_mtime >= run_started:
+        lines = [f"specsweep: results table at {table} (and table.parquet)", report_notice(sweep_dir)]
+        if (status := status_text(sweep_dir / "status.json")):
+            lines.append(status)
+        return "\n".join(lines)
+    return (f"specsweep: this run measured cells only; the table and reports under {sweep_dir}/ were not rebuilt "
+            "(`snakemake` with the same --config rebuilds them from every measured cell of the sweep)")
