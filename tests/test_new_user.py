@@ -238,3 +238,23 @@ def test_what_is_left_is_the_mean_cell_time_so_far_times_the_cells_left(tmp_path
     with cell_progress(cell.name, str(cell / "bench.json"), "x.log", state):
         pass
     assert capsys.readouterr().out.splitlines()[1].endswith("; 1 left, about 60 s")
+
+
+def test_cells_says_what_it_expands_before_composing_and_shows_each_combination(specsweep) -> None:
+    from contextlib import contextmanager
+
+    from specsweep.config.grid import expand
+
+    code, out, err = specsweep("cells", "k=2,4")
+    assert code == 0 and err.splitlines()[0] == "[cells] expanding sweep (default) with k=2,4"
+    shown: list = []
+
+    @contextmanager
+    def recorder(description: str, total: int):
+        shown.append((description, total))
+        yield shown.append
+
+    cells = expand(["k=2,4"], progress=recorder)
+    # 4 quants x (none, ngram) x k in (2, 4): 16 combinations composed, 12 cells (drafter=none ignores k).
+    assert shown[0] == ("composing embedded", 16) and len(shown) == 17 and len(cells) == 12
+    assert sorted(set(shown[1:])) == sorted(cell.id for cell in cells) and len(out.splitlines()) == 12

@@ -53,9 +53,15 @@ def cmd_config(args: argparse.Namespace) -> None:
 def cmd_cells(args: argparse.Namespace) -> None:
     from specsweep.config.grid import expand
     from specsweep.images.base import backend_of, unsupported_reason
+    from specsweep.report.progress import progress
 
+    # Hydra composes every combination first (a tenth of a second or more each): say so at once, with a bar on a
+    # terminal, so a long axis never looks hung.
+    shown = " ".join(args.overrides)
+    print(f"[cells] expanding sweep {args.sweep or '(default)'}{' with ' + shown if shown else ''}", file=sys.stderr,
+          flush=True)  # fmt: skip
     previews = {}
-    for cell in expand(args.overrides, args.sweep):
+    for cell in expand(args.overrides, args.sweep, progress if sys.stderr.isatty() else None):
         image = cell.config.image
         if image.name not in previews:
             previews[image.name] = backend_of(image).preview()
