@@ -258,3 +258,11 @@ def test_cells_says_what_it_expands_before_composing_and_shows_each_combination(
     # 4 quants x (none, ngram) x k in (2, 4): 16 combinations composed, 12 cells (drafter=none ignores k).
     assert shown[0] == ("composing embedded", 16) and len(shown) == 17 and len(cells) == 12
     assert sorted(set(shown[1:])) == sorted(cell.id for cell in cells) and len(out.splitlines()) == 12
+
+
+def test_a_cluster_sweep_without_nodes_shows_the_override_to_write(specsweep) -> None:
+    code, _, err = specsweep("config", "--sweep", "spark_cluster")
+    assert code == 2 and "Traceback" not in err, err  # specsweep's exit code for a config error
+    assert ("serve.tensor_parallel_size=2 needs 2 Sparks: name their cluster-network IPs, this node's first: "
+            '--config overrides="image.container.cluster.nodes=[IP1,IP2]"') in err  # fmt: skip
+    assert "--profile spark-cluster" not in err  # the profile is how the user got here: no circular hint

@@ -124,8 +124,8 @@ class CellCfg(Strict):
             )
         if nodes < 2 and tp > 1 and cluster is not None and cluster.gpus:
             raise ValueError(
-                f"serve.tensor_parallel_size={tp} needs {tp} Sparks: list them in image.container.cluster.nodes "
-                "(this node's cluster IP first), e.g. with --profile spark-cluster"
+                f"serve.tensor_parallel_size={tp} needs {tp} Sparks: name their cluster-network IPs, this node's first: "
+                f"--config overrides=\"image.container.cluster.nodes=[{','.join(f'IP{i}' for i in range(1, tp + 1))}]\""
             )
         return self
 
