@@ -309,3 +309,16 @@ def test_a_dry_run_changes_nothing(project: Path) -> None:
     (locks / "0.input.lock").unlink()
     assert changes_nothing(["-n"]) and changes_nothing(["--dry-run", "--profile", "spark"]) and changes_nothing(["--lint"])
     assert not changes_nothing(["--cores", "2"]) and not changes_nothing(["--config", "overrides=k=2"])
+
+
+def test_project_files_are_inputs_relative_to_the_workdir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snakemake records each job's input set; an absolute path to a prompt, calibration or quality text would differ
+    in a copied or moved project and re-measure every cell there (seen when a narrowed run ran on a copy)."""
+    from specsweep.workflow_plan import plan_sweep
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    plan = plan_sweep([])
+    inputs = [path for cell in plan.cells.values() for path in cell.prompt_files]
+    inputs += [path for quant in plan.quants.values() for path in (*quant.inputs, *quant.quality_inputs)]
+    assert "data/prompts/code_edit.txt" in inputs and any(path.startswith("data/calibration/") for path in inputs)
+    assert [path for path in inputs if Path(path).is_absolute()] == []

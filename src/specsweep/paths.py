@@ -35,6 +35,16 @@ def project_relative(path: str) -> Path:
     return candidate if candidate.is_absolute() else project_root() / candidate
 
 
+def input_path(path: str) -> str:
+    """A project file as a Snakemake input: relative to the working directory when under it, so a copied or moved
+    project keeps the inputs Snakemake recorded (an absolute path would change and rerun every job using it)."""
+    absolute = project_relative(path)
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
+
+
 def cache_dir() -> Path:
     """Content-addressed environments and prepared models, shared by clones, CI runs and sweeps."""
     base = os.environ.get("SPECSWEEP_CACHE") or Path(

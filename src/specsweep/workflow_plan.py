@@ -31,7 +31,7 @@ from specsweep.config.schema import ModelDrafter, ReportCfg, SweepCfg
 from specsweep.config.secrets import require_forwarded
 from specsweep.exit_status import describe_exit
 from specsweep.images.preflight import needs_of, planned_argvs
-from specsweep.paths import project_relative
+from specsweep.paths import input_path, project_relative
 from specsweep.quantize.run import calibration_path, quantizes_in_image
 from specsweep.records.host import read_cpu_facts
 from specsweep.serve.reaper import OWNER_ENV, run_markers
@@ -158,7 +158,7 @@ def plan_sweep(overrides: str | list[str] | None, sweep: str | None = None) -> S
             model_key=model.key,
             quant_key=quant.key,
             image_key=image.key,
-            prompt_files=tuple(str(project_relative(w.prompt_file)) for w in cfg.bench.workloads),
+            prompt_files=tuple(input_path(w.prompt_file) for w in cfg.bench.workloads),
             drafter_key=drafter.key if drafter else None,
         )
     picked = lm_eval_cells(cells)
@@ -281,7 +281,7 @@ def _quant_stage(cell: Cell, model: Stage, image: Stage) -> QuantStage:
                 f"quant {cfg.quant.name}: calibration file {calibration} does not exist; ship it under "
                 "data/calibration/ or fix quant.calibration.path"
             )
-        inputs.append(str(calibration))
+        inputs.append(input_path(str(calibration)))
     text = project_relative(cell.quality.text)
     if not text.is_file():
         raise ConfigError(f"quality.text {text} does not exist; ship it under data/eval/ or fix conf/quality/")
@@ -292,7 +292,7 @@ def _quant_stage(cell: Cell, model: Stage, image: Stage) -> QuantStage:
         image_key=image.key if in_image else None,
         inputs=tuple(inputs),
         quality_json=job_text(QualityJob(model=cfg.model, quant=cfg.quant, quality=cell.quality)),
-        quality_inputs=(str(text),),
+        quality_inputs=(input_path(cell.quality.text),),
     )
 
 
