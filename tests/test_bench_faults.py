@@ -329,7 +329,8 @@ def test_bad_sizes_fail_at_argument_parsing(flag: str, value: str, says: str, ca
 def test_depth_zero_and_positive_sizes_parse() -> None:
     from specsweep.cli import parser
 
-    args = parser().parse_args(["bench", "--base-url", "u", "--depth", "0", "4096", "--pp", "512", "--tg", "1"])
+    args = parser().parse_args(["bench", "--base-url", "u", "--tokenizer", "t", "--depth", "0", "4096", "--pp", "512",
+                                "--tg", "1"])  # fmt: skip
     assert (args.depth, args.pp, args.tg, args.request_timeout) == ([0, 4096], [512], [1], 600)
 
 

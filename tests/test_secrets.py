@@ -150,7 +150,8 @@ def test_config_values_arrive_literally_through_the_real_launch_path(
 
 def test_the_bench_takes_its_api_key_from_the_environment_never_argv() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "specsweep.cli", "bench", "--base-url", "http://127.0.0.1:9/v1", "--api-key", FAKE_OPENAI],
+        [sys.executable, "-m", "specsweep.cli", "bench", "--base-url", "http://127.0.0.1:9/v1", "--tokenizer", "t",
+         "--api-key", FAKE_OPENAI],
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode != 0

@@ -195,7 +195,7 @@ def test_spark_cluster_profile_plans_the_users_sweep_on_two_nodes(project: Path)
     assert len(cells) == 29 and "gemma4_31b_it-nvfp4a16_gptq-dflash-k15" in cells
     assert "results/spark_cluster/table.csv" in output
     # Without the nodes the plan stops before any job, saying what to set.
-    with pytest.raises(ConfigError, match="list them in image.container.cluster.nodes"):
+    with pytest.raises(ConfigError, match=re.escape('--config overrides="image.container.cluster.nodes=[IP1,IP2]"')):
         expand([], "spark_cluster")
 
 
