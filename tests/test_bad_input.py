@@ -45,6 +45,7 @@ def test_an_empty_sweep_is_a_config_error(tmp_path: Path, monkeypatch: pytest.Mo
         expand([], "empty")
 
 
+@pytest.mark.slow  # three Snakemake starts; the same refusals are checked in process above
 @pytest.mark.parametrize(
     "config,message",
     [

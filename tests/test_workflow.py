@@ -16,6 +16,11 @@ from specsweep.config.compose import ConfigError
 from specsweep.config.grid import expand
 
 
+# Each starts Snakemake in a subprocess (2-5 s, most of it Snakemake's own start and DAG): CI runs them all; the fast
+# loop (`pytest -m "not slow"`) checks the same plans in process through plan_sweep().
+STARTS_SNAKEMAKE = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_project(tmp_path_factory.mktemp("project"))
@@ -39,6 +44,7 @@ def assert_plans_the_recorded_jobs(output: str, profile: str) -> None:
     assert sorted(jobs) == recorded
 
 
+@STARTS_SNAKEMAKE
 def test_default_dry_run_plans_the_embedded_sweep(project: Path) -> None:
     result = snakemake(project, "-n")
     assert result.returncode == 0, result.stderr
@@ -63,6 +69,7 @@ def test_default_dry_run_plans_the_embedded_sweep(project: Path) -> None:
     assert len(re.findall(r"rule quant_quality:", output)) == 4
 
 
+@STARTS_SNAKEMAKE
 def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
     result = snakemake(project, "--profile", "spark", "-n")
     assert result.returncode == 0, result.stderr
@@ -80,6 +87,7 @@ def test_spark_profile_dry_run_from_the_repo_root(project: Path) -> None:
     assert len(quantize_jobs) == 5 and made_in_image == {"nvfp4a16_gptq", "int4_autoround"}
 
 
+@STARTS_SNAKEMAKE
 def test_spark_profile_plans_the_26b_a4b_sweep(project: Path) -> None:
     result = snakemake(project, "--profile", "spark", "-n", "--config", "sweep=spark_26b")
     assert result.returncode == 0, result.stderr
@@ -91,6 +99,7 @@ def test_spark_profile_plans_the_26b_a4b_sweep(project: Path) -> None:
     assert "results/spark_26b/table.csv" in result.stdout + result.stderr
 
 
+@STARTS_SNAKEMAKE
 def test_overrides_narrow_the_sweep(project: Path) -> None:
     result = snakemake(project, "-n", "--config", "overrides=quant=bf16 drafter=ngram k=2,4")
     assert result.returncode == 0, result.stderr
@@ -122,6 +131,7 @@ def test_bad_overrides_and_recipes_are_refused_by_the_plan(override: str, needle
     assert needle in str(refused.value)
 
 
+@STARTS_SNAKEMAKE
 def test_lint_has_no_errors(project: Path) -> None:
     result = snakemake(project, "--lint")
     output = result.stdout + result.stderr
@@ -129,6 +139,7 @@ def test_lint_has_no_errors(project: Path) -> None:
     assert "Congratulations, your workflow is in a good condition!" in output
 
 
+@STARTS_SNAKEMAKE
 def test_specsweep_run_targets_only_the_chosen_cell(project: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "specsweep.cli", "run", "quant=bf16", "drafter=ngram", "k=3", "--snakemake-args=-n"],
@@ -144,6 +155,7 @@ def test_specsweep_run_targets_only_the_chosen_cell(project: Path) -> None:
     assert "rule aggregate:" not in output
 
 
+@STARTS_SNAKEMAKE
 def test_specsweep_run_passes_overrides_with_brackets_quotes_and_spaces_verbatim(project: Path) -> None:
     workloads = "bench.workloads=[{name:probe,prompt_file:data/prompts/free_text.txt,max_tokens:8}]"
     result = subprocess.run(
@@ -183,6 +195,7 @@ def test_specsweep_config_prints_the_spark_docker_argv() -> None:
     assert "--gpus all --rm --network host --entrypoint=" in result.stdout
 
 
+@STARTS_SNAKEMAKE
 def test_spark_cluster_profile_plans_the_users_sweep_on_two_nodes(project: Path) -> None:
     # The README's command, with documentation-range addresses for the two nodes.
     result = snakemake(project, "--profile", "spark-cluster", "-n", "--config",
@@ -199,6 +212,7 @@ def test_spark_cluster_profile_plans_the_users_sweep_on_two_nodes(project: Path)
         expand([], "spark_cluster")
 
 
+@STARTS_SNAKEMAKE
 def test_slurm_profile_plans_gpu_jobs_through_the_slurm_executor(project: Path) -> None:
     result = snakemake(project, "--profile", "slurm", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -281,6 +295,7 @@ def test_the_spark_sweeps_own_quants_are_made_in_its_image_and_hub_quants_are_no
     assert {k for k, q in other.quants.items() if not q.image_key} == {k for k, q in plan.quants.items() if not q.image_key}
 
 
+@STARTS_SNAKEMAKE
 def test_config_keys_other_than_overrides_and_sweep_fail_with_the_right_spelling(project: Path) -> None:
     from specsweep.workflow_plan import run_config
 
@@ -296,6 +311,7 @@ def test_config_keys_other_than_overrides_and_sweep_fail_with_the_right_spelling
     assert run_config({"overrides": "k=2", "sweep": "spark"}) == ("k=2", "spark")
 
 
+@STARTS_SNAKEMAKE
 def test_a_dry_run_changes_nothing(project: Path) -> None:
     """`snakemake -n` plans only: a lock a killed run left stays (a real run removes it: tests/test_reaper.py)."""
     from specsweep.workflow_plan import changes_nothing
