@@ -74,3 +74,33 @@ def test_the_servers_tokenizer_copies_share_the_read_only_tables_and_tokenize_th
     assert facts["shared"] == [True, True]
     assert facts["own_rust_tokenizer"]
     assert all(facts["same_ids"]) and all(facts["same_text"]) and len(facts["same_ids"]) == 5
+
+
+@pytest.mark.slow
+def test_an_env_is_built_by_uv_told_what_pip_is_told_and_passes_the_integrity_check(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A real build (two small pins from the package index, a removal, the project's vLLM plugin as a local package)
+    into a cache of its own: uv installs, with this machine's pip settings (its find-links hold the local CPU torch
+    on these hosts), compiles bytecode like pip, and leaves RECORDs the cache's integrity check holds it to."""
+    from specsweep.cache_check import reusable, verify_entry
+    from specsweep.envs import ensure_env
+    from specsweep.installer import pip_settings
+
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("six==1.17.0\nidna==3.10\n")
+    record = ensure_env("tiny", requirements, remove_packages=["idna"], check_import="six", local_packages=[PLUGIN])
+    root = Path(record.root)
+    assert "six==1.17.0" in record.freeze and f"specsweep-vllm-cpu @ {PLUGIN.as_uri()}" in record.freeze
+    assert not [line for line in record.freeze if line.lower().startswith("idna")]
+    (site,) = root.glob("lib/python*/site-packages")
+    assert (site / "six-1.17.0.dist-info/INSTALLER").read_text().strip() == "uv"
+    assert list(site.glob("__pycache__/six.*.pyc"))  # compiled at install, as pip does
+    assert verify_entry(root) == [] and reusable(root)
+    log = (root.parent / f"{root.name}.build.log").read_text()
+    assert "-m uv pip install --python" in log and "--index-strategy unsafe-best-match" in log
+    for link in pip_settings().get("find-links", []):
+        assert f"--find-links {link}" in log
+    # A file changed after the build fails the check (uv's RECORDs carry every file's digest).
+    (site / "six.py").write_text("tampered = True\n")
+    assert not reusable(root, deep=True)

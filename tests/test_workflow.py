@@ -15,7 +15,6 @@ from project import make_project, project_env, snakemake
 from specsweep.config.compose import ConfigError
 from specsweep.config.grid import expand
 
-
 # Each starts Snakemake in a subprocess (2-5 s, most of it Snakemake's own start and DAG): CI runs them all; the fast
 # loop (`pytest -m "not slow"`) checks the same plans in process through plan_sweep().
 STARTS_SNAKEMAKE = pytest.mark.slow

@@ -20,6 +20,7 @@ from specsweep.atomic import write_json
 from specsweep.cache_check import ENV_RECORD as RECORD
 from specsweep.cache_check import reusable, sha256_file
 from specsweep.exit_status import describe_exit
+from specsweep.installer import install_argv, install_local_argv, pip_settings, uninstall_argv, uv_env
 from specsweep.paths import cache_dir
 from specsweep.records.base import read_record
 from specsweep.records.env import EnvRecord
@@ -45,6 +46,8 @@ def env_key(requirements: Path, remove_packages: list[str], local_packages: list
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+    # Not the installer: pip (before) and uv install the same pinned set, freeze for freeze (benchmarks/env_build.py
+    # compares them), so envs pip built stay valid.
     # Each only when present, so envs without them keep the keys they were built under.
     if local_packages:
         identity["local"] = [tree_sha256(path) for path in local_packages]
@@ -67,18 +70,13 @@ def index_args(extra_index_urls: list[str]) -> list[str]:
     return [arg for url in extra_index_urls for arg in ("--extra-index-url", url)]
 
 
-def install_argv(python: Path, requirements: Path, extra_index_urls: list[str] = ()) -> list[str]:
-    """pip install of the requirements, with the indexes this machine needs besides the configured ones."""
-    return [str(python), "-m", "pip", "install", "-r", str(requirements), *index_args(extra_index_urls)]
-
-
-def run_logged(argv: list[str], log: Path, what: str, tag: str = "env") -> None:
+def run_logged(argv: list[str], log: Path, what: str, tag: str = "env", env: dict[str, str] | None = None) -> None:
     """One build step: its command and output appended to `log`; a failure raises with the log's tail."""
     print(f"[{tag}] {what}", file=sys.stderr, flush=True)
     with log.open("ab") as handle:
         handle.write(f"$ {' '.join(argv)}\n".encode())
         handle.flush()
-        result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        result = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"{what} failed ({describe_exit(result.returncode)}); see {log}:\n{tail}")
@@ -145,17 +143,15 @@ def _install(
 ) -> list[str]:
     """Build the venv at `where`; return its `pip freeze --all`."""
     python = where / "bin" / "python"
+    env = uv_env(pip_settings())
+    # The venv keeps pip: `pip freeze --all` below, and users who inspect an env, use it.
     run_logged([sys.executable, "-m", "venv", str(where)], log, f"creating venv {name} at {where}")
-    run_logged([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], log, "upgrading pip")
-    run_logged(
-        install_argv(python, requirements, extra_index_urls),
-        log,
-        f"installing {requirements.name} (minutes on first build; log: {log})",
-    )
+    run_logged(install_argv(python, requirements, extra_index_urls), log,
+               f"installing {requirements.name} with uv (log: {log})", env=env)  # fmt: skip
     if remove_packages:
-        run_logged([str(python), "-m", "pip", "uninstall", "-y", *remove_packages], log, f"removing {remove_packages}")
+        run_logged(uninstall_argv(python, remove_packages), log, f"removing {remove_packages}", env=env)
     for path in local_packages:
-        run_logged([str(python), "-m", "pip", "install", "--no-deps", str(path)], log, f"installing {path.name}")
+        run_logged(install_local_argv(python, path), log, f"installing {path.name}", env=env)
     if check_import:
         run_logged([str(python), "-c", f"import {check_import}"], log, f"checking that {check_import} imports")
     return subprocess.run(
