@@ -98,9 +98,14 @@ def test_an_env_is_built_by_uv_told_what_pip_is_told_and_passes_the_integrity_ch
     assert list(site.glob("__pycache__/six.*.pyc"))  # compiled at install, as pip does
     assert verify_entry(root) == [] and reusable(root)
     log = (root.parent / f"{root.name}.build.log").read_text()
-    assert "-m uv pip install --python" in log and "--index-strategy unsafe-best-match" in log
+    assert "-m uv pip install --link-mode copy" in log and "--index-strategy unsafe-best-match" in log
     for link in pip_settings().get("find-links", []):
         assert f"--find-links {link}" in log
-    # A file changed after the build fails the check (uv's RECORDs carry every file's digest).
+    # A file changed after the build fails the check (uv's RECORDs carry every file's digest); it is the env's own
+    # copy, so a second build (from uv's now warm cache) is whole.
     (site / "six.py").write_text("tampered = True\n")
     assert not reusable(root, deep=True)
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "again"))
+    again = Path(ensure_env("tiny", requirements, remove_packages=["idna"], check_import="six",
+                            local_packages=[PLUGIN]).root)  # fmt: skip
+    assert verify_entry(again) == [] and "tampered" not in next(again.glob("lib/python*/site-packages/six.py")).read_text()

@@ -57,13 +57,17 @@ def uv_env(settings: dict[str, list[str]]) -> dict[str, str]:
     return env
 
 
+# Copies, not uv's default hardlinks into its own cache: a file changed in one env would change that cache and every
+# env built from it later (a test's tampered file came back in the next build).
+INSTALL = ["pip", "install", "--link-mode", "copy", "--compile-bytecode"]
+
+
 def install_argv(python: Path, requirements: Path, extra_index_urls: list[str] = ()) -> list[str]:
-    return [*UV, "pip", "install", "--python", str(python), "--compile-bytecode", "-r", str(requirements),
-            *uv_flags(pip_settings(), extra_index_urls)]  # fmt: skip
+    return [*UV, *INSTALL, "--python", str(python), "-r", str(requirements), *uv_flags(pip_settings(), extra_index_urls)]
 
 
 def install_local_argv(python: Path, package: Path) -> list[str]:
-    return [*UV, "pip", "install", "--python", str(python), "--no-deps", "--compile-bytecode", str(package)]
+    return [*UV, *INSTALL, "--python", str(python), "--no-deps", str(package)]
 
 
 def uninstall_argv(python: Path, packages: list[str]) -> list[str]:
