@@ -138,12 +138,10 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     planned = [Path(path).parent for path in args.bench_files]
     quality_files = [Path(path) for path in args.quality]
-    earlier: list[Path] = []
-    if args.sweep_dir:
-        sweep_dir = Path(args.sweep_dir)
-        earlier = earlier_cells(sweep_dir, planned)
-        quality_files += quality_records_of(earlier, sweep_dir.parent, quality_files)
-    cell_dirs = planned + earlier
+    earlier = earlier_cells(Path(args.sweep_dir), planned) if args.sweep_dir else {}
+    if earlier:
+        quality_files += quality_records_of(list(earlier.values()), Path(args.sweep_dir).parent, quality_files)
+    cell_dirs = planned + list(earlier)
     quality = quality_table(quality_files)
     evals = evals_table(cell_dirs, [read_record(QualityRecord, p) for p in quality_files])
     table = build_table(cell_dirs, quality, evals, this_run={path.name for path in planned})

@@ -70,6 +70,11 @@ def cmd_cells(args: argparse.Namespace) -> None:
         print(f"{cell.sweep}/{cell.id}\t{' '.join(cell.overrides)}{skipped}", flush=True)
 
 
+def snakemake_config(overrides: list[str], sweep: str | None) -> dict:
+    """The Snakemake config of a run: what `--config` takes (overrides="...", sweep=NAME)."""
+    return {"overrides": list(overrides), **({"sweep": sweep} if sweep else {})}
+
+
 @contextlib.contextmanager
 def snakemake_argv(overrides: list[str], sweep: str | None, extra: list[str], prefix: str):
     """Snakemake's argv with the overrides in a config file, not `--config overrides="..."`: Snakemake re-parses
@@ -81,7 +86,7 @@ def snakemake_argv(overrides: list[str], sweep: str | None, extra: list[str], pr
 
     from specsweep.paths import project_root
 
-    config = {"overrides": list(overrides), **({"sweep": sweep} if sweep else {})}
+    config = snakemake_config(overrides, sweep)
     (project_root() / ".snakemake").mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=prefix, dir=project_root() / ".snakemake") as handle:
         yaml.safe_dump(config, handle)
@@ -99,9 +104,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     targets = [f"results/{cell.sweep}/{cell.id}/bench.json" for cell in cells]
     with snakemake_argv(args.overrides, args.sweep, args.snakemake_args, "specsweep-run-") as argv:
         argv += ["--", *targets]
-        config = [*([f"overrides={' '.join(args.overrides)}"] if args.overrides else []),
-                  *([f"sweep={args.sweep}"] if args.sweep else [])]  # fmt: skip
-        rebuild = shlex.join(["snakemake", *(["--config", *config] if config else [])])
+        config = {**snakemake_config(args.overrides, args.sweep), "overrides": " ".join(args.overrides)}
+        given = [f"{key}={value}" for key, value in config.items() if value]
+        rebuild = shlex.join(["snakemake", *(["--config", *given] if given else [])])
         print(f"[run] measuring {len(cells)} cells (each cell's bench.json, and what it needs); the sweep's table and "
               f"reports are not rebuilt: `{rebuild}` rebuilds them from every measured cell", file=sys.stderr)  # fmt: skip
         print(f"[run] {shlex.join(argv)}", file=sys.stderr)

@@ -108,21 +108,17 @@ def run_flags(run: ContainerRun, node_ip: str = "127.0.0.1") -> list[str]:
     return flags + list(run.extra_args)
 
 
-def mount_sources(run: ContainerRun) -> list[Path]:
-    """The host dirs the launcher mounts (HF_HOME, the compile caches)."""
-    return [*(Path.home() / relative for relative in run.cache_mounts), *([host_hf_home()] if run.mount_hf_home else [])]
-
-
 def make_mount_sources(run: ContainerRun) -> None:
-    # launch-cluster.sh runs `mkdir -p` on the cache dirs before `docker run` (docker would make them root-owned)
-    for host in mount_sources(run):
+    """The host dirs run_flags mounts (the compile caches, HF_HOME), made by the caller: launch-cluster.sh runs
+    `mkdir -p` on them before `docker run` (docker would make them root-owned)."""
+    for host in [*(Path.home() / relative for relative in run.cache_mounts), *([host_hf_home()] if run.mount_hf_home else [])]:
         host.mkdir(parents=True, exist_ok=True)
 
 
-def caller_flags(home: str, caller: tuple[int, int] | None = None) -> list[str]:
+def caller_flags(home: str | None, caller: tuple[int, int] | None = None) -> list[str]:
     """`--user` for a non-root caller (uid, gid; default: this process's), see the module doc, with HOME at `home`
-    (the image's /root is closed to the user). USER names the caller because the image has no passwd entry for it,
-    and torch's compile cache asks getpass for a user name."""
+    where run_flags sets none the user can use (the image's /root is closed to them). USER names the caller because
+    the image has no passwd entry for it, and torch's compile cache asks getpass for a user name."""
     uid, gid = caller or (os.getuid(), os.getgid())
     if uid == 0:
         return []
@@ -130,7 +126,7 @@ def caller_flags(home: str, caller: tuple[int, int] | None = None) -> list[str]:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = str(uid)
-    return ["--user", f"{uid}:{gid}", "-e", f"HOME={home}", "-e", f"USER={name}"]
+    return ["--user", f"{uid}:{gid}", *(["-e", f"HOME={home}"] if home else []), "-e", f"USER={name}"]
 
 
 def container_command(
@@ -153,8 +149,8 @@ def container_command(
     `as_caller`: a local container (a worker started over ssh runs as the script runs it there)."""
     argv = ["docker", "run", *(["-d"] if detach else []), "--name", name, *run_flags(run, node_ip)]
     if as_caller:
-        # HOME where the compile caches are mounted (run_flags), as for root
-        argv += caller_flags(str(Path.home()) if run.cache_mounts else "/tmp")
+        # run_flags points HOME at the host home where it mounts the compile caches there
+        argv += caller_flags(None if run.cache_mounts else "/tmp")
     for key, value in sorted(labels.items()):
         argv += ["--label", f"{key}={value}"]
     for key, value in sorted(env.items()):

@@ -15,10 +15,11 @@ from specsweep.records.quality import QualityRecord
 from specsweep.records.quant import QuantRecord
 
 
-def earlier_cells(sweep_dir: Path, planned: list[Path]) -> list[Path]:
-    """Cell dirs under `sweep_dir` with a readable record and manifest of this sweep that the run did not plan."""
+def earlier_cells(sweep_dir: Path, planned: list[Path]) -> dict[Path, Manifest]:
+    """Cell dirs under `sweep_dir` with a readable record and manifest of this sweep that the run did not plan,
+    with their manifests."""
     planned_names = {Path(path).name for path in planned}
-    found = []
+    found = {}
     for bench in sorted(Path(sweep_dir).glob("*/bench.json")):
         cell_dir = bench.parent
         if cell_dir.name in planned_names:
@@ -28,18 +29,17 @@ def earlier_cells(sweep_dir: Path, planned: list[Path]) -> list[Path]:
         except RecordError:
             continue  # a cell dir a killed run left half-written: not a measured cell
         if manifest.sweep == Path(sweep_dir).name:
-            found.append(cell_dir)
+            found[cell_dir] = manifest
     return found
 
 
-def quality_records_of(cell_dirs: list[Path], results_dir: Path, known: list[Path]) -> list[Path]:
+def quality_records_of(manifests: list[Manifest], results_dir: Path, known: list[Path]) -> list[Path]:
     """The quality records (results/_quality/<key>.json) of the quants the cells served, found through the quant
     record of the same key whose checkpoint is the one the cell's manifest names; quants `known` already has are
     left out."""
     have = {(r.model, r.quant) for r in (read_record(QualityRecord, p) for p in known)}
     served = {}
-    for cell_dir in cell_dirs:
-        manifest = read_record(Manifest, cell_dir / "manifest.json")
+    for manifest in manifests:
         if (manifest.model_name, manifest.quant_name) not in have and manifest.quant_location:
             served[manifest.quant_location] = (manifest.model_name, manifest.quant_name)
     records = []
